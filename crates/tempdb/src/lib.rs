@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod account;
+mod binaries;
+mod cluster;
+mod error;
+mod options;
+mod process;
+mod shared;
+mod watchdog;
+
+pub use binaries::PgBin;
+pub use cluster::{Database, TempCluster, SUPERUSER};
+pub use error::{Error, Result};
+pub use options::{ClusterOptions, Purpose, StopMode};
+pub use shared::shared;

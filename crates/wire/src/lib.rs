@@ -1,0 +1,13 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod framing;
+mod state;
+mod tag_cell;
+mod tap;
+mod tracker;
+
+pub use framing::{Direction, Frame, Framer, Malformed, Tag};
+pub use state::{CommitState, Liveness, Snapshot, TxStatus, WireState};
+pub use tap::Tap;
+pub use tracker::{is_commit, Hint, Tracker};

@@ -1,0 +1,325 @@
+//! The observed state of one connection, shared between the tap (one writer) and any number
+//! of readers, with atomics only: reading it never blocks the connection and never asks the
+//! server anything.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::tag_cell::TagCell;
+
+/// Transaction status from the server's last `ReadyForQuery`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TxStatus {
+    /// No `ReadyForQuery` yet: the connection is still starting up.
+    Unknown,
+    /// `I`: not in a transaction block.
+    Idle,
+    /// `T`: in a transaction block.
+    InTransaction,
+    /// `E`: in a failed transaction block; queries are rejected until it ends.
+    Failed,
+}
+
+impl TxStatus {
+    fn from_byte(b: u8) -> TxStatus {
+        match b {
+            b'I' => TxStatus::Idle,
+            b'T' => TxStatus::InTransaction,
+            b'E' => TxStatus::Failed,
+            _ => TxStatus::Unknown,
+        }
+    }
+}
+
+/// Whether the connection can still carry traffic, as far as the wire shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Liveness {
+    /// Start-up and authentication are under way.
+    Starting,
+    /// Start-up finished; the stream is open.
+    Open,
+    /// The client sent `Terminate`.
+    Terminated,
+    /// The server closed the stream (end of file).
+    Closed,
+    /// A read or write failed with an I/O error.
+    IoError,
+    /// The bytes stopped making sense as PostgreSQL messages.
+    Malformed,
+}
+
+impl Liveness {
+    fn from_byte(b: u8) -> Liveness {
+        match b {
+            0 => Liveness::Starting,
+            1 => Liveness::Open,
+            2 => Liveness::Terminated,
+            3 => Liveness::Closed,
+            4 => Liveness::IoError,
+            _ => Liveness::Malformed,
+        }
+    }
+
+    pub(crate) fn byte(self) -> u8 {
+        match self {
+            Liveness::Starting => 0,
+            Liveness::Open => 1,
+            Liveness::Terminated => 2,
+            Liveness::Closed => 3,
+            Liveness::IoError => 4,
+            Liveness::Malformed => 5,
+        }
+    }
+
+    /// True once nothing more can be sent or received.
+    pub fn is_dead(self) -> bool {
+        !matches!(self, Liveness::Starting | Liveness::Open)
+    }
+}
+
+/// What the wire showed of the most recent `COMMIT` (simple `COMMIT`/`END` query, or the
+/// execution of a prepared one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommitState {
+    /// No COMMIT was written on this connection yet.
+    None,
+    /// A COMMIT was written and its reply has not arrived. If the connection is dead now,
+    /// the outcome is unknown and must be resolved from the server.
+    InFlight,
+    /// The server answered with tag `COMMIT`: the transaction is durable.
+    Committed,
+    /// The server answered with tag `ROLLBACK`: the transaction had failed and was rolled
+    /// back. Not a success.
+    RolledBack,
+    /// The server answered with an error: nothing was committed.
+    Failed,
+}
+
+impl CommitState {
+    fn from_byte(b: u8) -> CommitState {
+        match b {
+            1 => CommitState::InFlight,
+            2 => CommitState::Committed,
+            3 => CommitState::RolledBack,
+            4 => CommitState::Failed,
+            _ => CommitState::None,
+        }
+    }
+
+    pub(crate) fn byte(self) -> u8 {
+        match self {
+            CommitState::None => 0,
+            CommitState::InFlight => 1,
+            CommitState::Committed => 2,
+            CommitState::RolledBack => 3,
+            CommitState::Failed => 4,
+        }
+    }
+}
+
+/// Nanoseconds since a process-wide origin, so that instants fit in an atomic.
+pub(crate) fn now_nanos() -> u64 {
+    let origin = origin();
+    u64::try_from(origin.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+fn instant_of(nanos: u64) -> Option<Instant> {
+    (nanos != 0).then(|| origin() + Duration::from_nanos(nanos))
+}
+
+/// The atomics behind a [`WireState`].
+#[derive(Default)]
+pub(crate) struct Cells {
+    pub(crate) tx_status: AtomicU8,
+    pub(crate) liveness: AtomicU8,
+    pub(crate) in_flight: AtomicU32,
+    pub(crate) commit: AtomicU8,
+    pub(crate) commits_written: AtomicU64,
+    pub(crate) command_completes: AtomicU64,
+    pub(crate) last_tag: TagCell,
+    pub(crate) errors: AtomicU64,
+    pub(crate) last_sqlstate: AtomicU64,
+    pub(crate) ready_for_query: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) last_activity: AtomicU64,
+    pub(crate) dead_since: AtomicU64,
+}
+
+/// Adds `n` to a counter that only the tap writes: a plain load and store, no locked
+/// read-modify-write on the data path.
+pub(crate) fn bump(cell: &AtomicU64, n: u64) {
+    cell.store(cell.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+/// A cheap, cloneable handle on what the tap has observed on one connection.
+///
+/// Every accessor is a few atomic loads; none of them touches the network.
+#[derive(Clone, Default)]
+pub struct WireState {
+    pub(crate) cells: Arc<Cells>,
+}
+
+impl WireState {
+    /// A fresh state: starting, status unknown, nothing in flight.
+    pub fn new() -> WireState {
+        WireState::default()
+    }
+
+    /// Transaction status from the last `ReadyForQuery`.
+    pub fn tx_status(&self) -> TxStatus {
+        TxStatus::from_byte(self.cells.tx_status.load(Ordering::Acquire))
+    }
+
+    /// Requests written (`Query`, `Sync`, `FunctionCall`) that have not had their
+    /// `ReadyForQuery` yet. Zero during start-up.
+    pub fn in_flight(&self) -> u32 {
+        self.cells.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Whether the stream is starting, open or dead (and why).
+    pub fn liveness(&self) -> Liveness {
+        Liveness::from_byte(self.cells.liveness.load(Ordering::Acquire))
+    }
+
+    /// True when the connection is open, idle outside a transaction and nothing is in
+    /// flight: the state a pool may hand out.
+    pub fn is_clean(&self) -> bool {
+        self.liveness() == Liveness::Open && self.in_flight() == 0 && self.tx_status() == TxStatus::Idle
+    }
+
+    /// What the wire showed of the most recent COMMIT.
+    pub fn commit(&self) -> CommitState {
+        CommitState::from_byte(self.cells.commit.load(Ordering::Acquire))
+    }
+
+    /// True when a COMMIT was written, its reply never came, and the stream is dead: the
+    /// transaction may or may not have committed.
+    pub fn commit_outcome_unknown(&self) -> bool {
+        self.commit() == CommitState::InFlight && self.liveness().is_dead()
+    }
+
+    /// How many COMMITs were written on this connection.
+    pub fn commits_written(&self) -> u64 {
+        self.cells.commits_written.load(Ordering::Acquire)
+    }
+
+    /// The tag of the last `CommandComplete` (at most 32 bytes), for example `INSERT 0 1`.
+    pub fn last_command_tag(&self) -> String {
+        self.cells.last_tag.read()
+    }
+
+    /// A point-in-time copy of everything observed.
+    pub fn snapshot(&self) -> Snapshot {
+        let c = &self.cells;
+        let sqlstate = c.last_sqlstate.load(Ordering::Acquire);
+        Snapshot {
+            liveness: self.liveness(),
+            tx_status: self.tx_status(),
+            in_flight: self.in_flight(),
+            commit: self.commit(),
+            commits_written: c.commits_written.load(Ordering::Acquire),
+            command_completes: c.command_completes.load(Ordering::Acquire),
+            last_command_tag: c.last_tag.read(),
+            errors: c.errors.load(Ordering::Acquire),
+            last_sqlstate: (sqlstate != 0).then(|| unpack_sqlstate(sqlstate)),
+            ready_for_query: c.ready_for_query.load(Ordering::Acquire),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: c.bytes_received.load(Ordering::Relaxed),
+            messages_sent: c.messages_sent.load(Ordering::Relaxed),
+            messages_received: c.messages_received.load(Ordering::Relaxed),
+            last_activity: instant_of(c.last_activity.load(Ordering::Relaxed)),
+            dead_since: instant_of(c.dead_since.load(Ordering::Acquire)),
+        }
+    }
+
+    /// When bytes last moved in either direction (`None` before the first byte).
+    pub fn last_activity(&self) -> Option<Instant> {
+        instant_of(self.cells.last_activity.load(Ordering::Relaxed))
+    }
+
+    /// Time since bytes last moved, or `None` before the first byte.
+    pub fn idle_for(&self) -> Option<Duration> {
+        self.last_activity().map(|t| t.elapsed())
+    }
+}
+
+impl fmt::Debug for WireState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.snapshot(), f)
+    }
+}
+
+/// Packs a five-character SQLSTATE into an integer (0 means none).
+pub(crate) fn pack_sqlstate(code: &[u8]) -> u64 {
+    code.iter()
+        .take(5)
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+fn unpack_sqlstate(packed: u64) -> String {
+    let bytes = packed.to_be_bytes();
+    bytes
+        .iter()
+        .filter(|b| **b != 0)
+        .map(|b| char::from(*b))
+        .collect()
+}
+
+/// Everything the tap observed, copied out at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Open, starting or dead.
+    pub liveness: Liveness,
+    /// Status from the last `ReadyForQuery`.
+    pub tx_status: TxStatus,
+    /// Requests awaiting their `ReadyForQuery`.
+    pub in_flight: u32,
+    /// The most recent COMMIT as the wire showed it.
+    pub commit: CommitState,
+    /// COMMITs written so far.
+    pub commits_written: u64,
+    /// `CommandComplete` messages received.
+    pub command_completes: u64,
+    /// Tag of the last `CommandComplete` (bounded to 32 bytes).
+    pub last_command_tag: String,
+    /// `ErrorResponse` messages received.
+    pub errors: u64,
+    /// SQLSTATE of the last `ErrorResponse`, if any.
+    pub last_sqlstate: Option<String>,
+    /// `ReadyForQuery` messages received (including the one that ends start-up).
+    pub ready_for_query: u64,
+    /// Bytes written to the server.
+    pub bytes_sent: u64,
+    /// Bytes read from the server.
+    pub bytes_received: u64,
+    /// Messages written to the server.
+    pub messages_sent: u64,
+    /// Messages read from the server.
+    pub messages_received: u64,
+    /// When bytes last moved.
+    pub last_activity: Option<Instant>,
+    /// When the stream was first seen dead.
+    pub dead_since: Option<Instant>,
+}
+
+impl Snapshot {
+    /// The same snapshot without the wall-clock fields, for comparing two observations of
+    /// the same bytes.
+    pub fn without_times(mut self) -> Snapshot {
+        self.last_activity = None;
+        self.dead_since = None;
+        self
+    }
+}
