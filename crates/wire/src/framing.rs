@@ -378,8 +378,8 @@ fn prefix_wanted(direction: Direction, tag: u8) -> usize {
     match (direction, tag) {
         // Query text, Parse (name then text), Bind (portal then statement), Close.
         (Direction::Frontend, b'Q' | b'P' | b'B' | b'C') => PREFIX_MAX,
-        // ReadyForQuery status, CommandComplete tag, ErrorResponse fields.
-        (Direction::Backend, b'Z' | b'C' | b'E') => PREFIX_MAX,
+        // ReadyForQuery status, CommandComplete tag, ErrorResponse fields, BackendKeyData.
+        (Direction::Backend, b'Z' | b'C' | b'E' | b'K') => PREFIX_MAX,
         _ => 0,
     }
 }

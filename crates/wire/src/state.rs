@@ -3,7 +3,7 @@
 //! server anything.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -42,12 +42,15 @@ pub enum Liveness {
     Open,
     /// The client sent `Terminate`.
     Terminated,
-    /// The server closed the stream (end of file).
+    /// The server closed the stream: end of file, or a FATAL error, after which the server
+    /// always closes.
     Closed,
     /// A read or write failed with an I/O error.
     IoError,
     /// The bytes stopped making sense as PostgreSQL messages.
     Malformed,
+    /// The stream was dropped by its owner (the driver task ended or was aborted).
+    Dropped,
 }
 
 impl Liveness {
@@ -58,7 +61,8 @@ impl Liveness {
             2 => Liveness::Terminated,
             3 => Liveness::Closed,
             4 => Liveness::IoError,
-            _ => Liveness::Malformed,
+            5 => Liveness::Malformed,
+            _ => Liveness::Dropped,
         }
     }
 
@@ -70,6 +74,7 @@ impl Liveness {
             Liveness::Closed => 3,
             Liveness::IoError => 4,
             Liveness::Malformed => 5,
+            Liveness::Dropped => 6,
         }
     }
 
@@ -149,12 +154,29 @@ pub(crate) struct Cells {
     pub(crate) errors: AtomicU64,
     pub(crate) last_sqlstate: AtomicU64,
     pub(crate) ready_for_query: AtomicU64,
+    pub(crate) backend_pid: AtomicU32,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) messages_sent: AtomicU64,
     pub(crate) messages_received: AtomicU64,
     pub(crate) last_activity: AtomicU64,
     pub(crate) dead_since: AtomicU64,
+    /// Tasks waiting in [`WireState::wait_for`]; the tap only wakes anyone when this is
+    /// non-zero, so the data path takes no lock while nobody waits.
+    pub(crate) watchers: AtomicU32,
+    pub(crate) changed: tokio::sync::Notify,
+}
+
+impl Cells {
+    /// Called by the tap after it updated the state: wakes waiters, if there are any.
+    pub(crate) fn wake_watchers(&self) {
+        // Pairs with the fence in `wait_for`: either the waiter sees our stores, or we see
+        // its registration.
+        fence(Ordering::SeqCst);
+        if self.watchers.load(Ordering::Relaxed) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
 }
 
 /// Adds `n` to a counter that only the tap writes: a plain load and store, no locked
@@ -220,6 +242,30 @@ impl WireState {
         self.cells.last_tag.read()
     }
 
+    /// The server process serving this connection (from `BackendKeyData`), once known.
+    pub fn backend_pid(&self) -> Option<i32> {
+        let pid = self.cells.backend_pid.load(Ordering::Acquire);
+        (pid != 0).then_some(pid as i32)
+    }
+
+    /// Waits until `condition` holds, re-checking it each time the tap observes something.
+    /// Never polls the server; wrap it in a timeout to bound it.
+    pub async fn wait_for(&self, mut condition: impl FnMut(&WireState) -> bool) {
+        let cells = &self.cells;
+        cells.watchers.fetch_add(1, Ordering::SeqCst);
+        let _registered = WatcherGuard(&cells.watchers);
+        loop {
+            let notified = cells.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            fence(Ordering::SeqCst);
+            if condition(self) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// A point-in-time copy of everything observed.
     pub fn snapshot(&self) -> Snapshot {
         let c = &self.cells;
@@ -235,6 +281,7 @@ impl WireState {
             errors: c.errors.load(Ordering::Acquire),
             last_sqlstate: (sqlstate != 0).then(|| unpack_sqlstate(sqlstate)),
             ready_for_query: c.ready_for_query.load(Ordering::Acquire),
+            backend_pid: self.backend_pid(),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             messages_sent: c.messages_sent.load(Ordering::Relaxed),
@@ -258,6 +305,14 @@ impl WireState {
 impl fmt::Debug for WireState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.snapshot(), f)
+    }
+}
+
+struct WatcherGuard<'a>(&'a AtomicU32);
+
+impl Drop for WatcherGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -300,6 +355,8 @@ pub struct Snapshot {
     pub last_sqlstate: Option<String>,
     /// `ReadyForQuery` messages received (including the one that ends start-up).
     pub ready_for_query: u64,
+    /// The server process id, from `BackendKeyData`.
+    pub backend_pid: Option<i32>,
     /// Bytes written to the server.
     pub bytes_sent: u64,
     /// Bytes read from the server.

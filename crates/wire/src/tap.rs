@@ -60,6 +60,7 @@ impl<S> Tap<S> {
         if result.is_err() {
             self.tracker.died(Liveness::Malformed);
         }
+        self.tracker.state().cells.wake_watchers();
     }
 
     /// Frames bytes the server sent.
@@ -79,13 +80,25 @@ impl<S> Tap<S> {
         if result.is_err() {
             self.tracker.died(Liveness::Malformed);
         }
+        self.tracker.state().cells.wake_watchers();
     }
 
     fn failed<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
         if result.is_err() {
-            self.tracker.died(Liveness::IoError);
+            self.died(Liveness::IoError);
         }
         result
+    }
+
+    fn died(&mut self, how: Liveness) {
+        self.tracker.died(how);
+        self.tracker.state().cells.wake_watchers();
+    }
+}
+
+impl<S> Drop for Tap<S> {
+    fn drop(&mut self) {
+        self.died(Liveness::Dropped);
     }
 }
 
@@ -110,7 +123,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
         if result.is_ok() {
             let filled = &buf.filled()[before..];
             if filled.is_empty() && buf.remaining() > 0 {
-                this.tracker.died(Liveness::Closed);
+                this.died(Liveness::Closed);
             } else {
                 this.read(filled);
             }

@@ -216,6 +216,17 @@ impl Tracker {
                 if self.is_latest_commit(front) {
                     self.answer_commit(CommitState::Failed);
                 }
+                // FATAL and PANIC end the session: the server closes the stream next.
+                let severity = error_field(frame.prefix, b'V').or_else(|| error_field(frame.prefix, b'S'));
+                if matches!(severity, Some(b"FATAL" | b"PANIC")) {
+                    self.died(Liveness::Closed);
+                }
+            }
+            b'K' => {
+                if let [a, b, c, d, ..] = frame.prefix {
+                    let pid = u32::from_be_bytes([*a, *b, *c, *d]);
+                    cells.backend_pid.store(pid, Ordering::Release);
+                }
             }
             b'G' => {
                 if self.pending.front().is_some_and(|r| r.extended) {

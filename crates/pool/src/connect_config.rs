@@ -1,0 +1,360 @@
+//! What a connection needs: where to connect, as whom, and the socket and server settings
+//! that make a dead peer visible quickly.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+
+/// TCP keepalive probing: how soon a silent peer is probed and given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub retries: u32,
+}
+
+impl Default for Keepalive {
+    /// 10 s idle, 5 s between probes, 3 probes: a vanished peer is noticed in about 25 s
+    /// instead of the operating system's default of over two hours.
+    fn default() -> Self {
+        Keepalive {
+            idle: Duration::from_secs(10),
+            interval: Duration::from_secs(5),
+            retries: 3,
+        }
+    }
+}
+
+/// Default bound on the whole connect (TCP, start-up, authentication).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `TCP_USER_TIMEOUT`: unacknowledged writes fail after this long.
+pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `application_name`, so holdfast's sessions are easy to find in
+/// `pg_stat_activity`.
+pub const DEFAULT_APPLICATION_NAME: &str = "holdfast";
+
+/// How to open one connection. Build it from a URL (`postgres://user:pw@host:port/db?...`) or
+/// a key=value string, then adjust.
+///
+/// Its `Debug` output never shows the password.
+#[derive(Clone)]
+pub struct ConnectConfig {
+    pg: tokio_postgres::Config,
+    connect_timeout: Duration,
+    keepalive: Option<Keepalive>,
+    tcp_user_timeout: Option<Duration>,
+    statement_timeout: Option<Duration>,
+    idle_in_transaction_session_timeout: Option<Duration>,
+    lock_timeout: Option<Duration>,
+}
+
+impl ConnectConfig {
+    /// Parses a `postgres://` URL or a libpq key=value string. Parameters in it
+    /// (`connect_timeout`, `keepalives_idle`, `keepalives_interval`, `keepalives_retries`,
+    /// `tcp_user_timeout`, `application_name`) override holdfast's defaults.
+    pub fn from_url(url: &str) -> Result<ConnectConfig, ConfigError> {
+        ConnectConfig::parse_setting("url", url)
+    }
+
+    /// Like [`from_url`](Self::from_url), naming `setting` (say `DATABASE_URL`) in errors.
+    pub fn parse_setting(setting: &str, url: &str) -> Result<ConnectConfig, ConfigError> {
+        let pg = tokio_postgres::Config::from_str(url).map_err(|e| ConfigError::InvalidUrl {
+            setting: setting.to_string(),
+            url: redact_url(url),
+            reason: e.to_string(),
+        })?;
+        if pg.get_hosts().is_empty() {
+            return Err(ConfigError::InvalidUrl {
+                setting: setting.to_string(),
+                url: redact_url(url),
+                reason: "no host given".to_string(),
+            });
+        }
+        Ok(ConnectConfig::from_pg(pg))
+    }
+
+    /// Wraps a tokio-postgres configuration, keeping what it sets explicitly.
+    pub fn from_pg(mut pg: tokio_postgres::Config) -> ConnectConfig {
+        let mut keepalive = Keepalive::default();
+        // tokio-postgres' own default idle is two hours; anything else was asked for.
+        if pg.get_keepalives_idle() != Duration::from_secs(2 * 60 * 60) {
+            keepalive.idle = pg.get_keepalives_idle();
+        }
+        if let Some(interval) = pg.get_keepalives_interval() {
+            keepalive.interval = interval;
+        }
+        if let Some(retries) = pg.get_keepalives_retries() {
+            keepalive.retries = retries;
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name(DEFAULT_APPLICATION_NAME);
+        }
+        ConnectConfig {
+            connect_timeout: pg
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            keepalive: pg.get_keepalives().then_some(keepalive),
+            // libpq reads `tcp_user_timeout` in milliseconds; tokio-postgres parses the same
+            // number as seconds. Keep libpq's meaning, which is what URLs are written for.
+            tcp_user_timeout: Some(
+                pg.get_tcp_user_timeout()
+                    .map(|d| Duration::from_millis(d.as_secs()))
+                    .unwrap_or(DEFAULT_TCP_USER_TIMEOUT),
+            ),
+            statement_timeout: None,
+            idle_in_transaction_session_timeout: None,
+            lock_timeout: None,
+            pg,
+        }
+    }
+
+    /// Bounds the whole connect: TCP, start-up and authentication.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// TCP keepalive settings, or `None` to leave keepalive off.
+    pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// `TCP_USER_TIMEOUT`, or `None` for the operating system's default.
+    pub fn tcp_user_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.tcp_user_timeout = timeout;
+        self
+    }
+
+    /// `statement_timeout` sent at start-up (`None`: the server's setting).
+    pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// `idle_in_transaction_session_timeout` sent at start-up (`None`: the server's setting).
+    pub fn idle_in_transaction_session_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_in_transaction_session_timeout = timeout;
+        self
+    }
+
+    /// `lock_timeout` sent at start-up (`None`: the server's setting).
+    pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The `application_name` the server shows in `pg_stat_activity`.
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.pg.application_name(name);
+        self
+    }
+
+    /// Sets the password (kept out of every `Debug` and error).
+    pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
+        self.pg.password(password);
+        self
+    }
+
+    /// Sets the user name.
+    pub fn user(mut self, user: &str) -> Self {
+        self.pg.user(user);
+        self
+    }
+
+    /// Sets the database name.
+    pub fn dbname(mut self, dbname: &str) -> Self {
+        self.pg.dbname(dbname);
+        self
+    }
+
+    /// The bound on the whole connect.
+    pub fn get_connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// TCP keepalive settings, if on.
+    pub fn get_keepalive(&self) -> Option<Keepalive> {
+        self.keepalive
+    }
+
+    /// `TCP_USER_TIMEOUT`, if set.
+    pub fn get_tcp_user_timeout(&self) -> Option<Duration> {
+        self.tcp_user_timeout
+    }
+
+    /// `statement_timeout` sent at start-up, if any.
+    pub fn get_statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+
+    /// The application name.
+    pub fn get_application_name(&self) -> &str {
+        self.pg.get_application_name().unwrap_or(DEFAULT_APPLICATION_NAME)
+    }
+
+    /// The underlying tokio-postgres configuration (hosts, ports, user, database).
+    pub fn pg(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+
+    /// The tokio-postgres configuration used for start-up: the server settings are added to
+    /// the `options` start-up parameter.
+    pub(crate) fn startup_config(&self) -> tokio_postgres::Config {
+        let mut pg = self.pg.clone();
+        let mut options = pg.get_options().unwrap_or("").to_string();
+        let settings = [
+            ("statement_timeout", self.statement_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_session_timeout,
+            ),
+            ("lock_timeout", self.lock_timeout),
+        ];
+        for (name, value) in settings {
+            if let Some(value) = value {
+                if !options.is_empty() {
+                    options.push(' ');
+                }
+                options.push_str(&format!("-c {name}={}", value.as_millis()));
+            }
+        }
+        if !options.is_empty() {
+            pg.options(&options);
+        }
+        pg
+    }
+}
+
+impl fmt::Debug for ConnectConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio_postgres::Config's Debug already shows the password as `_`.
+        f.debug_struct("ConnectConfig")
+            .field("pg", &self.pg)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("tcp_user_timeout", &self.tcp_user_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "idle_in_transaction_session_timeout",
+                &self.idle_in_transaction_session_timeout,
+            )
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let userinfo = &rest[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+        return url.to_string();
+    }
+    // key=value form: quoting and spacing rules make partial masking fragile; hide it all
+    // when it carries a password.
+    if url.to_ascii_lowercase().contains("password") {
+        "<key=value string with a password, not shown>".to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters_override_defaults() {
+        let c = ConnectConfig::from_url(
+            "postgres://u@h:5/d?connect_timeout=7&keepalives_idle=3&keepalives_interval=2&keepalives_retries=9&tcp_user_timeout=11000&application_name=api",
+        )
+        .expect("parse");
+        assert_eq!(c.get_connect_timeout(), Duration::from_secs(7));
+        assert_eq!(
+            c.get_keepalive(),
+            Some(Keepalive {
+                idle: Duration::from_secs(3),
+                interval: Duration::from_secs(2),
+                retries: 9
+            })
+        );
+        assert_eq!(c.get_tcp_user_timeout(), Some(Duration::from_millis(11000)));
+        assert_eq!(c.get_application_name(), "api");
+    }
+
+    #[test]
+    fn tight_defaults() {
+        let c = ConnectConfig::from_url("postgres://u@h/d").expect("parse");
+        assert_eq!(c.get_connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(c.get_keepalive(), Some(Keepalive::default()));
+        assert_eq!(c.get_tcp_user_timeout(), Some(DEFAULT_TCP_USER_TIMEOUT));
+        assert_eq!(c.get_application_name(), DEFAULT_APPLICATION_NAME);
+    }
+
+    #[test]
+    fn startup_options_carry_server_settings() {
+        let c = ConnectConfig::from_url("postgres://u@h/d?options=-c%20search_path%3Dx")
+            .expect("parse")
+            .statement_timeout(Some(Duration::from_secs(300)))
+            .lock_timeout(Some(Duration::from_millis(1500)));
+        let pg = c.startup_config();
+        assert_eq!(
+            pg.get_options(),
+            Some("-c search_path=x -c statement_timeout=300000 -c lock_timeout=1500")
+        );
+    }
+
+    #[test]
+    fn bad_urls_name_the_setting_and_hide_the_password() {
+        let err = ConnectConfig::parse_setting("DATABASE_URL", "postgres://u:hunter2@h:notaport/d")
+            .expect_err("bad port");
+        let text = err.to_string();
+        assert!(text.starts_with("DATABASE_URL: invalid connection URL"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("u:***@h:notaport/d"), "{text}");
+        let err = ConnectConfig::from_url("postgres:///d").expect_err("no host");
+        assert!(err.to_string().contains("no host"), "{err}");
+    }
+
+    #[test]
+    fn password_never_in_debug() {
+        let c = ConnectConfig::from_url("postgres://u:hunter2@h/d")
+            .expect("parse")
+            .password("s3cr3t-pw");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("s3cr3t-pw"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("postgres://a:b@h/d"), "postgres://a:***@h/d");
+        assert_eq!(redact_url("postgres://a@h/d"), "postgres://a@h/d");
+        assert_eq!(
+            redact_url("postgresql://a:b:c@h:1/d?x=@"),
+            "postgresql://a:***@h:1/d?x=@"
+        );
+        assert!(!redact_url("host=h password='p w' user=u").contains("p w"));
+        assert_eq!(redact_url("host=h user=u"), "host=h user=u");
+    }
+}

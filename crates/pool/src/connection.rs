@@ -1,0 +1,184 @@
+//! Opening a tapped connection, and the connection itself: a tokio-postgres `Client` that
+//! knows its own state.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use holdfast_wire::{Tap, WireState};
+use tokio::task::JoinHandle;
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, NoTls};
+
+use crate::connect_config::ConnectConfig;
+use crate::error::ConnectError;
+use crate::socket::Socket;
+
+/// One open connection: a tokio-postgres [`Client`] (it derefs to it) plus the
+/// [`WireState`] its tap keeps and the task that drives it.
+///
+/// Dropping it closes the connection (the driver sends `Terminate`).
+#[derive(Debug)]
+pub struct Connection {
+    client: Client,
+    state: WireState,
+    driver: JoinHandle<()>,
+    opened_at: Instant,
+}
+
+impl Connection {
+    /// The driver's client, for queries.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The driver's client, mutably (tokio-postgres' `transaction()` needs it).
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// What the wire tap has observed; reading it costs a few atomic loads.
+    pub fn state(&self) -> &WireState {
+        &self.state
+    }
+
+    /// The server process serving this connection.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.state.backend_pid()
+    }
+
+    /// When the connection finished start-up.
+    pub fn opened_at(&self) -> Instant {
+        self.opened_at
+    }
+
+    /// Time since the connection finished start-up.
+    pub fn age(&self) -> Duration {
+        self.opened_at.elapsed()
+    }
+
+    /// True when the connection can no longer be used: the wire saw it end, or the driver
+    /// stopped.
+    pub fn is_closed(&self) -> bool {
+        self.state.liveness().is_dead() || self.client.is_closed() || self.driver.is_finished()
+    }
+
+    /// Closes the socket at once, without a `Terminate` (for connections that may be stuck).
+    pub fn abort(self) {
+        self.driver.abort();
+    }
+}
+
+impl Deref for Connection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Opens a connection, trying each configured host in order. The whole attempt (name lookup,
+/// TCP, start-up, authentication) is bounded by the connect timeout.
+pub async fn connect(config: &ConnectConfig) -> Result<Connection, ConnectError> {
+    let pg = config.pg();
+    let hosts = pg.get_hosts();
+    if hosts.is_empty() {
+        return Err(ConnectError::NoHost);
+    }
+    let timeout = config.get_connect_timeout();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    for (i, host) in hosts.iter().enumerate() {
+        let ports = pg.get_ports();
+        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+        let target = describe(host, port);
+        match tokio::time::timeout_at(deadline, connect_host(config, host, port, &target)).await {
+            Ok(Ok(connection)) => return Ok(connection),
+            Ok(Err(e)) => {
+                tracing::debug!(target = %target, error = %e, "connect attempt failed");
+                last = Some(e);
+            }
+            Err(_) => return Err(ConnectError::Timeout { target, timeout }),
+        }
+    }
+    Err(last.unwrap_or(ConnectError::NoHost))
+}
+
+async fn connect_host(
+    config: &ConnectConfig,
+    host: &Host,
+    port: u16,
+    target: &str,
+) -> Result<Connection, ConnectError> {
+    match host {
+        Host::Unix(dir) => {
+            let socket = Socket::unix(dir, port).await.map_err(|source| ConnectError::Io {
+                target: target.to_string(),
+                source,
+            })?;
+            start(config, socket, target).await
+        }
+        Host::Tcp(name) => {
+            let addrs = resolve(name, port).await.map_err(|source| ConnectError::Io {
+                target: target.to_string(),
+                source,
+            })?;
+            let mut last = None;
+            for addr in addrs {
+                match Socket::tcp(addr, config).await {
+                    Ok(socket) => return start(config, socket, target).await,
+                    Err(source) => last = Some(source),
+                }
+            }
+            Err(ConnectError::Io {
+                target: target.to_string(),
+                source: last.unwrap_or_else(|| std::io::Error::other("the host name resolved to no address")),
+            })
+        }
+    }
+}
+
+async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    Ok(tokio::net::lookup_host((name, port)).await?.collect())
+}
+
+/// Runs start-up and authentication over a tapped socket and spawns the driver.
+async fn start(config: &ConnectConfig, socket: Socket, target: &str) -> Result<Connection, ConnectError> {
+    let tap = Tap::new(socket);
+    let state = tap.state();
+    let (client, driver) = config
+        .startup_config()
+        .connect_raw(tap, NoTls)
+        .await
+        .map_err(|source| ConnectError::Postgres {
+            target: target.to_string(),
+            source,
+        })?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = driver.await {
+            tracing::debug!(%error, "connection ended with an error");
+        }
+    });
+    tracing::debug!(target = %target, backend_pid = state.backend_pid(), "connected");
+    Ok(Connection {
+        client,
+        state,
+        driver,
+        opened_at: Instant::now(),
+    })
+}
+
+fn describe(host: &Host, port: u16) -> String {
+    match host {
+        Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+        Host::Tcp(name) => format!("{name}:{port}"),
+        Host::Unix(dir) => Path::new(dir)
+            .join(format!(".s.PGSQL.{port}"))
+            .display()
+            .to_string(),
+    }
+}

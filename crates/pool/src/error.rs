@@ -1,0 +1,76 @@
+//! Errors of holdfast-pool: bad configuration and failed connects.
+
+use std::time::Duration;
+
+/// A setting that cannot be used. Raised at start-up, before any connection is made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The connection URL or string could not be parsed. The URL is shown with its password
+    /// masked.
+    #[error("{setting}: invalid connection URL {url:?}: {reason}; expected postgres://user[:password]@host[:port]/dbname[?param=value...] or key=value pairs")]
+    InvalidUrl {
+        /// The setting (for example `DATABASE_URL`).
+        setting: String,
+        /// The URL, password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting has a value outside what is accepted.
+    #[error("{setting}: invalid value {value:?}; accepted: {accepted}")]
+    InvalidValue {
+        /// The setting (an environment variable or a builder method).
+        setting: String,
+        /// The value it got (never a secret).
+        value: String,
+        /// What would have been accepted.
+        accepted: String,
+    },
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The whole connect (TCP, start-up, authentication) did not finish in time.
+    #[error("connecting to {target} timed out after {timeout:?} (connect_timeout)")]
+    Timeout {
+        /// Host and port (or socket path) being connected to when time ran out.
+        target: String,
+        /// The configured bound.
+        timeout: Duration,
+    },
+    /// The socket could not be opened or configured.
+    #[error("could not connect to {target}: {source}")]
+    Io {
+        /// Host and port, or socket path.
+        target: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server refused the start-up or authentication, or the conversation failed.
+    #[error("connection to {target} failed during start-up: {source}")]
+    Postgres {
+        /// Host and port, or socket path.
+        target: String,
+        /// The driver's error (carries the SQLSTATE when the server sent one).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The configuration names no host to connect to.
+    #[error("no host to connect to: set a host in the URL")]
+    NoHost,
+}
+
+impl ConnectError {
+    /// The SQLSTATE the server sent, if the failure came from the server
+    /// (for example `28P01` invalid password, `57P03` cannot connect now).
+    pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            ConnectError::Postgres { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+}
