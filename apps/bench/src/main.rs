@@ -1,1 +1,29 @@
-fn main() {}
+//! Side-by-side benchmarks. Every comparison runs its contenders alternately in one process
+//! against one throwaway server and prints ratios, because this machine is noisy.
+
+mod affinity;
+mod stats;
+mod tap_cost;
+
+use clap::{Parser, Subcommand};
+
+/// holdfast benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast-bench", about = "Side-by-side benchmarks of holdfast")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// SELECT 1 on one connection: through the wire tap versus plain tokio-postgres.
+    Tap(tap_cost::Args),
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::Tap(args) => tap_cost::run(args),
+    }
+}

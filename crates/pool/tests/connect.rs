@@ -163,6 +163,7 @@ async fn extended_protocol_commit_is_tracked() {
         .expect_err("deferred FK fails at commit");
     assert_eq!(err.code().map(|c| c.code()), Some("23503"));
     assert_eq!(conn.state().commit(), CommitState::Failed);
+    observe(&conn, "ReadyForQuery after the error", |s| s.in_flight() == 0).await;
     assert_eq!(conn.state().tx_status(), TxStatus::Idle);
 }
 
@@ -175,13 +176,14 @@ async fn dropped_query_future_stays_in_flight_until_the_server_answers() {
         .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7)")
         .await
         .expect("lock");
+    let pid = conn.backend_pid().expect("pid");
     {
         let query = conn.query("SELECT pg_advisory_xact_lock(7)", &[]);
         tokio::pin!(query);
-        // Drive the query until the server has it: the tap sees it written.
+        // Drive the query until the server runs it and waits for the lock.
         tokio::select! {
             _ = &mut query => panic!("the query cannot finish while the lock is held"),
-            _ = observe(&conn, "request written", |s| s.in_flight() == 1) => {}
+            _ = waiting_for_lock(&blocker, pid) => {}
         }
         // The future is dropped here, mid-query.
     }
@@ -197,6 +199,29 @@ async fn dropped_query_future_stays_in_flight_until_the_server_answers() {
         .expect("still usable")
         .get(0);
     assert_eq!(n, 2);
+}
+
+/// Bounded wait until server process `pid` waits on a lock, as `pg_stat_activity` shows it.
+async fn waiting_for_lock(observer: &Connection, pid: i32) {
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                &[&pid],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if waiting == 1 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend {pid} never waited for the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

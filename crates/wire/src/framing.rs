@@ -141,8 +141,10 @@ pub struct Framer {
     tag: Tag,
     body_len: u32,
     keep: usize,
-    prefix: [u8; PREFIX_MAX],
     prefix_len: usize,
+    /// Only used for messages that arrive in pieces (the common whole-message case reads
+    /// the caller's bytes in place), so it lives off the hot cache lines.
+    prefix: Box<[u8; PREFIX_MAX]>,
 }
 
 impl fmt::Debug for Framer {
@@ -171,8 +173,8 @@ impl Framer {
             tag: Tag::Startup,
             body_len: 0,
             keep: 0,
-            prefix: [0; PREFIX_MAX],
             prefix_len: 0,
+            prefix: Box::new([0; PREFIX_MAX]),
         }
     }
 
@@ -236,6 +238,31 @@ impl Framer {
         while !data.is_empty() {
             match self.phase {
                 Phase::Broken(why) => return Err(why),
+                Phase::Header if self.header_len == 0 && self.expect == Expect::Typed && data.len() >= 5 => {
+                    // Fast path: a whole header in this piece, and often the whole message;
+                    // then the frame's prefix is a view of the caller's bytes, not a copy.
+                    let tag = data[0];
+                    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]);
+                    if let Err(why) = self.check_typed(tag, len) {
+                        self.phase = Phase::Broken(why);
+                        return Err(why);
+                    }
+                    let body_len = len - 4;
+                    let end = 5 + body_len as usize;
+                    if data.len() >= end {
+                        let keep = prefix_wanted(self.direction, tag).min(body_len as usize);
+                        on_frame(Frame {
+                            tag: Tag::Typed(tag),
+                            len: body_len,
+                            prefix: &data[5..5 + keep],
+                        });
+                        data = &data[end..];
+                    } else {
+                        self.header[..5].copy_from_slice(&data[..5]);
+                        data = &data[5..];
+                        self.enter_typed_body(tag, body_len);
+                    }
+                }
                 Phase::Header => {
                     let need = match self.expect {
                         Expect::Startup => 4,
@@ -277,6 +304,25 @@ impl Framer {
             Phase::Broken(why) => Err(why),
             _ => Ok(()),
         }
+    }
+
+    fn check_typed(&self, tag: u8, len: u32) -> Result<(), Malformed> {
+        if !known_tag(self.direction, tag) {
+            return Err(Malformed::UnknownTag(tag));
+        }
+        if !(4..=MAX_MESSAGE_LEN).contains(&len) {
+            return Err(Malformed::BadLength(len));
+        }
+        Ok(())
+    }
+
+    /// A typed header was read and its body does not follow in the same piece.
+    fn enter_typed_body(&mut self, tag: u8, body_len: u32) {
+        self.tag = Tag::Typed(tag);
+        self.body_len = body_len;
+        self.keep = prefix_wanted(self.direction, tag);
+        self.prefix_len = 0;
+        self.phase = Phase::Body { remaining: body_len };
     }
 
     /// A complete header is in `self.header`: validate it and enter the body.
@@ -357,30 +403,66 @@ impl Framer {
     }
 }
 
+/// Per type byte: bit 0 set when the frontend sends it, bit 1 when the backend does, bit 2
+/// when holdfast reads the frontend's body prefix, bit 3 when it reads the backend's.
+const TAGS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    // Bind, Close, CopyData, CopyDone, Describe, Execute, CopyFail, FunctionCall, Flush,
+    // Parse, Password/SASL, Query, Sync, Terminate.
+    let frontend = b"BCcdDEfFHPpQSX";
+    // Authentication, BackendKeyData, BindComplete, CloseComplete, CommandComplete,
+    // CopyData, CopyDone, DataRow, ErrorResponse, CopyInResponse, CopyOutResponse,
+    // EmptyQueryResponse, CopyBothResponse, FunctionCallResponse, NoData, NoticeResponse,
+    // NotificationResponse, ParameterDescription, ParameterStatus, ParseComplete,
+    // PortalSuspended, RowDescription, NegotiateProtocolVersion, ReadyForQuery.
+    let backend = b"RK23CdcDEGHIWVnNAtS1sTvZ";
+    // Query text, Parse (name then text), Bind (portal then statement), Close.
+    let frontend_read = b"QPBC";
+    // ReadyForQuery status, CommandComplete tag, ErrorResponse fields, BackendKeyData.
+    let backend_read = b"ZCEK";
+    let mut i = 0;
+    while i < frontend.len() {
+        table[frontend[i] as usize] |= 1;
+        i += 1;
+    }
+    i = 0;
+    while i < backend.len() {
+        table[backend[i] as usize] |= 2;
+        i += 1;
+    }
+    i = 0;
+    while i < frontend_read.len() {
+        table[frontend_read[i] as usize] |= 4;
+        i += 1;
+    }
+    i = 0;
+    while i < backend_read.len() {
+        table[backend_read[i] as usize] |= 8;
+        i += 1;
+    }
+    table
+};
+
 /// Whether `direction` ever sends a message of type `tag` (protocol 3.0).
 fn known_tag(direction: Direction, tag: u8) -> bool {
-    match direction {
-        // Bind, Close, CopyData, CopyDone, Describe, Execute, CopyFail, FunctionCall, Flush,
-        // Parse, Password/SASL, Query, Sync, Terminate.
-        Direction::Frontend => b"BCcdDEfFHPpQSX".contains(&tag),
-        // Authentication, BackendKeyData, BindComplete, CloseComplete, CommandComplete,
-        // CopyData, CopyDone, DataRow, ErrorResponse, CopyInResponse, CopyOutResponse,
-        // EmptyQueryResponse, CopyBothResponse, FunctionCallResponse, NoData, NoticeResponse,
-        // NotificationResponse, ParameterDescription, ParameterStatus, ParseComplete,
-        // PortalSuspended, RowDescription, NegotiateProtocolVersion, ReadyForQuery.
-        Direction::Backend => b"RK23CdcDEGHIWVnNAtS1sTvZ".contains(&tag),
-    }
+    let bit = match direction {
+        Direction::Frontend => 1,
+        Direction::Backend => 2,
+    };
+    TAGS[usize::from(tag)] & bit != 0
 }
 
 /// How many body bytes of a message holdfast reads: only the types whose content matters
 /// to the observed state.
 fn prefix_wanted(direction: Direction, tag: u8) -> usize {
-    match (direction, tag) {
-        // Query text, Parse (name then text), Bind (portal then statement), Close.
-        (Direction::Frontend, b'Q' | b'P' | b'B' | b'C') => PREFIX_MAX,
-        // ReadyForQuery status, CommandComplete tag, ErrorResponse fields, BackendKeyData.
-        (Direction::Backend, b'Z' | b'C' | b'E' | b'K') => PREFIX_MAX,
-        _ => 0,
+    let bit = match direction {
+        Direction::Frontend => 4,
+        Direction::Backend => 8,
+    };
+    if TAGS[usize::from(tag)] & bit != 0 {
+        PREFIX_MAX
+    } else {
+        0
     }
 }
 
@@ -388,7 +470,9 @@ fn prefix_wanted(direction: Direction, tag: u8) -> usize {
 mod tests {
     use super::*;
 
-    fn frames(direction: Direction, data: &[u8]) -> (Vec<(Tag, u32, Vec<u8>)>, Result<(), Malformed>) {
+    type Frames = Vec<(Tag, u32, Vec<u8>)>;
+
+    fn frames(direction: Direction, data: &[u8]) -> (Frames, Result<(), Malformed>) {
         let mut framer = Framer::new(direction);
         let mut out = Vec::new();
         let result = framer.feed(data, |f| out.push((f.tag, f.len, f.prefix.to_vec())));

@@ -1,13 +1,16 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod clock;
 pub mod framing;
+mod observer;
 mod state;
 mod tag_cell;
 mod tap;
 mod tracker;
 
 pub use framing::{Direction, Frame, Framer, Malformed, Tag};
+pub use observer::Observer;
 pub use state::{CommitState, Liveness, Snapshot, TxStatus, WireState};
 pub use tap::Tap;
 pub use tracker::{is_commit, Hint, Tracker};

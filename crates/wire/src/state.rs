@@ -4,8 +4,10 @@
 
 use std::fmt;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::clock::{instant_of, since};
 
 use crate::tag_cell::TagCell;
 
@@ -124,46 +126,35 @@ impl CommitState {
     }
 }
 
-/// Nanoseconds since a process-wide origin, so that instants fit in an atomic.
-pub(crate) fn now_nanos() -> u64 {
-    let origin = origin();
-    u64::try_from(origin.elapsed().as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1)
-}
-
-fn origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
-fn instant_of(nanos: u64) -> Option<Instant> {
-    (nanos != 0).then(|| origin() + Duration::from_nanos(nanos))
-}
-
-/// The atomics behind a [`WireState`].
+/// The atomics behind a [`WireState`], laid out so that a round trip touches two cache
+/// lines: the first holds everything a request and its answer update, the second the last
+/// command tag; the rest is cold.
 #[derive(Default)]
+#[repr(C, align(64))]
 pub(crate) struct Cells {
+    // Line 1: updated on every request and every answer.
     pub(crate) tx_status: AtomicU8,
     pub(crate) liveness: AtomicU8,
-    pub(crate) in_flight: AtomicU32,
     pub(crate) commit: AtomicU8,
-    pub(crate) commits_written: AtomicU64,
-    pub(crate) command_completes: AtomicU64,
-    pub(crate) last_tag: TagCell,
-    pub(crate) errors: AtomicU64,
-    pub(crate) last_sqlstate: AtomicU64,
-    pub(crate) ready_for_query: AtomicU64,
-    pub(crate) backend_pid: AtomicU32,
-    pub(crate) bytes_sent: AtomicU64,
-    pub(crate) bytes_received: AtomicU64,
-    pub(crate) messages_sent: AtomicU64,
-    pub(crate) messages_received: AtomicU64,
-    pub(crate) last_activity: AtomicU64,
-    pub(crate) dead_since: AtomicU64,
+    pub(crate) in_flight: AtomicU32,
     /// Tasks waiting in [`WireState::wait_for`]; the tap only wakes anyone when this is
     /// non-zero, so the data path takes no lock while nobody waits.
     pub(crate) watchers: AtomicU32,
+    pub(crate) messages_sent: AtomicU64,
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) last_received: AtomicU64,
+    pub(crate) ready_for_query: AtomicU64,
+    // Line 2: every CommandComplete.
+    pub(crate) last_tag: TagCell,
+    pub(crate) command_completes: AtomicU64,
+    pub(crate) commits_written: AtomicU64,
+    // Cold.
+    pub(crate) errors: AtomicU64,
+    pub(crate) last_sqlstate: AtomicU64,
+    pub(crate) dead_since: AtomicU64,
+    pub(crate) backend_pid: AtomicU32,
     pub(crate) changed: tokio::sync::Notify,
 }
 
@@ -248,8 +239,9 @@ impl WireState {
         (pid != 0).then_some(pid as i32)
     }
 
-    /// Waits until `condition` holds, re-checking it each time the tap observes something.
-    /// Never polls the server; wrap it in a timeout to bound it.
+    /// Waits until `condition` holds, re-checking it each time the tap reads from the server
+    /// or sees the stream die (writes do not wake waiters). Never polls the server; wrap it
+    /// in a timeout to bound it.
     pub async fn wait_for(&self, mut condition: impl FnMut(&WireState) -> bool) {
         let cells = &self.cells;
         cells.watchers.fetch_add(1, Ordering::SeqCst);
@@ -286,19 +278,21 @@ impl WireState {
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             messages_sent: c.messages_sent.load(Ordering::Relaxed),
             messages_received: c.messages_received.load(Ordering::Relaxed),
-            last_activity: instant_of(c.last_activity.load(Ordering::Relaxed)),
+            last_received: instant_of(c.last_received.load(Ordering::Relaxed)),
             dead_since: instant_of(c.dead_since.load(Ordering::Acquire)),
         }
     }
 
-    /// When bytes last moved in either direction (`None` before the first byte).
-    pub fn last_activity(&self) -> Option<Instant> {
-        instant_of(self.cells.last_activity.load(Ordering::Relaxed))
+    /// When the server last sent bytes (`None` before its first byte): the last time the
+    /// connection was proven alive.
+    pub fn last_received(&self) -> Option<Instant> {
+        instant_of(self.cells.last_received.load(Ordering::Relaxed))
     }
 
-    /// Time since bytes last moved, or `None` before the first byte.
+    /// Time since the server last sent bytes (to within a few milliseconds), or `None`
+    /// before its first byte.
     pub fn idle_for(&self) -> Option<Duration> {
-        self.last_activity().map(|t| t.elapsed())
+        since(self.cells.last_received.load(Ordering::Relaxed))
     }
 }
 
@@ -365,8 +359,8 @@ pub struct Snapshot {
     pub messages_sent: u64,
     /// Messages read from the server.
     pub messages_received: u64,
-    /// When bytes last moved.
-    pub last_activity: Option<Instant>,
+    /// When the server last sent bytes.
+    pub last_received: Option<Instant>,
     /// When the stream was first seen dead.
     pub dead_since: Option<Instant>,
 }
@@ -375,7 +369,7 @@ impl Snapshot {
     /// The same snapshot without the wall-clock fields, for comparing two observations of
     /// the same bytes.
     pub fn without_times(mut self) -> Snapshot {
-        self.last_activity = None;
+        self.last_received = None;
         self.dead_since = None;
         self
     }

@@ -9,6 +9,7 @@ const WORDS: usize = TAG_MAX / 8;
 
 /// A bounded string with a single writer (the tap) and lock-free readers.
 #[derive(Default)]
+#[repr(C)]
 pub(crate) struct TagCell {
     seq: AtomicU64,
     len: AtomicU64,

@@ -8,18 +8,15 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::framing::{Direction, Framer};
+use crate::observer::Observer;
 use crate::state::{Liveness, WireState};
-use crate::tracker::{Hint, Tracker};
 
 /// Wraps the stream a PostgreSQL client talks over (give it to
 /// `tokio_postgres::Config::connect_raw`). Bytes pass through unchanged and uncopied; the
 /// framing runs over them in place.
 pub struct Tap<S> {
     inner: S,
-    frontend: Framer,
-    backend: Framer,
-    tracker: Tracker,
+    observer: Observer,
 }
 
 impl<S> Tap<S> {
@@ -27,15 +24,13 @@ impl<S> Tap<S> {
     pub fn new(inner: S) -> Tap<S> {
         Tap {
             inner,
-            frontend: Framer::new(Direction::Frontend),
-            backend: Framer::new(Direction::Backend),
-            tracker: Tracker::new(WireState::new()),
+            observer: Observer::new(),
         }
     }
 
     /// The state this tap publishes; clone it freely.
     pub fn state(&self) -> WireState {
-        self.tracker.state().clone()
+        self.observer.state().clone()
     }
 
     /// The wrapped stream.
@@ -43,69 +38,24 @@ impl<S> Tap<S> {
         &self.inner
     }
 
-    /// Frames bytes the client wrote.
-    fn wrote(&mut self, data: &[u8]) {
-        let tracker = &mut self.tracker;
-        let mut hint = Hint::None;
-        let result = self.frontend.feed(data, |frame| {
-            let h = tracker.frontend(&frame);
-            if h != Hint::None {
-                hint = h;
-            }
-        });
-        if hint == Hint::ExpectNegotiationByte {
-            self.backend.expect_negotiation_byte();
-        }
-        self.tracker.transferred(data.len(), 0);
-        if result.is_err() {
-            self.tracker.died(Liveness::Malformed);
-        }
-        self.tracker.state().cells.wake_watchers();
-    }
-
-    /// Frames bytes the server sent.
-    fn read(&mut self, data: &[u8]) {
-        let tracker = &mut self.tracker;
-        let mut hint = Hint::None;
-        let result = self.backend.feed(data, |frame| {
-            let h = tracker.backend(&frame);
-            if h != Hint::None {
-                hint = h;
-            }
-        });
-        if hint == Hint::ExpectStartupPacket {
-            self.frontend.expect_startup_packet();
-        }
-        self.tracker.transferred(0, data.len());
-        if result.is_err() {
-            self.tracker.died(Liveness::Malformed);
-        }
-        self.tracker.state().cells.wake_watchers();
-    }
-
     fn failed<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
         if result.is_err() {
-            self.died(Liveness::IoError);
+            self.observer.died(Liveness::IoError);
         }
         result
-    }
-
-    fn died(&mut self, how: Liveness) {
-        self.tracker.died(how);
-        self.tracker.state().cells.wake_watchers();
     }
 }
 
 impl<S> Drop for Tap<S> {
     fn drop(&mut self) {
-        self.died(Liveness::Dropped);
+        self.observer.died(Liveness::Dropped);
     }
 }
 
 impl<S> fmt::Debug for Tap<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tap")
-            .field("state", self.tracker.state())
+            .field("state", self.observer.state())
             .finish_non_exhaustive()
     }
 }
@@ -123,9 +73,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tap<S> {
         if result.is_ok() {
             let filled = &buf.filled()[before..];
             if filled.is_empty() && buf.remaining() > 0 {
-                this.died(Liveness::Closed);
+                this.observer.died(Liveness::Closed);
             } else {
-                this.read(filled);
+                this.observer.backend_bytes(filled);
             }
         }
         Poll::Ready(result)
@@ -138,7 +88,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
         let result = ready!(Pin::new(&mut this.inner).poll_write(cx, buf));
         let result = this.failed(result);
         if let Ok(n) = result {
-            this.wrote(&buf[..n]);
+            this.observer.frontend_bytes(&buf[..n]);
         }
         Poll::Ready(result)
     }
@@ -157,7 +107,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tap<S> {
                     break;
                 }
                 let take = n.min(slice.len());
-                this.wrote(&slice[..take]);
+                this.observer.frontend_bytes(&slice[..take]);
                 n -= take;
             }
         }

@@ -7,11 +7,12 @@
 //! (tokio-postgres sends one right after the COPY's `Execute`). Those are taken back when the
 //! client ends the copy.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
+use crate::clock::coarse_nanos;
 use crate::framing::{Frame, Tag, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
-use crate::state::{bump, now_nanos, pack_sqlstate, CommitState, Liveness, WireState};
+use crate::state::{bump, pack_sqlstate, CommitState, Liveness, WireState};
+use crate::tag_cell::TAG_MAX;
 
 /// How many prepared COMMIT statements are remembered by name.
 const COMMIT_STATEMENTS_MAX: usize = 16;
@@ -27,32 +28,34 @@ pub enum Hint {
     ExpectStartupPacket,
 }
 
-/// One request awaiting its `ReadyForQuery`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Request {
-    /// Extended-protocol batch ended by `Sync` (as opposed to a simple `Query` or a
-    /// `FunctionCall`).
-    extended: bool,
-    /// The number of the COMMIT this request carries, if it carries one.
-    commit: Option<u64>,
-}
-
 /// Bookkeeping of one connection's conversation.
 #[derive(Debug)]
 pub struct Tracker {
     state: WireState,
     started: bool,
-    pending: VecDeque<Request>,
+    /// Requests written since start-up; request `n` is the `n`-th (from 1). Answers come in
+    /// order, so the one being answered is `answered + 1`.
+    written: u64,
+    /// Requests answered with `ReadyForQuery`.
+    answered: u64,
+    /// Bit `n % 64` is set when request `n` is a simple `Query` or `FunctionCall` rather
+    /// than an extended-protocol batch (only the COPY bookkeeping needs to know).
+    simple_bits: u64,
+    /// The request that carries the most recent COMMIT (0: none).
+    commit_request: u64,
     /// Names of prepared statements whose text is a COMMIT.
     commit_statements: Vec<Box<[u8]>>,
     /// The last `Bind` bound a COMMIT statement.
     bound_commit: bool,
-    /// The COMMIT executed in the batch not yet ended by a `Sync`.
-    batch_commit: Option<u64>,
+    /// A COMMIT was executed in the batch not yet ended by a `Sync`.
+    batch_commit: bool,
     /// `Sync`s written since the last `Execute`.
     syncs_since_execute: usize,
     /// The server entered COPY FROM STDIN for an extended-protocol request.
     copy_in_extended: bool,
+    /// The last command tag published, to skip publishing the same one again.
+    last_tag: [u8; TAG_MAX],
+    last_tag_len: u8,
 }
 
 impl Tracker {
@@ -61,12 +64,17 @@ impl Tracker {
         Tracker {
             state,
             started: false,
-            pending: VecDeque::new(),
+            written: 0,
+            answered: 0,
+            simple_bits: 0,
+            commit_request: 0,
             commit_statements: Vec::new(),
             bound_commit: false,
-            batch_commit: None,
+            batch_commit: false,
             syncs_since_execute: 0,
             copy_in_extended: false,
+            last_tag: [0; TAG_MAX],
+            last_tag_len: 0,
         }
     }
 
@@ -100,16 +108,13 @@ impl Tracker {
         match tag {
             b'Q' => {
                 self.syncs_since_execute = 0;
-                let commit = is_commit(frame.prefix).then(|| self.commit_written());
-                self.push(Request {
-                    extended: false,
-                    commit,
-                });
+                let commit = is_commit(frame.prefix);
+                if commit {
+                    self.commit_written();
+                }
+                self.push(true, commit);
             }
-            b'F' => self.push(Request {
-                extended: false,
-                commit: None,
-            }),
+            b'F' => self.push(true, false),
             b'P' => {
                 let (name, text) = split_cstr(frame.prefix);
                 self.forget_commit_statement(name);
@@ -121,23 +126,24 @@ impl Tracker {
                 }
             }
             b'B' => {
-                let (_portal, rest) = split_cstr(frame.prefix);
-                let (statement, _) = split_cstr(rest);
-                self.bound_commit = self.commit_statements.iter().any(|s| &**s == statement);
+                // Most connections never prepare a COMMIT: skip the name parsing then.
+                self.bound_commit = !self.commit_statements.is_empty() && {
+                    let (_portal, rest) = split_cstr(frame.prefix);
+                    let (statement, _) = split_cstr(rest);
+                    self.commit_statements.iter().any(|s| &**s == statement)
+                };
             }
             b'E' => {
                 self.syncs_since_execute = 0;
                 if std::mem::take(&mut self.bound_commit) {
-                    self.batch_commit = Some(self.commit_written());
+                    self.commit_written();
+                    self.batch_commit = true;
                 }
             }
             b'S' => {
                 self.syncs_since_execute += 1;
-                let commit = self.batch_commit.take();
-                self.push(Request {
-                    extended: true,
-                    commit,
-                });
+                let commit = std::mem::take(&mut self.batch_commit);
+                self.push(false, commit);
             }
             b'C' => {
                 if let Some((b'S', name)) = frame.prefix.split_first() {
@@ -145,16 +151,14 @@ impl Tracker {
                     self.forget_commit_statement(name);
                 }
             }
-            b'c' | b'f' => {
-                if std::mem::take(&mut self.copy_in_extended) {
-                    // The Syncs written between the COPY's Execute and now reached the
-                    // server in copy-in mode: it ignored them, so no ReadyForQuery comes.
-                    for _ in 0..self.syncs_since_execute {
-                        self.pending.pop_back();
-                    }
-                    self.syncs_since_execute = 0;
-                    self.publish_in_flight();
-                }
+            b'c' | b'f' if self.copy_in_extended => {
+                self.copy_in_extended = false;
+                // The Syncs written between the COPY's Execute and now reached the server in
+                // copy-in mode: it ignored them, so no ReadyForQuery comes for them.
+                let ignored = self.syncs_since_execute as u64;
+                self.written = self.written.saturating_sub(ignored).max(self.answered);
+                self.syncs_since_execute = 0;
+                self.publish_in_flight();
             }
             b'X' => self.set_liveness(Liveness::Terminated),
             _ => {}
@@ -185,21 +189,28 @@ impl Tracker {
                 if !self.started {
                     self.started = true;
                     self.set_liveness(Liveness::Open);
-                } else if let Some(done) = self.pending.pop_front() {
+                } else if self.written > self.answered {
                     // A COMMIT whose request ended without a COMMIT or ROLLBACK tag or an
                     // error was never executed.
-                    if self.is_latest_commit(done.commit) {
+                    if self.front_is_latest_commit() {
                         self.answer_commit(CommitState::Failed);
                     }
+                    self.answered += 1;
                     self.publish_in_flight();
                 }
             }
             b'C' => {
-                let (tag_text, _) = split_cstr(frame.prefix);
-                cells.last_tag.write(tag_text);
+                // The body is the tag and its NUL; only a tag cut by the prefix limit lacks it.
+                let tag_text = frame.prefix.strip_suffix(&[0]).unwrap_or(frame.prefix);
+                let tag_text = &tag_text[..tag_text.len().min(TAG_MAX)];
+                // Publishing is a sequence-locked write; most tags repeat, so skip those.
+                if tag_text != &self.last_tag[..usize::from(self.last_tag_len)] {
+                    cells.last_tag.write(tag_text);
+                    self.last_tag[..tag_text.len()].copy_from_slice(tag_text);
+                    self.last_tag_len = tag_text.len() as u8;
+                }
                 bump(&cells.command_completes, 1);
-                let front = self.pending.front().and_then(|r| r.commit);
-                if self.is_latest_commit(front) {
+                if self.front_is_latest_commit() {
                     if tag_text.starts_with(b"COMMIT") {
                         self.answer_commit(CommitState::Committed);
                     } else if tag_text == b"ROLLBACK" {
@@ -212,8 +223,7 @@ impl Tracker {
                 if let Some(code) = error_field(frame.prefix, b'C') {
                     cells.last_sqlstate.store(pack_sqlstate(code), Ordering::Release);
                 }
-                let front = self.pending.front().and_then(|r| r.commit);
-                if self.is_latest_commit(front) {
+                if self.front_is_latest_commit() {
                     self.answer_commit(CommitState::Failed);
                 }
                 // FATAL and PANIC end the session: the server closes the stream next.
@@ -229,7 +239,12 @@ impl Tracker {
                 }
             }
             b'G' => {
-                if self.pending.front().is_some_and(|r| r.extended) {
+                // Beyond the 64-request window the kind is unknown; assuming "extended" is
+                // harmless, as no Sync follows a simple query's COPY.
+                let front = self.answered + 1;
+                let simple =
+                    self.written - self.answered <= 64 && self.simple_bits & (1 << (front % 64)) != 0;
+                if self.written > self.answered && !simple {
                     self.copy_in_extended = true;
                 }
             }
@@ -238,7 +253,7 @@ impl Tracker {
         Hint::None
     }
 
-    /// Bytes moved: count them and note the time.
+    /// Bytes moved: count them, and note when the server was last heard from.
     pub fn transferred(&mut self, sent: usize, received: usize) {
         let cells = &self.state.cells;
         if sent > 0 {
@@ -246,8 +261,10 @@ impl Tracker {
         }
         if received > 0 {
             bump(&cells.bytes_received, received as u64);
+            // Only bytes from the server prove it alive; a write can succeed into a dead
+            // peer's socket buffer.
+            cells.last_received.store(coarse_nanos(), Ordering::Relaxed);
         }
-        cells.last_activity.store(now_nanos(), Ordering::Relaxed);
     }
 
     /// The stream ended or failed. The first cause is kept.
@@ -260,38 +277,49 @@ impl Tracker {
     fn set_liveness(&self, liveness: Liveness) {
         let cells = &self.state.cells;
         if liveness.is_dead() {
-            cells.dead_since.store(now_nanos(), Ordering::Release);
+            cells.dead_since.store(coarse_nanos(), Ordering::Release);
         }
         cells.liveness.store(liveness.byte(), Ordering::Release);
     }
 
-    fn push(&mut self, request: Request) {
-        if self.started {
-            self.pending.push_back(request);
-            self.publish_in_flight();
+    /// Counts a request written; `simple` for `Query`/`FunctionCall`, `commit` when it
+    /// carries the most recent COMMIT.
+    fn push(&mut self, simple: bool, commit: bool) {
+        if !self.started {
+            return;
         }
+        self.written += 1;
+        let bit = 1u64 << (self.written % 64);
+        if simple {
+            self.simple_bits |= bit;
+        } else {
+            self.simple_bits &= !bit;
+        }
+        if commit {
+            self.commit_request = self.written;
+        }
+        self.publish_in_flight();
     }
 
     fn publish_in_flight(&self) {
-        let n = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
+        let n = u32::try_from(self.written - self.answered).unwrap_or(u32::MAX);
         self.state.cells.in_flight.store(n, Ordering::Release);
     }
 
-    fn commit_written(&mut self) -> u64 {
+    fn commit_written(&mut self) {
         let cells = &self.state.cells;
-        let n = cells.commits_written.load(Ordering::Relaxed) + 1;
-        cells.commits_written.store(n, Ordering::Release);
+        bump(&cells.commits_written, 1);
         cells
             .commit
             .store(CommitState::InFlight.byte(), Ordering::Release);
-        n
     }
 
-    /// True when `commit` is the most recent COMMIT written and still unanswered.
-    fn is_latest_commit(&self, commit: Option<u64>) -> bool {
-        let cells = &self.state.cells;
-        commit.is_some_and(|n| n == cells.commits_written.load(Ordering::Relaxed))
-            && cells.commit.load(Ordering::Relaxed) == CommitState::InFlight.byte()
+    /// True when the request being answered carries the most recent COMMIT and that COMMIT
+    /// has no answer yet.
+    fn front_is_latest_commit(&self) -> bool {
+        self.commit_request != 0
+            && self.commit_request == self.answered + 1
+            && self.state.cells.commit.load(Ordering::Relaxed) == CommitState::InFlight.byte()
     }
 
     fn answer_commit(&self, outcome: CommitState) {
