@@ -25,7 +25,18 @@ pub struct Connection {
     state: WireState,
     driver: JoinHandle<()>,
     opened_at: Instant,
+    peer: Peer,
 }
+
+/// Where the server was reached, for cancel requests (which go over a new socket).
+#[derive(Debug, Clone)]
+enum Peer {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+/// Bound on sending a cancel request.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Connection {
     /// The driver's client, for queries.
@@ -62,6 +73,43 @@ impl Connection {
     /// stopped.
     pub fn is_closed(&self) -> bool {
         self.state.liveness().is_dead() || self.client.is_closed() || self.driver.is_finished()
+    }
+
+    /// Asks the server to cancel whatever this connection is running (a cancel request over
+    /// a new socket to the same server, as libpq's `PQcancel` does). The running request then
+    /// ends with SQLSTATE 57014; if nothing runs, nothing happens.
+    pub async fn cancel_query(&self) -> Result<(), ConnectError> {
+        let target = match &self.peer {
+            Peer::Tcp(addr) => addr.to_string(),
+            Peer::Unix(path) => path.display().to_string(),
+        };
+        let send = async {
+            let socket = match &self.peer {
+                Peer::Tcp(addr) => Socket::Tcp(tokio::net::TcpStream::connect(addr).await?),
+                Peer::Unix(path) => Socket::Unix(tokio::net::UnixStream::connect(path).await?),
+            };
+            Ok::<_, std::io::Error>(socket)
+        };
+        let socket = match tokio::time::timeout(CANCEL_TIMEOUT, send).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(source)) => return Err(ConnectError::Io { target, source }),
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    target,
+                    timeout: CANCEL_TIMEOUT,
+                })
+            }
+        };
+        let token = self.client.cancel_token();
+        let cancel = token.cancel_query_raw(socket, NoTls);
+        match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(ConnectError::Postgres { target, source }),
+            Err(_) => Err(ConnectError::Timeout {
+                target,
+                timeout: CANCEL_TIMEOUT,
+            }),
+        }
     }
 
     /// Closes the socket at once, without a `Terminate` (for connections that may be stuck).
@@ -113,11 +161,12 @@ async fn connect_host(
 ) -> Result<Connection, ConnectError> {
     match host {
         Host::Unix(dir) => {
-            let socket = Socket::unix(dir, port).await.map_err(|source| ConnectError::Io {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            let socket = Socket::unix(&path).await.map_err(|source| ConnectError::Io {
                 target: target.to_string(),
                 source,
             })?;
-            start(config, socket, target).await
+            start(config, socket, target, Peer::Unix(path)).await
         }
         Host::Tcp(name) => {
             let addrs = resolve(name, port).await.map_err(|source| ConnectError::Io {
@@ -127,7 +176,7 @@ async fn connect_host(
             let mut last = None;
             for addr in addrs {
                 match Socket::tcp(addr, config).await {
-                    Ok(socket) => return start(config, socket, target).await,
+                    Ok(socket) => return start(config, socket, target, Peer::Tcp(addr)).await,
                     Err(source) => last = Some(source),
                 }
             }
@@ -147,7 +196,12 @@ async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
 }
 
 /// Runs start-up and authentication over a tapped socket and spawns the driver.
-async fn start(config: &ConnectConfig, socket: Socket, target: &str) -> Result<Connection, ConnectError> {
+async fn start(
+    config: &ConnectConfig,
+    socket: Socket,
+    target: &str,
+    peer: Peer,
+) -> Result<Connection, ConnectError> {
     let tap = Tap::new(socket);
     let state = tap.state();
     let (client, driver) = config
@@ -169,6 +223,7 @@ async fn start(config: &ConnectConfig, socket: Socket, target: &str) -> Result<C
         state,
         driver,
         opened_at: Instant::now(),
+        peer,
     })
 }
 

@@ -74,3 +74,62 @@ impl ConnectError {
         }
     }
 }
+
+/// Why `Pool::get` returned no connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolError {
+    /// No connection became free within `pool_timeout`. Carries the pool's state at that
+    /// moment and the last connect error, if any.
+    #[error(
+        "pool {pool:?}: timed out after {waited:?} waiting for a connection ({status}){}",
+        last_connect_error.as_ref().map(|e| format!("; last connect error: {e}")).unwrap_or_default()
+    )]
+    Timeout {
+        /// The pool's name.
+        pool: String,
+        /// How long the caller waited.
+        waited: Duration,
+        /// Connections open, idle, in use, waiting and opening when it gave up.
+        status: crate::PoolStatus,
+        /// The most recent failure to open a connection.
+        #[source]
+        last_connect_error: Option<std::sync::Arc<ConnectError>>,
+    },
+    /// The database cannot be reached and the pool has no connection left to give: the
+    /// caller fails fast with the real cause instead of waiting out its timeout. The pool
+    /// keeps reconnecting (with backoff) and serves again as soon as the database is back.
+    #[error("pool {pool:?}: database unavailable: {cause}")]
+    Unavailable {
+        /// The pool's name.
+        pool: String,
+        /// The connect error.
+        #[source]
+        cause: std::sync::Arc<ConnectError>,
+    },
+    /// The pool was closed.
+    #[error("pool {pool:?} is closed")]
+    Closed {
+        /// The pool's name.
+        pool: String,
+    },
+    /// The pool was created outside a tokio runtime.
+    #[error("a holdfast pool must be created inside a tokio runtime (it runs background tasks)")]
+    NoRuntime,
+    /// The configuration was rejected.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl PoolError {
+    /// The connect error behind this failure, if there is one.
+    pub fn connect_error(&self) -> Option<&ConnectError> {
+        match self {
+            PoolError::Timeout {
+                last_connect_error, ..
+            } => last_connect_error.as_deref(),
+            PoolError::Unavailable { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
+}

@@ -3,14 +3,30 @@
 
 mod connect_config;
 mod connection;
+mod env;
 mod error;
+mod internals;
+mod maintenance;
+mod opener;
+mod pool;
+mod pool_config;
+mod pool_metrics;
+mod pooled;
+mod reset;
+mod shared;
 mod socket;
+mod status;
 
 pub use connect_config::{
     redact_url, ConnectConfig, Keepalive, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TCP_USER_TIMEOUT,
 };
 pub use connection::{connect, Connection};
-pub use error::{ConfigError, ConnectError};
+pub use env::{ProcessEnv, Source};
+pub use error::{ConfigError, ConnectError, PoolError};
 pub use holdfast_wire::{CommitState, Liveness, Snapshot, TxStatus, WireState};
+pub use pool::Pool;
+pub use pool_config::{PoolConfig, PrePing, MAX_CONNECTIONS};
+pub use pooled::PooledConnection;
 pub use socket::Socket;
+pub use status::PoolStatus;

@@ -46,11 +46,9 @@ impl Socket {
         Ok(Socket::Tcp(socket.connect(addr).await?))
     }
 
-    /// Connects to the unix socket of `port` in directory `dir`.
-    pub(crate) async fn unix(dir: &Path, port: u16) -> io::Result<Socket> {
-        Ok(Socket::Unix(
-            UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?,
-        ))
+    /// Connects to the unix socket at `path` (`<dir>/.s.PGSQL.<port>`).
+    pub(crate) async fn unix(path: &Path) -> io::Result<Socket> {
+        Ok(Socket::Unix(UnixStream::connect(path).await?))
     }
 }
 

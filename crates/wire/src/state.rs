@@ -233,6 +233,17 @@ impl WireState {
         self.cells.last_tag.read()
     }
 
+    /// `ErrorResponse` messages received so far.
+    pub fn errors(&self) -> u64 {
+        self.cells.errors.load(Ordering::Acquire)
+    }
+
+    /// SQLSTATE of the last `ErrorResponse`, if any.
+    pub fn last_sqlstate(&self) -> Option<String> {
+        let packed = self.cells.last_sqlstate.load(Ordering::Acquire);
+        (packed != 0).then(|| unpack_sqlstate(packed))
+    }
+
     /// The server process serving this connection (from `BackendKeyData`), once known.
     pub fn backend_pid(&self) -> Option<i32> {
         let pid = self.cells.backend_pid.load(Ordering::Acquire);

@@ -219,10 +219,12 @@ impl Tracker {
                 }
             }
             b'E' => {
-                bump(&cells.errors, 1);
+                // The code first, then the count: a reader that sees the new count sees its code.
                 if let Some(code) = error_field(frame.prefix, b'C') {
                     cells.last_sqlstate.store(pack_sqlstate(code), Ordering::Release);
                 }
+                let errors = cells.errors.load(Ordering::Relaxed);
+                cells.errors.store(errors + 1, Ordering::Release);
                 if self.front_is_latest_commit() {
                     self.answer_commit(CommitState::Failed);
                 }

@@ -1,0 +1,259 @@
+//! The pool's bookkeeping, always changed under one lock and never across an `.await`:
+//! which connections exist, which are idle, who waits, how many are being opened.
+//!
+//! Counting rule (promise 3): `open + opening <= pool_size + max_overflow`, where `open`
+//! counts every connection that exists: idle, in use, or being reset or pinged by the pool.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::Location;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::connection::Connection;
+use crate::error::{ConnectError, PoolError};
+use crate::pooled::PooledConnection;
+
+/// A connection owned by the pool, with what the pool knows about it.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) conn: Connection,
+    /// Unique within the pool, for leak tracking and logs.
+    pub(crate) id: u64,
+    /// The pool's disconnect generation when this connection was opened or last verified.
+    pub(crate) generation: u64,
+    /// When to replace it (age limit plus jitter), if ever.
+    pub(crate) recycle_at: Option<Instant>,
+    /// When it last came back to the idle set.
+    pub(crate) idle_since: Instant,
+}
+
+impl Slot {
+    /// True when it must not be handed out: the wire says dead, or it is past its age.
+    pub(crate) fn expired(&self, now: Instant) -> Option<CloseReason> {
+        if self.conn.is_closed() {
+            Some(CloseReason::Broken)
+        } else if self.recycle_at.is_some_and(|at| now >= at) {
+            Some(CloseReason::Recycled)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why the pool closed a connection (a metric label and a log field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    Recycled,
+    Idle,
+    Broken,
+    Overflow,
+    ResetFailed,
+    PingFailed,
+    PoolClosed,
+}
+
+impl CloseReason {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CloseReason::Recycled => "recycled",
+            CloseReason::Idle => "idle",
+            CloseReason::Broken => "broken",
+            CloseReason::Overflow => "overflow",
+            CloseReason::ResetFailed => "reset_failed",
+            CloseReason::PingFailed => "ping_failed",
+            CloseReason::PoolClosed => "pool_closed",
+        }
+    }
+}
+
+/// A caller waiting for a connection, first come first served.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    pub(crate) id: u64,
+    pub(crate) tx: oneshot::Sender<Result<PooledConnection, PoolError>>,
+    /// Where the caller asked, for leak reports.
+    pub(crate) location: &'static Location<'static>,
+}
+
+/// The database could not be reached on the last attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Down {
+    pub(crate) cause: Arc<ConnectError>,
+    pub(crate) since: Instant,
+    pub(crate) failures: u32,
+    pub(crate) next_attempt: Instant,
+}
+
+/// Who holds a connection, for leak detection.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    pub(crate) since: Instant,
+    pub(crate) location: &'static Location<'static>,
+    pub(crate) warned: bool,
+}
+
+/// Everything behind the pool's lock.
+#[derive(Debug, Default)]
+pub(crate) struct Internals {
+    /// Idle connections, most recently returned last (taken from the end: warm first).
+    pub(crate) idle: Vec<Slot>,
+    pub(crate) waiters: VecDeque<Waiter>,
+    /// Connections that exist (idle, in use, being reset or pinged).
+    pub(crate) open: usize,
+    /// Connects in progress.
+    pub(crate) opening: usize,
+    /// Connections held by callers.
+    pub(crate) in_use: usize,
+    pub(crate) closed: bool,
+    pub(crate) down: Option<Down>,
+    pub(crate) next_waiter: u64,
+    /// Held connections by slot id, only when leak detection is on.
+    pub(crate) leases: HashMap<u64, Lease>,
+}
+
+impl Internals {
+    /// Connections that exist or are being opened: never above the pool's maximum.
+    pub(crate) fn total(&self) -> usize {
+        self.open + self.opening
+    }
+
+    /// Takes the warmest idle connection that can be handed out, moving expired ones to
+    /// `expired` (still counted open; the caller closes them outside the lock).
+    pub(crate) fn take_idle(&mut self, now: Instant, expired: &mut Vec<(Slot, CloseReason)>) -> Option<Slot> {
+        while let Some(slot) = self.idle.pop() {
+            match slot.expired(now) {
+                None => return Some(slot),
+                Some(reason) => expired.push((slot, reason)),
+            }
+        }
+        None
+    }
+
+    /// Queues a waiter and returns its id.
+    pub(crate) fn enqueue(
+        &mut self,
+        tx: oneshot::Sender<Result<PooledConnection, PoolError>>,
+        location: &'static Location<'static>,
+        front: bool,
+    ) -> u64 {
+        self.next_waiter += 1;
+        let waiter = Waiter {
+            id: self.next_waiter,
+            tx,
+            location,
+        };
+        if front {
+            self.waiters.push_front(waiter);
+        } else {
+            self.waiters.push_back(waiter);
+        }
+        self.next_waiter
+    }
+
+    /// Notes who holds connection `id`, for leak detection.
+    pub(crate) fn record_lease(&mut self, id: u64, location: &'static Location<'static>) {
+        self.leases.insert(
+            id,
+            Lease {
+                since: Instant::now(),
+                location,
+                warned: false,
+            },
+        );
+    }
+
+    /// Removes waiter `id` if it is still queued.
+    pub(crate) fn dequeue(&mut self, id: u64) {
+        if let Some(i) = self.waiters.iter().position(|w| w.id == id) {
+            self.waiters.remove(i);
+        }
+    }
+
+    /// How many more connections the current demand calls for, within the limits.
+    pub(crate) fn connects_wanted(&self, max_size: usize, max_connecting: usize, min_idle: usize) -> usize {
+        // Waiters not yet covered by connects in progress, or the warm-up shortfall.
+        let for_waiters = self.waiters.len().saturating_sub(self.opening);
+        let for_min_idle = min_idle.saturating_sub(self.idle.len() + self.opening);
+        let wanted = for_waiters.max(for_min_idle);
+        let room = max_size.saturating_sub(self.total());
+        let slots = max_connecting.saturating_sub(self.opening);
+        wanted.min(room).min(slots)
+    }
+
+    /// Fails every waiter with `error` (the pool closed, or the database is unreachable and
+    /// no connection is left that could come back to them).
+    pub(crate) fn fail_waiters(&mut self, error: impl Fn() -> PoolError) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.tx.send(Err(error()));
+        }
+    }
+
+    /// The pause before the next connect attempt while the database is down.
+    pub(crate) fn backoff_remaining(&self, now: Instant) -> Duration {
+        self.down
+            .as_ref()
+            .map(|d| d.next_attempt.saturating_duration_since(now))
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Exponential backoff with full jitter: up to `base * 2^(failures-1)`, capped at `max`.
+pub(crate) fn backoff(failures: u32, max: Duration) -> Duration {
+    let base = Duration::from_millis(50);
+    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let cap = exp.min(max);
+    cap.mul_f64(fastrand::f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connects_wanted_respects_every_limit() {
+        let mut i = Internals::default();
+        assert_eq!(i.connects_wanted(15, 2, 0), 0, "no demand");
+        for _ in 0..5 {
+            let (tx, _rx) = oneshot::channel();
+            i.enqueue(tx, Location::caller(), false);
+        }
+        assert_eq!(i.connects_wanted(15, 2, 0), 2, "max_connecting");
+        i.opening = 2;
+        assert_eq!(i.connects_wanted(15, 2, 0), 0);
+        i.opening = 0;
+        i.open = 14;
+        assert_eq!(i.connects_wanted(15, 2, 0), 1, "room left under the maximum");
+        i.open = 15;
+        assert_eq!(i.connects_wanted(15, 2, 0), 0);
+        i.waiters.clear();
+        i.open = 0;
+        assert_eq!(i.connects_wanted(15, 2, 3), 2, "warm-up to min_idle");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(2);
+        for failures in 1..40 {
+            let d = backoff(failures, max);
+            assert!(d <= max);
+            let ceiling = Duration::from_millis(50).saturating_mul(1u32 << (failures - 1).min(16));
+            assert!(d <= ceiling, "{failures}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn dequeue_removes_only_that_waiter() {
+        let mut i = Internals::default();
+        let (a, _ra) = oneshot::channel();
+        let (b, _rb) = oneshot::channel();
+        let ida = i.enqueue(a, Location::caller(), false);
+        let idb = i.enqueue(b, Location::caller(), false);
+        i.dequeue(ida);
+        assert_eq!(i.waiters.len(), 1);
+        assert_eq!(i.waiters[0].id, idb);
+        i.dequeue(ida);
+        assert_eq!(i.waiters.len(), 1);
+    }
+}

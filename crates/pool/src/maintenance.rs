@@ -1,0 +1,113 @@
+//! Background upkeep, once a second, holding only a `Weak` to the pool so it ends when the
+//! pool is dropped: idle timeout and age recycling above `min_idle`, jittered keepalive pings
+//! of idle connections, `min_idle` refill, leak warnings, gauges.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::internals::{CloseReason, Slot};
+use crate::shared::Shared;
+
+/// How often maintenance runs.
+const TICK: Duration = Duration::from_secs(1);
+
+pub(crate) fn spawn(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    shared.runtime.spawn(run(weak));
+}
+
+async fn run(pool: Weak<Shared>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(shared) = pool.upgrade() else {
+            return;
+        };
+        if shared.lock().closed {
+            return;
+        }
+        run_once(&shared).await;
+    }
+}
+
+/// One maintenance pass.
+pub(crate) async fn run_once(shared: &Arc<Shared>) {
+    let config = &shared.config;
+    let now = Instant::now();
+    let mut to_close: Vec<(Slot, CloseReason)> = Vec::new();
+    let mut to_ping: Vec<Slot> = Vec::new();
+    {
+        let mut g = shared.lock();
+        let idle = std::mem::take(&mut g.idle);
+        let mut remaining = idle.len();
+        let mut kept = Vec::with_capacity(idle.len());
+        // Oldest returned first: those are the ones to let go above min_idle.
+        for slot in idle {
+            let idle_too_long = config
+                .idle_timeout
+                .is_some_and(|t| now.saturating_duration_since(slot.idle_since) > t);
+            if let Some(reason) = slot.expired(now) {
+                to_close.push((slot, reason));
+                remaining -= 1;
+            } else if idle_too_long && remaining > config.min_idle {
+                to_close.push((slot, CloseReason::Idle));
+                remaining -= 1;
+            } else if keepalive_due(shared, &slot) {
+                to_ping.push(slot);
+            } else {
+                kept.push(slot);
+            }
+        }
+        g.idle = kept;
+        g.open -= to_close.len();
+        if let Some(threshold) = config.leak_threshold {
+            for (id, lease) in g.leases.iter_mut() {
+                let held = now.saturating_duration_since(lease.since);
+                if held > threshold && !lease.warned {
+                    lease.warned = true;
+                    shared.metrics.leaks.increment(1);
+                    tracing::warn!(
+                        pool = %config.name,
+                        conn = id,
+                        held = ?held,
+                        taken_at = %lease.location,
+                        "connection held longer than the leak threshold"
+                    );
+                }
+            }
+        }
+        shared.metrics.gauges(&g);
+        shared.spawn_openers(&mut g);
+    }
+    for slot in to_close {
+        shared.close_slot(Some(slot));
+    }
+    for slot in to_ping {
+        shared.metrics.pings.increment(1);
+        let ok = matches!(
+            tokio::time::timeout(config.ping_timeout, slot.conn.batch_execute("")).await,
+            Ok(Ok(()))
+        ) && slot.conn.state().is_clean();
+        if ok {
+            let mut g = shared.lock();
+            let closing = shared.place(&mut g, slot);
+            drop(g);
+            shared.close_slot(closing);
+        } else {
+            shared.metrics.ping_failures.increment(1);
+            shared.discard(slot, CloseReason::PingFailed, false);
+        }
+    }
+}
+
+/// True when the server has been silent on an idle connection longer than the keepalive
+/// interval, minus up to 10% jitter so that pings spread out.
+fn keepalive_due(shared: &Shared, slot: &Slot) -> bool {
+    let Some(interval) = shared.config.keepalive_interval else {
+        return false;
+    };
+    let jittered = interval.mul_f64(1.0 - fastrand::f64() * 0.1);
+    slot.conn.state().idle_for().is_none_or(|idle| idle > jittered)
+}

@@ -1,0 +1,101 @@
+//! Opening connections for unmet demand. Callers never connect themselves: they wait, and
+//! openers (at most `max_connecting` at a time) connect on their behalf. A connect that is
+//! no longer wanted when it finishes still lands in the idle set, so a cancelled caller
+//! wastes nothing. While the database is down, openers wait out an exponential backoff with
+//! full jitter first: one reconnect loop, no herd.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::connection::connect;
+use crate::error::{ConnectError, PoolError};
+use crate::internals::{backoff, Down};
+use crate::shared::Shared;
+
+/// One connect attempt, after `delay`.
+pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let Some(shared) = pool.upgrade() else {
+        return;
+    };
+    {
+        // Still wanted? A waiter may have been served by a returned connection meanwhile.
+        let mut g = shared.lock();
+        let c = &shared.config;
+        let others = g.opening - 1;
+        let wanted = g.waiters.len() > others || g.idle.len() + others < c.min_idle;
+        if g.closed || !wanted {
+            g.opening -= 1;
+            return;
+        }
+    }
+    let result = connect(&shared.config.connect).await;
+    let mut g = shared.lock();
+    g.opening -= 1;
+    let mut to_close = None;
+    match result {
+        Ok(conn) => {
+            shared.metrics.opened.increment(1);
+            if let Some(down) = g.down.take() {
+                tracing::info!(
+                    pool = %shared.config.name,
+                    down_for = ?down.since.elapsed(),
+                    failures = down.failures,
+                    "database reachable again"
+                );
+            }
+            tracing::debug!(pool = %shared.config.name, backend_pid = conn.backend_pid(), "connection opened");
+            g.open += 1;
+            let slot = shared.new_slot(conn);
+            to_close = shared.place(&mut g, slot);
+        }
+        Err(error) => {
+            shared.metrics.connect_failures.increment(1);
+            let now = Instant::now();
+            let fatal = is_fatal(&error);
+            let failures = g.down.as_ref().map_or(1, |d| d.failures + 1);
+            let pause = if fatal {
+                shared.config.reconnect_backoff_max
+            } else {
+                backoff(failures, shared.config.reconnect_backoff_max)
+            };
+            if failures == 1 {
+                tracing::warn!(pool = %shared.config.name, %error, "cannot connect to the database");
+            } else {
+                tracing::debug!(pool = %shared.config.name, %error, failures, "still cannot connect");
+            }
+            let cause = Arc::new(error);
+            g.down = Some(Down {
+                cause: Arc::clone(&cause),
+                since: g.down.as_ref().map_or(now, |d| d.since),
+                failures,
+                next_attempt: now + pause,
+            });
+            // Nothing open could come back to the waiters: tell them now, with the cause.
+            if g.open == 0 {
+                let pool = shared.config.name.clone();
+                g.fail_waiters(|| PoolError::Unavailable {
+                    pool: pool.clone(),
+                    cause: Arc::clone(&cause),
+                });
+            }
+        }
+    }
+    shared.spawn_openers(&mut g);
+    drop(g);
+    shared.close_slot(to_close);
+}
+
+/// Errors that retrying soon will not fix: authentication, a missing database or role, a
+/// configuration that names no host. The reconnect loop waits its longest pause after them.
+fn is_fatal(error: &ConnectError) -> bool {
+    match error {
+        ConnectError::NoHost => true,
+        ConnectError::Postgres { .. } => error
+            .sqlstate()
+            .is_some_and(|code| matches!(code.code(), "28P01" | "28000" | "3D000" | "42704")),
+        _ => false,
+    }
+}

@@ -1,0 +1,288 @@
+//! The pool's public face: create, get a connection, look at its state, close.
+
+use std::future::Future;
+use std::panic::Location;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::error::PoolError;
+use crate::internals::{CloseReason, Slot};
+use crate::pool_config::{PoolConfig, PrePing};
+use crate::pooled::PooledConnection;
+use crate::shared::Shared;
+use crate::status::PoolStatus;
+
+/// A pool of tapped PostgreSQL connections that never hands out a dirty or dead one.
+///
+/// Cheap to clone; every clone is the same pool. Background work (maintenance, connects,
+/// resets) runs on the tokio runtime the pool was created in and stops when the last handle
+/// and the last pooled connection are gone.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    /// Creates a pool (no connection is opened until one is needed, or `min_idle` asks for
+    /// warm ones). Must be called inside a tokio runtime.
+    pub fn new(config: PoolConfig) -> Result<Pool, PoolError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| PoolError::NoRuntime)?;
+        let shared = Arc::new(Shared::new(config, runtime));
+        crate::maintenance::spawn(&shared);
+        if shared.config.min_idle > 0 {
+            let mut g = shared.lock();
+            shared.spawn_openers(&mut g);
+        }
+        Ok(Pool { shared })
+    }
+
+    /// Creates a pool from the environment (`DATABASE_URL`, `DB_POOL_SIZE`, ...).
+    pub fn from_env() -> Result<Pool, PoolError> {
+        Pool::new(PoolConfig::from_env()?)
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Gets a connection: idle with nothing in flight, not known dead, verified when it
+    /// could be stale. Waits (first come, first served) up to `pool_timeout`.
+    ///
+    /// Dropping the returned future at any point loses no connection and no capacity.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection, PoolError>> + Send + '_ {
+        let location = Location::caller();
+        self.acquire(location)
+    }
+
+    /// The pool's counts right now.
+    pub fn status(&self) -> PoolStatus {
+        self.shared.status()
+    }
+
+    /// Runs one maintenance pass now (idle timeout, recycling, keepalive pings, `min_idle`
+    /// refill, leak warnings). It also runs by itself every second; tests call this to avoid
+    /// waiting for it.
+    pub async fn run_maintenance(&self) {
+        crate::maintenance::run_once(&self.shared).await;
+    }
+
+    /// Every connection opened before now will be verified before its next use. The pool
+    /// does this by itself on disconnect-class errors; call it after an event it cannot see
+    /// (a failover announced elsewhere, for example).
+    pub fn invalidate_all(&self) {
+        self.shared.bump_generation();
+    }
+
+    /// Closes the pool: no more connections are handed out, waiters get
+    /// [`PoolError::Closed`], idle connections close now, and connections in use close as
+    /// they come back (waiting at most `close_timeout` for them). Returns the number still
+    /// in use when the wait ended.
+    pub async fn close(&self) -> usize {
+        let idle = {
+            let mut g = self.shared.lock();
+            g.closed = true;
+            let name = self.shared.config.name.clone();
+            g.fail_waiters(|| PoolError::Closed { pool: name.clone() });
+            let idle: Vec<Slot> = g.idle.drain(..).collect();
+            g.open -= idle.len();
+            idle
+        };
+        for slot in idle {
+            self.shared.close_slot(Some((slot, CloseReason::PoolClosed)));
+        }
+        let deadline = tokio::time::Instant::now() + self.shared.config.close_timeout;
+        loop {
+            let closed = self.shared.closed_one.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            let open = self.shared.lock().open;
+            if open == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                let left = self.shared.lock().in_use;
+                tracing::warn!(pool = %self.shared.config.name, in_use = left, "pool closed with connections still in use");
+                return left;
+            }
+        }
+    }
+
+    async fn acquire(&self, location: &'static Location<'static>) -> Result<PooledConnection, PoolError> {
+        let started = Instant::now();
+        let deadline = started + self.shared.config.pool_timeout;
+        let mut retry = false;
+        loop {
+            let mut conn = match self.checkout(deadline, retry, location).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    match e {
+                        PoolError::Timeout { .. } => self.shared.metrics.timeouts.increment(1),
+                        PoolError::Unavailable { .. } => self.shared.metrics.unavailable.increment(1),
+                        _ => {}
+                    }
+                    return Err(e);
+                }
+            };
+            // A connection that failed its check goes back to the front of the queue.
+            retry = true;
+            if self.verify(&mut conn, deadline).await {
+                self.shared.metrics.acquired.increment(1);
+                self.shared.metrics.wait.record(started.elapsed().as_secs_f64());
+                return Ok(conn);
+            }
+        }
+    }
+
+    /// Takes an idle connection, or queues and waits for one.
+    async fn checkout(
+        &self,
+        deadline: Instant,
+        front: bool,
+        location: &'static Location<'static>,
+    ) -> Result<PooledConnection, PoolError> {
+        let shared = &self.shared;
+        let mut expired = Vec::new();
+        let (id, rx) = {
+            let mut g = shared.lock();
+            if g.closed {
+                return Err(PoolError::Closed {
+                    pool: shared.config.name.clone(),
+                });
+            }
+            let taken = g.take_idle(Instant::now(), &mut expired);
+            g.open -= expired.len();
+            if let Some(slot) = taken {
+                g.in_use += 1;
+                if shared.config.leak_threshold.is_some() {
+                    g.record_lease(slot.id, location);
+                }
+                let conn = PooledConnection::new(Arc::clone(shared), slot);
+                drop(g);
+                self.close_expired(expired);
+                return Ok(conn);
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = g.enqueue(tx, location, front);
+            shared.spawn_openers(&mut g);
+            (id, rx)
+        };
+        self.close_expired(expired);
+        let mut waiting = Waiting {
+            shared,
+            id,
+            rx: Some(rx),
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let received = match waiting.rx.as_mut() {
+            Some(rx) => tokio::time::timeout_at(deadline, rx).await,
+            None => return Err(self.timeout(deadline.into_std())),
+        };
+        match received {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(PoolError::Closed {
+                pool: shared.config.name.clone(),
+            }),
+            Err(_) => {
+                // Leave the queue first; a connection sent just before that is still ours.
+                shared.lock().dequeue(id);
+                if let Some(Ok(Ok(conn))) = waiting.rx.as_mut().map(|rx| rx.try_recv()) {
+                    return Ok(conn);
+                }
+                Err(self.timeout(deadline.into_std()))
+            }
+        }
+    }
+
+    fn close_expired(&self, expired: Vec<(Slot, CloseReason)>) {
+        let mut any_broken = false;
+        for (slot, reason) in expired {
+            if reason == CloseReason::Broken {
+                self.shared.note_disconnect(&slot.conn, 0);
+                any_broken = true;
+            }
+            self.shared.close_slot(Some((slot, reason)));
+        }
+        if any_broken {
+            let mut g = self.shared.lock();
+            self.shared.spawn_openers(&mut g);
+        }
+    }
+
+    fn timeout(&self, deadline: Instant) -> PoolError {
+        let g = self.shared.lock();
+        let status = self.shared.status_of(&g);
+        let last_connect_error = g.down.as_ref().map(|d| Arc::clone(&d.cause));
+        drop(g);
+        PoolError::Timeout {
+            pool: self.shared.config.name.clone(),
+            waited: self.shared.config.pool_timeout + Instant::now().saturating_duration_since(deadline),
+            status,
+            last_connect_error,
+        }
+    }
+
+    /// Pings a connection that could be stale: one older than the last disconnect, or (with
+    /// pre-ping `auto`) one the server has been silent on for longer than the window. A
+    /// connection that fails is closed and the caller never sees it.
+    async fn verify(&self, conn: &mut PooledConnection, deadline: Instant) -> bool {
+        let shared = &self.shared;
+        let generation = shared.generation.load(Ordering::Acquire);
+        let Some(slot) = conn.slot_mut() else {
+            return false;
+        };
+        let stale = slot.generation < generation;
+        let ping = stale
+            || match shared.config.pre_ping {
+                PrePing::Always => true,
+                PrePing::Never => false,
+                PrePing::Auto => slot
+                    .conn
+                    .state()
+                    .idle_for()
+                    .is_none_or(|idle| idle > shared.config.pre_ping_window),
+            };
+        if !ping {
+            return true;
+        }
+        let budget = shared
+            .config
+            .ping_timeout
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(10));
+        shared.metrics.pings.increment(1);
+        let ok = matches!(
+            tokio::time::timeout(budget, slot.conn.batch_execute("")).await,
+            Ok(Ok(()))
+        ) && slot.conn.state().is_clean();
+        if ok {
+            slot.generation = generation;
+            return true;
+        }
+        shared.metrics.ping_failures.increment(1);
+        tracing::debug!(pool = %shared.config.name, conn = slot.id, stale, "connection failed its check: replacing it");
+        conn.discard_for(CloseReason::PingFailed);
+        false
+    }
+}
+
+/// A place in the queue. Dropping it (the caller's future was cancelled) leaves the queue
+/// first, under the lock, and only then drops the receiver: a connection already sent to it
+/// is returned to the pool by its own drop, outside the lock.
+struct Waiting<'a> {
+    shared: &'a Arc<Shared>,
+    id: u64,
+    rx: Option<oneshot::Receiver<Result<PooledConnection, PoolError>>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().dequeue(self.id);
+        drop(self.rx.take());
+    }
+}

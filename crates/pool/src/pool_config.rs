@@ -1,0 +1,533 @@
+//! Pool settings: a builder, and `from_env()` with the incident's own variables and values as
+//! defaults. Everything is checked before the pool starts.
+
+use std::time::Duration;
+
+use crate::connect_config::ConnectConfig;
+use crate::env::{self, ProcessEnv, Source};
+use crate::error::ConfigError;
+
+/// When a connection taken from the idle set is pinged before it is handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrePing {
+    /// Only when the server has been silent on it for longer than the pre-ping window (or it
+    /// predates a disconnect): the default. A connection the tap saw answer moments ago is
+    /// not asked again.
+    #[default]
+    Auto,
+    /// Before every checkout (one extra round trip each time).
+    Always,
+    /// Never; rely on the wire state alone.
+    Never,
+}
+
+/// Everything a [`Pool`](crate::Pool) needs. Build with [`PoolConfig::new`] and the setters,
+/// or [`PoolConfig::from_env`].
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// How to open a connection.
+    pub connect: ConnectConfig,
+    /// Connections kept open when idle (`DB_POOL_SIZE`, default 5).
+    pub pool_size: usize,
+    /// Extra connections allowed under load, closed when they come back to a full idle set
+    /// (`DB_MAX_OVERFLOW`, default 10).
+    pub max_overflow: usize,
+    /// Connections older than this (plus 0 to 5% jitter) are replaced; `None` keeps them
+    /// (`DB_POOL_RECYCLE` seconds, default 300, 0 = never).
+    pub recycle: Option<Duration>,
+    /// How long `get()` waits for a connection (`DB_POOL_TIMEOUT` seconds, default 30).
+    pub pool_timeout: Duration,
+    /// Pre-ping policy (`DB_PRE_PING`: auto, always, never; default auto).
+    pub pre_ping: PrePing,
+    /// Under `PrePing::Auto`, ping only when the server was silent longer than this
+    /// (`DB_PRE_PING_WINDOW_MS`, default 500).
+    pub pre_ping_window: Duration,
+    /// Bound on one ping (`DB_PING_TIMEOUT_MS`, default 2000).
+    pub ping_timeout: Duration,
+    /// Idle connections above `min_idle` are closed after this long unused; `None` keeps them
+    /// (`DB_IDLE_TIMEOUT` seconds, default 600, 0 = never).
+    pub idle_timeout: Option<Duration>,
+    /// Idle connections kept open and warm (`DB_MIN_IDLE`, default 0, at most `pool_size`).
+    pub min_idle: usize,
+    /// Connects in progress at once, at most (`DB_MAX_CONNECTING`, default 2).
+    pub max_connecting: usize,
+    /// Bound on the ROLLBACK (or reset query) of a connection returned dirty, and on waiting
+    /// for requests still in flight (`DB_RESET_TIMEOUT_MS`, default 5000).
+    pub reset_timeout: Duration,
+    /// Run on every returned connection outside a transaction, for example `DISCARD ALL`
+    /// (`DB_RESET_QUERY`, default none).
+    pub reset_query: Option<String>,
+    /// A connection held longer than this is logged as a possible leak, with the place it
+    /// was taken; `None` turns detection off (`DB_LEAK_THRESHOLD_MS`, default 0 = off).
+    pub leak_threshold: Option<Duration>,
+    /// Idle connections are pinged (jittered) when silent this long, so that firewalls and
+    /// servers do not drop them unseen; `None` turns it off (`DB_KEEPALIVE_INTERVAL` seconds,
+    /// default 120, 0 = off).
+    pub keepalive_interval: Option<Duration>,
+    /// Longest pause between reconnect attempts while the database is down
+    /// (`DB_RECONNECT_BACKOFF_MAX_MS`, default 2000).
+    pub reconnect_backoff_max: Duration,
+    /// Bound on waiting for connections in use when the pool closes
+    /// (`DB_CLOSE_TIMEOUT_MS`, default 10000).
+    pub close_timeout: Duration,
+    /// Name used in logs and metric labels (`DB_POOL_NAME`, default `default`).
+    pub name: String,
+}
+
+/// Largest accepted `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`: beyond what any PostgreSQL server
+/// accepts as `max_connections`, so larger values are mistakes.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+impl PoolConfig {
+    /// Defaults (the incident's values) for connections described by `connect`.
+    pub fn new(connect: ConnectConfig) -> PoolConfig {
+        PoolConfig {
+            connect,
+            pool_size: 5,
+            max_overflow: 10,
+            recycle: Some(Duration::from_secs(300)),
+            pool_timeout: Duration::from_secs(30),
+            pre_ping: PrePing::Auto,
+            pre_ping_window: Duration::from_millis(500),
+            ping_timeout: Duration::from_secs(2),
+            idle_timeout: Some(Duration::from_secs(600)),
+            min_idle: 0,
+            max_connecting: 2,
+            reset_timeout: Duration::from_secs(5),
+            reset_query: None,
+            leak_threshold: None,
+            keepalive_interval: Some(Duration::from_secs(120)),
+            reconnect_backoff_max: Duration::from_secs(2),
+            close_timeout: Duration::from_secs(10),
+            name: "default".to_string(),
+        }
+    }
+
+    /// Parses `url` (a `postgres://` URL or key=value string) with default pool settings.
+    pub fn from_url(url: &str) -> Result<PoolConfig, ConfigError> {
+        Ok(PoolConfig::new(ConnectConfig::from_url(url)?))
+    }
+
+    /// Reads the process environment. See the crate README for every variable and default.
+    pub fn from_env() -> Result<PoolConfig, ConfigError> {
+        PoolConfig::from_source(&ProcessEnv)
+    }
+
+    /// Reads settings from `source` (the environment, or a fixed list in tests).
+    pub fn from_source(source: &dyn Source) -> Result<PoolConfig, ConfigError> {
+        let ms = Duration::from_millis(1);
+        let s = Duration::from_secs(1);
+        const DAY_S: u64 = 86_400;
+        const DAY_MS: u64 = 86_400_000;
+        let url = source
+            .get("DATABASE_URL")
+            .ok_or_else(|| ConfigError::InvalidValue {
+                setting: "DATABASE_URL".into(),
+                value: String::new(),
+                accepted: "a postgres:// URL; the variable is not set".into(),
+            })?;
+        let mut connect = ConnectConfig::parse_setting("DATABASE_URL", &url)?;
+        let defaults = PoolConfig::new(connect.clone());
+        let connect_timeout = env::duration(
+            source,
+            "DB_CONNECT_TIMEOUT",
+            Duration::from_secs(60),
+            s,
+            3600,
+            false,
+        )?;
+        connect = connect
+            .connect_timeout(connect_timeout.unwrap_or(defaults.connect.get_connect_timeout()))
+            .statement_timeout(env::duration(
+                source,
+                "DB_STATEMENT_TIMEOUT_MS",
+                Duration::from_millis(300_000),
+                ms,
+                DAY_MS,
+                true,
+            )?)
+            .idle_in_transaction_session_timeout(env::duration(
+                source,
+                "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                Duration::ZERO,
+                ms,
+                DAY_MS,
+                true,
+            )?)
+            .lock_timeout(env::duration(
+                source,
+                "DB_LOCK_TIMEOUT_MS",
+                Duration::ZERO,
+                ms,
+                DAY_MS,
+                true,
+            )?);
+        if let Some(name) = source.get("DB_APPLICATION_NAME").filter(|v| !v.is_empty()) {
+            connect = connect.application_name(&name);
+        }
+        let max = MAX_CONNECTIONS as u64;
+        let config = PoolConfig {
+            connect,
+            pool_size: env::integer(source, "DB_POOL_SIZE", 5, 1, max)? as usize,
+            max_overflow: env::integer(source, "DB_MAX_OVERFLOW", 10, 0, max)? as usize,
+            recycle: env::duration(
+                source,
+                "DB_POOL_RECYCLE",
+                Duration::from_secs(300),
+                s,
+                7 * DAY_S,
+                true,
+            )?,
+            pool_timeout: env::duration(
+                source,
+                "DB_POOL_TIMEOUT",
+                Duration::from_secs(30),
+                s,
+                DAY_S,
+                false,
+            )?
+            .unwrap_or(defaults.pool_timeout),
+            pre_ping: match env::choice(source, "DB_PRE_PING", "auto", &["auto", "always", "never"])? {
+                "always" => PrePing::Always,
+                "never" => PrePing::Never,
+                _ => PrePing::Auto,
+            },
+            pre_ping_window: env::duration(
+                source,
+                "DB_PRE_PING_WINDOW_MS",
+                defaults.pre_ping_window,
+                ms,
+                DAY_MS,
+                true,
+            )?
+            .unwrap_or(Duration::ZERO),
+            ping_timeout: env::duration(
+                source,
+                "DB_PING_TIMEOUT_MS",
+                defaults.ping_timeout,
+                ms,
+                DAY_MS,
+                false,
+            )?
+            .unwrap_or(defaults.ping_timeout),
+            idle_timeout: env::duration(
+                source,
+                "DB_IDLE_TIMEOUT",
+                Duration::from_secs(600),
+                s,
+                7 * DAY_S,
+                true,
+            )?,
+            min_idle: env::integer(source, "DB_MIN_IDLE", 0, 0, max)? as usize,
+            max_connecting: env::integer(source, "DB_MAX_CONNECTING", 2, 1, 1000)? as usize,
+            reset_timeout: env::duration(
+                source,
+                "DB_RESET_TIMEOUT_MS",
+                defaults.reset_timeout,
+                ms,
+                DAY_MS,
+                false,
+            )?
+            .unwrap_or(defaults.reset_timeout),
+            reset_query: source.get("DB_RESET_QUERY").filter(|q| !q.trim().is_empty()),
+            leak_threshold: env::duration(source, "DB_LEAK_THRESHOLD_MS", Duration::ZERO, ms, DAY_MS, true)?,
+            keepalive_interval: env::duration(
+                source,
+                "DB_KEEPALIVE_INTERVAL",
+                Duration::from_secs(120),
+                s,
+                DAY_S,
+                true,
+            )?,
+            reconnect_backoff_max: env::duration(
+                source,
+                "DB_RECONNECT_BACKOFF_MAX_MS",
+                defaults.reconnect_backoff_max,
+                ms,
+                3_600_000,
+                false,
+            )?
+            .unwrap_or(defaults.reconnect_backoff_max),
+            close_timeout: env::duration(
+                source,
+                "DB_CLOSE_TIMEOUT_MS",
+                defaults.close_timeout,
+                ms,
+                DAY_MS,
+                false,
+            )?
+            .unwrap_or(defaults.close_timeout),
+            name: source
+                .get("DB_POOL_NAME")
+                .filter(|v| !v.is_empty())
+                .unwrap_or(defaults.name),
+        };
+        config.validate_as_env()
+    }
+
+    /// Connections kept when idle.
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n;
+        self
+    }
+
+    /// Extra connections allowed under load.
+    pub fn max_overflow(mut self, n: usize) -> Self {
+        self.max_overflow = n;
+        self
+    }
+
+    /// How long `get()` waits.
+    pub fn pool_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_timeout = timeout;
+        self
+    }
+
+    /// Replace connections older than this (`None`: never).
+    pub fn recycle(mut self, age: Option<Duration>) -> Self {
+        self.recycle = age;
+        self
+    }
+
+    /// Pre-ping policy.
+    pub fn pre_ping(mut self, policy: PrePing) -> Self {
+        self.pre_ping = policy;
+        self
+    }
+
+    /// Close idle connections above `min_idle` after this long (`None`: never).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Idle connections kept warm.
+    pub fn min_idle(mut self, n: usize) -> Self {
+        self.min_idle = n;
+        self
+    }
+
+    /// Connects in progress at once.
+    pub fn max_connecting(mut self, n: usize) -> Self {
+        self.max_connecting = n;
+        self
+    }
+
+    /// Bound on resetting a returned connection.
+    pub fn reset_timeout(mut self, timeout: Duration) -> Self {
+        self.reset_timeout = timeout;
+        self
+    }
+
+    /// Query run on returned connections outside a transaction.
+    pub fn reset_query(mut self, query: Option<String>) -> Self {
+        self.reset_query = query;
+        self
+    }
+
+    /// Leak detection threshold (`None`: off).
+    pub fn leak_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.leak_threshold = threshold;
+        self
+    }
+
+    /// Keepalive pings of idle connections (`None`: off).
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keepalive_interval = interval;
+        self
+    }
+
+    /// Longest pause between reconnect attempts.
+    pub fn reconnect_backoff_max(mut self, max: Duration) -> Self {
+        self.reconnect_backoff_max = max;
+        self
+    }
+
+    /// Name in logs and metrics.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Most connections open at once, counting those being opened.
+    pub fn max_size(&self) -> usize {
+        self.pool_size + self.max_overflow
+    }
+
+    /// Checks the settings against each other; [`Pool::new`](crate::Pool::new) calls it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(false)
+    }
+
+    fn validate_as_env(self) -> Result<PoolConfig, ConfigError> {
+        self.check(true)?;
+        Ok(self)
+    }
+
+    fn check(&self, env_names: bool) -> Result<(), ConfigError> {
+        let name = |env: &str, builder: &str| {
+            if env_names {
+                env.to_string()
+            } else {
+                builder.to_string()
+            }
+        };
+        let invalid = |setting: String, value: String, accepted: String| {
+            Err(ConfigError::InvalidValue {
+                setting,
+                value,
+                accepted,
+            })
+        };
+        let max = MAX_CONNECTIONS;
+        if !(1..=max).contains(&self.pool_size) {
+            return invalid(
+                name("DB_POOL_SIZE", "pool_size"),
+                self.pool_size.to_string(),
+                format!("a whole number from 1 to {max}"),
+            );
+        }
+        if self.max_overflow > max {
+            return invalid(
+                name("DB_MAX_OVERFLOW", "max_overflow"),
+                self.max_overflow.to_string(),
+                format!("a whole number from 0 to {max}"),
+            );
+        }
+        if self.min_idle > self.pool_size {
+            return invalid(
+                name("DB_MIN_IDLE", "min_idle"),
+                self.min_idle.to_string(),
+                format!("at most the pool size ({})", self.pool_size),
+            );
+        }
+        if self.max_connecting == 0 {
+            return invalid(
+                name("DB_MAX_CONNECTING", "max_connecting"),
+                "0".into(),
+                "a whole number from 1 to 1000".into(),
+            );
+        }
+        for (env, builder, value) in [
+            ("DB_POOL_TIMEOUT", "pool_timeout", self.pool_timeout),
+            ("DB_PING_TIMEOUT_MS", "ping_timeout", self.ping_timeout),
+            ("DB_RESET_TIMEOUT_MS", "reset_timeout", self.reset_timeout),
+            (
+                "DB_RECONNECT_BACKOFF_MAX_MS",
+                "reconnect_backoff_max",
+                self.reconnect_backoff_max,
+            ),
+            ("DB_CLOSE_TIMEOUT_MS", "close_timeout", self.close_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(name(env, builder), "0".into(), "a duration above zero".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_defaults_from_a_bare_environment() {
+        let c = PoolConfig::from_source(&[("DATABASE_URL", "postgres://app@db:5432/app")]).expect("config");
+        assert_eq!((c.pool_size, c.max_overflow), (5, 10));
+        assert_eq!(c.recycle, Some(Duration::from_secs(300)));
+        assert_eq!(c.pool_timeout, Duration::from_secs(30));
+        assert_eq!(c.connect.get_connect_timeout(), Duration::from_secs(60));
+        assert_eq!(
+            c.connect.get_statement_timeout(),
+            Some(Duration::from_millis(300_000))
+        );
+        assert_eq!(c.pre_ping, PrePing::Auto);
+        assert_eq!(c.max_size(), 15);
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = PoolConfig::from_source(&[
+            ("DATABASE_URL", "postgres://app@db/app"),
+            ("DB_POOL_SIZE", "8"),
+            ("DB_MAX_OVERFLOW", "0"),
+            ("DB_POOL_RECYCLE", "0"),
+            ("DB_POOL_TIMEOUT", "3"),
+            ("DB_CONNECT_TIMEOUT", "4"),
+            ("DB_STATEMENT_TIMEOUT_MS", "0"),
+            ("DB_PRE_PING", "never"),
+            ("DB_IDLE_TIMEOUT", "9"),
+            ("DB_LEAK_THRESHOLD_MS", "1500"),
+            ("DB_MIN_IDLE", "2"),
+            ("DB_MAX_CONNECTING", "3"),
+            ("DB_RESET_QUERY", "DISCARD ALL"),
+            ("DB_KEEPALIVE_INTERVAL", "0"),
+            ("DB_APPLICATION_NAME", "api"),
+        ])
+        .expect("config");
+        assert_eq!(
+            (c.pool_size, c.max_overflow, c.min_idle, c.max_connecting),
+            (8, 0, 2, 3)
+        );
+        assert_eq!(c.recycle, None);
+        assert_eq!(c.pool_timeout, Duration::from_secs(3));
+        assert_eq!(c.connect.get_connect_timeout(), Duration::from_secs(4));
+        assert_eq!(c.connect.get_statement_timeout(), None);
+        assert_eq!(c.pre_ping, PrePing::Never);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(c.leak_threshold, Some(Duration::from_millis(1500)));
+        assert_eq!(c.reset_query.as_deref(), Some("DISCARD ALL"));
+        assert_eq!(c.keepalive_interval, None);
+        assert_eq!(c.connect.get_application_name(), "api");
+    }
+
+    #[test]
+    fn bad_values_name_variable_value_and_what_is_accepted() {
+        let url = ("DATABASE_URL", "postgres://app:pw@db/app");
+        for (var, value, accepted) in [
+            ("DB_POOL_SIZE", "abc", "a whole number from 1 to 10000"),
+            ("DB_POOL_SIZE", "-1", "a whole number from 1 to 10000"),
+            ("DB_POOL_SIZE", "0", "a whole number from 1 to 10000"),
+            ("DB_POOL_SIZE", "1000000", "a whole number from 1 to 10000"),
+            ("DB_MAX_OVERFLOW", "-3", "a whole number from 0 to 10000"),
+            ("DB_POOL_TIMEOUT", "0", "seconds from 1 to 86400"),
+            ("DB_POOL_RECYCLE", "soon", "(0 turns it off)"),
+            ("DB_PRE_PING", "maybe", "one of auto, always, never"),
+            ("DB_MIN_IDLE", "6", "at most the pool size (5)"),
+        ] {
+            let err = PoolConfig::from_source(&[url, (var, value)])
+                .expect_err(var)
+                .to_string();
+            assert!(
+                err.starts_with(&format!("{var}: invalid value \"{value}\"")),
+                "{err}"
+            );
+            assert!(err.contains(accepted), "{err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+        let err = PoolConfig::from_source(&[("DATABASE_URL", "postgres://u:secretpw@h:99999/d")])
+            .expect_err("bad port")
+            .to_string();
+        assert!(err.starts_with("DATABASE_URL: invalid connection URL"), "{err}");
+        assert!(!err.contains("secretpw"), "{err}");
+        let err = PoolConfig::from_source(&[("DB_POOL_SIZE", "5")])
+            .expect_err("no url")
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn builder_values_are_checked_too() {
+        let c = PoolConfig::from_url("postgres://u@h/d").expect("url");
+        assert!(c.clone().pool_size(0).validate().is_err());
+        let err = c
+            .clone()
+            .min_idle(9)
+            .validate()
+            .expect_err("min_idle")
+            .to_string();
+        assert!(err.starts_with("min_idle: invalid value \"9\""), "{err}");
+        assert!(c.pool_timeout(Duration::ZERO).validate().is_err());
+    }
+}

@@ -1,0 +1,107 @@
+//! The pool's numbers, through the `metrics` facade. Handles are registered once when the
+//! pool is created (install a recorder before that), so the hot path only bumps them.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::internals::{CloseReason, Internals};
+
+const REASONS: [CloseReason; 7] = [
+    CloseReason::Recycled,
+    CloseReason::Idle,
+    CloseReason::Broken,
+    CloseReason::Overflow,
+    CloseReason::ResetFailed,
+    CloseReason::PingFailed,
+    CloseReason::PoolClosed,
+];
+
+/// What was done to a connection returned dirty.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ResetKind {
+    /// Waited for requests still in flight (after cancelling them).
+    Drain,
+    /// Rolled back an open or failed transaction.
+    Rollback,
+    /// Ran the configured reset query.
+    Query,
+}
+
+pub(crate) struct PoolMetrics {
+    pub(crate) acquired: Counter,
+    pub(crate) timeouts: Counter,
+    pub(crate) unavailable: Counter,
+    pub(crate) opened: Counter,
+    pub(crate) connect_failures: Counter,
+    closed: [Counter; 7],
+    resets: [Counter; 3],
+    pub(crate) pings: Counter,
+    pub(crate) ping_failures: Counter,
+    pub(crate) leaks: Counter,
+    pub(crate) disconnects: Counter,
+    pub(crate) wait: Histogram,
+    pub(crate) held: Histogram,
+    open: Gauge,
+    idle: Gauge,
+    in_use: Gauge,
+    waiting: Gauge,
+}
+
+impl std::fmt::Debug for PoolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolMetrics")
+    }
+}
+
+impl PoolMetrics {
+    pub(crate) fn new(pool: &str) -> PoolMetrics {
+        let p = pool.to_string();
+        let counter = |name: &'static str| metrics::counter!(name, "pool" => p.clone());
+        let gauge = |name: &'static str| metrics::gauge!(name, "pool" => p.clone());
+        PoolMetrics {
+            acquired: counter("holdfast_pool_acquired_total"),
+            timeouts: counter("holdfast_pool_acquire_timeouts_total"),
+            unavailable: counter("holdfast_pool_acquire_unavailable_total"),
+            opened: counter("holdfast_pool_connections_opened_total"),
+            connect_failures: counter("holdfast_pool_connect_failures_total"),
+            closed: REASONS.map(|r| {
+                metrics::counter!("holdfast_pool_connections_closed_total", "pool" => p.clone(), "reason" => r.label())
+            }),
+            resets: ["drain", "rollback", "reset_query"]
+                .map(|k| metrics::counter!("holdfast_pool_resets_total", "pool" => p.clone(), "kind" => k)),
+            pings: counter("holdfast_pool_pings_total"),
+            ping_failures: counter("holdfast_pool_ping_failures_total"),
+            leaks: counter("holdfast_pool_leaks_total"),
+            disconnects: counter("holdfast_pool_disconnect_generations_total"),
+            wait: metrics::histogram!("holdfast_pool_acquire_wait_seconds", "pool" => p.clone()),
+            held: metrics::histogram!("holdfast_pool_held_seconds", "pool" => p.clone()),
+            open: gauge("holdfast_pool_open"),
+            idle: gauge("holdfast_pool_idle"),
+            in_use: gauge("holdfast_pool_in_use"),
+            waiting: gauge("holdfast_pool_waiting"),
+        }
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            self.closed[i].increment(1);
+        }
+    }
+
+    pub(crate) fn reset(&self, kind: ResetKind) {
+        self.resets[kind as usize].increment(1);
+    }
+
+    pub(crate) fn seconds(d: Duration) -> f64 {
+        d.as_secs_f64()
+    }
+
+    /// Publishes the gauges (from maintenance, once a second).
+    pub(crate) fn gauges(&self, g: &Internals) {
+        self.open.set(g.open as f64);
+        self.idle.set(g.idle.len() as f64);
+        self.in_use.set(g.in_use as f64);
+        self.waiting.set(g.waiters.len() as f64);
+    }
+}

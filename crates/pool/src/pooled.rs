@@ -1,0 +1,104 @@
+//! A connection on loan from the pool. It derefs to `tokio_postgres::Client`, so existing
+//! tokio-postgres code works; dropping it (normally, in a panic, or with a future cancelled
+//! mid-query) returns it through the same path, which decides from the wire state what
+//! must happen before anyone else gets it.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Instant;
+
+use holdfast_wire::WireState;
+use tokio_postgres::Client;
+
+use crate::connection::Connection;
+use crate::internals::{CloseReason, Slot};
+use crate::shared::Shared;
+
+/// A pooled connection. Use it as a `tokio_postgres::Client`; drop it to give it back.
+#[derive(Debug)]
+pub struct PooledConnection {
+    shared: Arc<Shared>,
+    slot: Option<Slot>,
+    since: Instant,
+    errors_at_checkout: u64,
+}
+
+impl PooledConnection {
+    pub(crate) fn new(shared: Arc<Shared>, slot: Slot) -> PooledConnection {
+        let errors_at_checkout = slot.conn.state().errors();
+        PooledConnection {
+            shared,
+            slot: Some(slot),
+            since: Instant::now(),
+            errors_at_checkout,
+        }
+    }
+
+    /// Takes the slot out without returning it (the pool's own bookkeeping moves it).
+    pub(crate) fn into_slot(mut self) -> Option<Slot> {
+        self.slot.take()
+    }
+
+    pub(crate) fn slot_mut(&mut self) -> Option<&mut Slot> {
+        self.slot.as_mut()
+    }
+
+    /// Closes this connection instead of returning it (the pool opens a replacement when
+    /// there is demand).
+    pub fn discard(mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.shared.discard(slot, CloseReason::Broken, true);
+        }
+    }
+
+    pub(crate) fn discard_for(&mut self, reason: CloseReason) {
+        if let Some(slot) = self.slot.take() {
+            self.shared.discard(slot, reason, true);
+        }
+    }
+
+    /// The underlying connection (its wire state, backend pid, age).
+    pub fn connection(&self) -> &Connection {
+        match &self.slot {
+            Some(slot) => &slot.conn,
+            // Only `discard`/`into_slot` empty it, and both consume or end the loan.
+            None => unreachable!("a PooledConnection is used after it was given back"),
+        }
+    }
+
+    /// The server process serving this connection.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.connection().backend_pid()
+    }
+
+    /// What the wire tap observed on this connection.
+    pub fn state(&self) -> &WireState {
+        self.connection().state()
+    }
+}
+
+impl Deref for PooledConnection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.connection().client()
+    }
+}
+
+impl DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut Client {
+        match &mut self.slot {
+            Some(slot) => slot.conn.client_mut(),
+            None => unreachable!("a PooledConnection is used after it was given back"),
+        }
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.shared
+                .release(slot, self.errors_at_checkout, self.since.elapsed());
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Returning a connection that is not clean: cancel and drain requests still in flight, roll
+//! back an open or failed transaction, run the reset query; each step bounded by
+//! `reset_timeout`. Whatever fails, the connection is closed rather than handed out.
+
+use std::sync::Arc;
+
+use holdfast_wire::TxStatus;
+
+use crate::internals::{CloseReason, Slot};
+use crate::pool_metrics::ResetKind;
+use crate::shared::Shared;
+
+/// Holds a connection during its reset; if the task is dropped unfinished (the runtime shuts
+/// down), the connection is closed and the books stay right.
+struct Resetting {
+    shared: Arc<Shared>,
+    slot: Option<Slot>,
+}
+
+impl Drop for Resetting {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.shared.discard(slot, CloseReason::ResetFailed, false);
+        }
+    }
+}
+
+/// Resets `slot` in a task of its own, then places it or closes it.
+pub(crate) fn spawn(shared: Arc<Shared>, slot: Slot) {
+    let runtime = shared.runtime.clone();
+    let resetting = Resetting {
+        shared,
+        slot: Some(slot),
+    };
+    runtime.spawn(run(resetting));
+}
+
+async fn run(mut job: Resetting) {
+    let outcome = match job.slot.as_ref() {
+        Some(slot) => reset(&job.shared, slot).await,
+        None => return,
+    };
+    let Some(slot) = job.slot.take() else {
+        return;
+    };
+    let shared = Arc::clone(&job.shared);
+    match outcome {
+        Ok(()) => {
+            let mut g = shared.lock();
+            let to_close = shared.place(&mut g, slot);
+            drop(g);
+            shared.close_slot(to_close);
+        }
+        Err(reason) => shared.discard(slot, reason, false),
+    }
+}
+
+async fn reset(shared: &Shared, slot: &Slot) -> Result<(), CloseReason> {
+    let config = &shared.config;
+    let conn = &slot.conn;
+    let state = conn.state();
+    if state.in_flight() > 0 {
+        // A future was dropped mid-query: nobody wants the answer. Ask the server to stop,
+        // then wait for the ReadyForQuery of everything outstanding.
+        shared.metrics.reset(ResetKind::Drain);
+        if let Err(error) = conn.cancel_query().await {
+            tracing::debug!(pool = %config.name, conn = slot.id, %error, "cancel request failed");
+        }
+        let drained = state.wait_for(|s| s.in_flight() == 0 || s.liveness().is_dead());
+        if tokio::time::timeout(config.reset_timeout, drained).await.is_err() {
+            tracing::warn!(pool = %config.name, conn = slot.id, "requests still in flight after reset_timeout: closing");
+            return Err(CloseReason::ResetFailed);
+        }
+    }
+    if conn.is_closed() {
+        return Err(CloseReason::Broken);
+    }
+    if matches!(state.tx_status(), TxStatus::InTransaction | TxStatus::Failed) {
+        shared.metrics.reset(ResetKind::Rollback);
+        tracing::debug!(pool = %config.name, conn = slot.id, status = ?state.tx_status(), "rolling back a returned connection");
+        bounded(shared, conn.batch_execute("ROLLBACK")).await?;
+    }
+    if let Some(query) = &config.reset_query {
+        shared.metrics.reset(ResetKind::Query);
+        bounded(shared, conn.batch_execute(query)).await?;
+    }
+    if state.is_clean() {
+        Ok(())
+    } else {
+        Err(CloseReason::ResetFailed)
+    }
+}
+
+async fn bounded(
+    shared: &Shared,
+    step: impl std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+) -> Result<(), CloseReason> {
+    match tokio::time::timeout(shared.config.reset_timeout, step).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => {
+            tracing::debug!(pool = %shared.config.name, %error, "reset failed: closing");
+            Err(CloseReason::ResetFailed)
+        }
+        Err(_) => {
+            tracing::warn!(pool = %shared.config.name, "reset timed out: closing");
+            Err(CloseReason::ResetFailed)
+        }
+    }
+}

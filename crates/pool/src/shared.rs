@@ -1,0 +1,224 @@
+//! The state every handle of one pool shares, and the synchronous moves on it: placing a
+//! connection (to the oldest waiter, the idle set, or closed as overflow), discarding one,
+//! and starting connects for unmet demand.
+//!
+//! Locking rule: the internals lock is never held across an `.await`, and nothing that can
+//! run pool code on drop (a `PooledConnection`, a waiter's receiver) is dropped under it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use holdfast_wire::Liveness;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+
+use crate::connection::Connection;
+use crate::internals::{CloseReason, Internals, Slot};
+use crate::pool_config::PoolConfig;
+use crate::pool_metrics::PoolMetrics;
+use crate::pooled::PooledConnection;
+use crate::status::PoolStatus;
+
+/// SQLSTATEs after which every older connection is suspect: admin or crash shutdown,
+/// cannot connect now, read-only transaction (a failover left us on a standby).
+const DISCONNECT_SQLSTATES: [&str; 4] = ["57P01", "57P02", "57P03", "25006"];
+
+pub(crate) struct Shared {
+    pub(crate) config: PoolConfig,
+    internals: Mutex<Internals>,
+    /// Bumped on every disconnect-class failure; connections older than the current value
+    /// are verified before their next use.
+    pub(crate) generation: AtomicU64,
+    next_slot: AtomicU64,
+    pub(crate) runtime: Handle,
+    pub(crate) metrics: PoolMetrics,
+    /// Signalled whenever a connection closes, for `close()` to wait on.
+    pub(crate) closed_one: Notify,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.config.name)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(config: PoolConfig, runtime: Handle) -> Shared {
+        Shared {
+            metrics: PoolMetrics::new(&config.name),
+            config,
+            internals: Mutex::new(Internals::default()),
+            generation: AtomicU64::new(0),
+            next_slot: AtomicU64::new(0),
+            runtime,
+            closed_one: Notify::new(),
+        }
+    }
+
+    /// The internals; a panic elsewhere never poisons the pool for good.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Internals> {
+        self.internals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn status(&self) -> PoolStatus {
+        let g = self.lock();
+        self.status_of(&g)
+    }
+
+    pub(crate) fn status_of(&self, g: &Internals) -> PoolStatus {
+        PoolStatus {
+            open: g.open,
+            idle: g.idle.len(),
+            in_use: g.in_use,
+            waiting: g.waiters.len(),
+            opening: g.opening,
+            max: self.config.max_size(),
+            database_down: g.down.is_some(),
+        }
+    }
+
+    /// Wraps a freshly opened connection.
+    pub(crate) fn new_slot(&self, conn: Connection) -> Slot {
+        let recycle_at = self.config.recycle.map(|age| {
+            // 0 to 5% jitter, so that connections opened together are not all replaced at once.
+            conn.opened_at() + age.mul_f64(1.0 + fastrand::f64() * 0.05)
+        });
+        Slot {
+            conn,
+            id: self.next_slot.fetch_add(1, Ordering::Relaxed) + 1,
+            generation: self.generation.load(Ordering::Acquire),
+            recycle_at,
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// A clean connection is available: give it to the oldest waiter still waiting, else
+    /// keep it idle, else (the idle set is full) return it to be closed as overflow.
+    /// The slot must already be counted in `open`, and not in `in_use`.
+    pub(crate) fn place(self: &Arc<Self>, g: &mut Internals, mut slot: Slot) -> Option<(Slot, CloseReason)> {
+        if g.closed {
+            g.open -= 1;
+            return Some((slot, CloseReason::PoolClosed));
+        }
+        while let Some(waiter) = g.waiters.pop_front() {
+            let id = slot.id;
+            let guard = PooledConnection::new(Arc::clone(self), slot);
+            g.in_use += 1;
+            match waiter.tx.send(Ok(guard)) {
+                Ok(()) => {
+                    if self.config.leak_threshold.is_some() {
+                        g.record_lease(id, waiter.location);
+                    }
+                    return None;
+                }
+                // The waiter gave up in the meantime: take the connection back, try the next.
+                Err(returned) => {
+                    g.in_use -= 1;
+                    slot = returned.ok().and_then(PooledConnection::into_slot)?;
+                }
+            }
+        }
+        if g.idle.len() >= self.config.pool_size {
+            g.open -= 1;
+            return Some((slot, CloseReason::Overflow));
+        }
+        slot.idle_since = Instant::now();
+        g.idle.push(slot);
+        None
+    }
+
+    /// A caller is done with a connection. Clean ones go straight back (no round trip);
+    /// dead ones are dropped; anything else is reset in a task of its own first.
+    pub(crate) fn release(self: &Arc<Self>, slot: Slot, errors_at_checkout: u64, held: Duration) {
+        self.metrics.held.record(PoolMetrics::seconds(held));
+        let state = slot.conn.state();
+        self.note_disconnect(&slot.conn, errors_at_checkout);
+        let clean = state.is_clean() && self.config.reset_query.is_none();
+        let dead = slot.conn.is_closed();
+        let mut g = self.lock();
+        g.in_use -= 1;
+        g.leases.remove(&slot.id);
+        if clean {
+            let to_close = self.place(&mut g, slot);
+            drop(g);
+            self.close_slot(to_close);
+        } else if dead {
+            g.open -= 1;
+            self.spawn_openers(&mut g);
+            drop(g);
+            self.close_slot(Some((slot, CloseReason::Broken)));
+        } else {
+            drop(g);
+            crate::reset::spawn(Arc::clone(self), slot);
+        }
+    }
+
+    /// Drops a connection the pool still counts as open (in use or not), and lets demand
+    /// open a replacement.
+    pub(crate) fn discard(self: &Arc<Self>, slot: Slot, reason: CloseReason, was_in_use: bool) {
+        let mut g = self.lock();
+        g.open -= 1;
+        if was_in_use {
+            g.in_use -= 1;
+            g.leases.remove(&slot.id);
+        }
+        self.spawn_openers(&mut g);
+        drop(g);
+        self.close_slot(Some((slot, reason)));
+    }
+
+    /// Closes what `place` or a check decided to close: counts it, logs it, drops it.
+    pub(crate) fn close_slot(&self, slot: Option<(Slot, CloseReason)>) {
+        if let Some((slot, reason)) = slot {
+            self.metrics.closed(reason);
+            tracing::debug!(pool = %self.config.name, conn = slot.id, reason = reason.label(), "connection closed");
+            drop(slot);
+            self.closed_one.notify_waiters();
+        }
+    }
+
+    /// Starts as many connects as unmet demand calls for, within `max_connecting` and the
+    /// size limit. Each waits out the reconnect backoff first if the database is down.
+    pub(crate) fn spawn_openers(self: &Arc<Self>, g: &mut Internals) {
+        if g.closed {
+            return;
+        }
+        let c = &self.config;
+        let n = g.connects_wanted(c.max_size(), c.max_connecting, c.min_idle);
+        let delay = g.backoff_remaining(Instant::now());
+        for _ in 0..n {
+            g.opening += 1;
+            let weak = Arc::downgrade(self);
+            self.runtime.spawn(crate::opener::open_one(weak, delay));
+        }
+    }
+
+    /// Starts a new disconnect generation if this connection died of, or saw, a
+    /// disconnect-class failure since it was checked out.
+    pub(crate) fn note_disconnect(&self, conn: &Connection, errors_at_checkout: u64) {
+        let state = conn.state();
+        let died = matches!(
+            state.liveness(),
+            Liveness::Closed | Liveness::IoError | Liveness::Malformed
+        );
+        let new_error = state.errors() > errors_at_checkout
+            && state
+                .last_sqlstate()
+                .is_some_and(|code| code.starts_with("08") || DISCONNECT_SQLSTATES.contains(&code.as_str()));
+        if died || new_error {
+            self.bump_generation();
+        }
+    }
+
+    /// Every connection opened before now is verified before its next use.
+    pub(crate) fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.metrics.disconnects.increment(1);
+    }
+}
