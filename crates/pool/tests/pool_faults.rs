@@ -1,0 +1,211 @@
+//! Promise 5 and disconnect generations against real faults: backends terminated, the server
+//! restarted, the database stopped and started again.
+
+mod support;
+
+use std::time::Duration;
+
+use holdfast_pool::{ConnectError, Pool, PoolError, PrePing};
+use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
+use support::{assert_no_idle_in_transaction, config_for, config_for_url, eventually, BOUND};
+
+/// Opens `n` connections at once and returns them all to the idle set.
+async fn warm(pool: &Pool, n: usize) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(pool.get().await.expect("warm up"));
+    }
+    drop(held);
+    assert_eq!(pool.status().idle, n);
+}
+
+/// Runs blocking cluster control (stop, start) without stalling the runtime.
+async fn control(cluster: &TempCluster, f: impl FnOnce(&TempCluster) -> holdfast_tempdb::Result<()>) {
+    tokio::task::block_in_place(|| f(cluster)).expect("cluster control");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_every_backend_costs_callers_nothing() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let pool = Pool::new(config_for(cluster, "terminate-all").pool_size(5)).expect("pool");
+    warm(&pool, 5).await;
+    let admin = support::admin(&pool).await;
+    let app = pool.config().connect.get_application_name().to_string();
+    let killed: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t",
+            &[&app],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(killed, 5);
+    eventually("terminated backends gone", || async {
+        support::server_sessions(&pool).await.is_empty()
+    })
+    .await;
+
+    let mut errors = 0;
+    for _ in 0..200 {
+        match pool.get().await {
+            Ok(conn) => {
+                if conn.query_one("SELECT 1", &[]).await.is_err() {
+                    errors += 1;
+                }
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    assert_eq!(errors, 0, "no caller saw the terminated connections");
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_costs_callers_nothing_once_it_is_back() {
+    let cluster = TempCluster::start(ClusterOptions::default()).expect("own cluster");
+    let pool = Pool::new(config_for_url(&cluster.url(), "restart").pool_size(5)).expect("pool");
+    warm(&pool, 5).await;
+    control(&cluster, |c| c.restart(StopMode::Fast)).await;
+
+    let mut errors = Vec::new();
+    for _ in 0..100 {
+        match pool.get().await {
+            Ok(conn) => {
+                if let Err(e) = conn.query_one("SELECT 1", &[]).await {
+                    errors.push(e.to_string());
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "caller-visible errors after the restart: {errors:?}"
+    );
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_fails_fast_with_the_cause_and_recovers_by_itself() {
+    let cluster = TempCluster::start(ClusterOptions::default()).expect("own cluster");
+    // pool_timeout is long: a caller that failed because of it would take a minute. The
+    // error must be `Unavailable` with the real cause instead, well inside BOUND.
+    let config = config_for_url(&cluster.url(), "down")
+        .pool_size(3)
+        .min_idle(2)
+        .pool_timeout(Duration::from_secs(60))
+        .reconnect_backoff_max(Duration::from_millis(200));
+    let pool = Pool::new(config).expect("pool");
+    eventually("warm-up to min_idle", || async { pool.status().idle == 2 }).await;
+    control(&cluster, |c| c.stop()).await;
+
+    let err = tokio::time::timeout(BOUND, pool.get())
+        .await
+        .expect("fails within the bound, not after pool_timeout")
+        .expect_err("database is down");
+    match &err {
+        PoolError::Unavailable { cause, .. } => match cause.as_ref() {
+            ConnectError::Io { source, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused, "{err}")
+            }
+            other => panic!("expected connection refused, got {other}"),
+        },
+        other => panic!("expected Unavailable, got {other}"),
+    }
+    assert!(err.to_string().contains("database unavailable"), "{err}");
+    assert!(pool.status().database_down);
+
+    // Nobody asks; the pool reconnects by itself (min_idle) once the server is back.
+    control(&cluster, |c| c.start_again()).await;
+    eventually("reconnected without a caller", || async {
+        pool.run_maintenance().await;
+        let s = pool.status();
+        s.idle == 2 && !s.database_down
+    })
+    .await;
+    let conn = pool.get().await.expect("serves again");
+    conn.query_one("SELECT 1", &[]).await.expect("query");
+    drop(conn);
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn authentication_failure_fails_fast_without_secrets() {
+    let cluster = TempCluster::start(
+        ClusterOptions::default().hba_line("host all scram_user 127.0.0.1/32 scram-sha-256"),
+    )
+    .expect("cluster");
+    cluster
+        .psql(
+            "postgres",
+            "SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_user LOGIN PASSWORD 'right'",
+        )
+        .expect("role");
+    let url = format!(
+        "postgres://scram_user:wrong-pw-9f3k@127.0.0.1:{}/postgres",
+        cluster.port()
+    );
+    let config = config_for_url(&url, "auth").pool_timeout(Duration::from_secs(60));
+    let pool = Pool::new(config).expect("pool");
+    let err = tokio::time::timeout(BOUND, pool.get())
+        .await
+        .expect("fast")
+        .expect_err("wrong password");
+    assert_eq!(
+        err.connect_error().and_then(|e| e.sqlstate()).map(|s| s.code()),
+        Some("28P01"),
+        "{err}"
+    );
+    let shown = format!("{err} {err:?} {:?} {:?}", pool, pool.config());
+    assert!(!shown.contains("wrong-pw-9f3k"), "secret leaked: {shown}");
+}
+
+#[tokio::test]
+async fn connections_older_than_a_disconnect_are_verified_before_use() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    // Never pre-ping on its own: any ping seen below comes from the generation check.
+    let config = config_for(cluster, "generation")
+        .pool_size(2)
+        .pre_ping(PrePing::Never);
+    let pool = Pool::new(config).expect("pool");
+    let a = pool.get().await.expect("a");
+    let b = pool.get().await.expect("b");
+    let b_pid = b.backend_pid();
+    let answered = b.state().snapshot().ready_for_query;
+    drop(b);
+    // `a` sees its backend terminated while in use: a disconnect-class event.
+    let admin = support::admin(&pool).await;
+    let pid = a.backend_pid().expect("pid");
+    admin
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .expect("terminate");
+    tokio::time::timeout(BOUND, a.state().wait_for(|s| s.liveness().is_dead()))
+        .await
+        .expect("noticed");
+    drop(a);
+
+    // `b` predates that event, so it is pinged before it is handed out again.
+    let b = pool.get().await.expect("b again");
+    assert_eq!(b.backend_pid(), b_pid);
+    assert_eq!(
+        b.state().snapshot().ready_for_query,
+        answered + 1,
+        "verified with one ping"
+    );
+    drop(b);
+    let b = pool.get().await.expect("b, current");
+    assert_eq!(
+        b.state().snapshot().ready_for_query,
+        answered + 1,
+        "no ping once verified"
+    );
+    drop(b);
+    pool.invalidate_all();
+    let b = pool.get().await.expect("b after invalidate_all");
+    assert_eq!(
+        b.state().snapshot().ready_for_query,
+        answered + 2,
+        "one ping after invalidate_all"
+    );
+}

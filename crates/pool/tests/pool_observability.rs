@@ -1,0 +1,87 @@
+//! What the pool tells: leak warnings with the borrower's location, quiet logs without
+//! secrets, a status snapshot.
+
+mod support;
+
+use std::time::Duration;
+
+use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
+use support::{capture_logs, config_for};
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_held_too_long_is_reported_with_where_it_was_taken() {
+    let (logs, _guard) = capture_logs();
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let config = config_for(cluster, "leak").leak_threshold(Some(Duration::from_millis(1)));
+    let pool = Pool::new(config).expect("pool");
+    let line = line!() + 1;
+    let held = pool.get().await.expect("get");
+    // Opening another connection takes longer than the 1 ms threshold.
+    let _admin = support::admin(&pool).await;
+    pool.run_maintenance().await;
+    let text = logs.text();
+    assert!(
+        text.contains("connection held longer than the leak threshold"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pool_observability.rs:{line}")),
+        "the borrower's location is named: {text}"
+    );
+    // Reported once, not on every pass.
+    pool.run_maintenance().await;
+    assert_eq!(logs.text().matches("leak threshold").count(), 1);
+    drop(held);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_stay_out_of_logs_debug_and_errors() {
+    let (logs, _guard) = capture_logs();
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    // trust authentication ignores the password, so the pool works and logs normally.
+    let url = format!(
+        "postgres://postgres:hunter2-s3cret@127.0.0.1:{}/postgres",
+        cluster.port()
+    );
+    let config = PoolConfig::new(
+        ConnectConfig::from_url(&url)
+            .expect("url")
+            .application_name("hf-secrets"),
+    );
+    let pool = Pool::new(config).expect("pool");
+    let conn = pool.get().await.expect("get");
+    conn.batch_execute("BEGIN").await.expect("begin");
+    let shown = format!("{pool:?} {conn:?} {:?} {}", pool.config(), pool.status());
+    drop(conn);
+    pool.run_maintenance().await;
+    let err = PoolConfig::from_source(&[(
+        "DATABASE_URL",
+        "postgres://postgres:hunter2-s3cret@127.0.0.1:notaport/x",
+    )])
+    .expect_err("bad url")
+    .to_string();
+    for text in [shown, err, logs.text()] {
+        assert!(!text.contains("hunter2-s3cret"), "secret leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn status_counts_what_is_happening() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let pool = Pool::new(config_for(cluster, "status").pool_size(2)).expect("pool");
+    let s = pool.status();
+    assert_eq!(
+        (s.open, s.idle, s.in_use, s.waiting, s.opening, s.max),
+        (0, 0, 0, 0, 0, 12)
+    );
+    let a = pool.get().await.expect("a");
+    let b = pool.get().await.expect("b");
+    assert_eq!((pool.status().open, pool.status().in_use), (2, 2));
+    drop(a);
+    assert_eq!((pool.status().idle, pool.status().in_use), (1, 1));
+    drop(b);
+    assert_eq!(
+        pool.status().to_string(),
+        "open 2, idle 2, in use 0, waiting 0, opening 0, max 12"
+    );
+}
