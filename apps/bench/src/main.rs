@@ -2,6 +2,9 @@
 //! against one throwaway server and prints ratios, because this machine is noisy.
 
 mod affinity;
+mod contenders;
+mod pools;
+mod relay;
 mod stats;
 mod tap_cost;
 
@@ -19,11 +22,14 @@ struct Cli {
 enum Bench {
     /// SELECT 1 on one connection: through the wire tap versus plain tokio-postgres.
     Tap(tap_cost::Args),
+    /// holdfast's pool against deadpool-postgres, bb8, sqlx and raw tokio-postgres.
+    Pools(pools::Args),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     match cli.bench {
         Bench::Tap(args) => tap_cost::run(args),
+        Bench::Pools(args) => pools::run(args),
     }
 }

@@ -9,6 +9,7 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use holdfast_wire::CoarseInstant;
 use tokio::sync::oneshot;
 
 use crate::connection::Connection;
@@ -24,14 +25,16 @@ pub(crate) struct Slot {
     /// The pool's disconnect generation when this connection was opened or last verified.
     pub(crate) generation: u64,
     /// When to replace it (age limit plus jitter), if ever.
-    pub(crate) recycle_at: Option<Instant>,
+    pub(crate) recycle_at: Option<CoarseInstant>,
     /// When it last came back to the idle set.
-    pub(crate) idle_since: Instant,
+    pub(crate) idle_since: CoarseInstant,
+    /// Statements prepared on this connection by `prepare_cached`, by SQL text.
+    pub(crate) statements: std::sync::Mutex<HashMap<String, tokio_postgres::Statement>>,
 }
 
 impl Slot {
     /// True when it must not be handed out: the wire says dead, or it is past its age.
-    pub(crate) fn expired(&self, now: Instant) -> Option<CloseReason> {
+    pub(crate) fn expired(&self, now: CoarseInstant) -> Option<CloseReason> {
         if self.conn.is_closed() {
             Some(CloseReason::Broken)
         } else if self.recycle_at.is_some_and(|at| now >= at) {
@@ -89,7 +92,7 @@ pub(crate) struct Down {
 /// Who holds a connection, for leak detection.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    pub(crate) since: Instant,
+    pub(crate) since: CoarseInstant,
     pub(crate) location: &'static Location<'static>,
     pub(crate) warned: bool,
 }
@@ -98,7 +101,8 @@ pub(crate) struct Lease {
 #[derive(Debug, Default)]
 pub(crate) struct Internals {
     /// Idle connections, most recently returned last (taken from the end: warm first).
-    pub(crate) idle: Vec<Slot>,
+    /// Boxed so that handing one around moves a pointer, not the connection.
+    pub(crate) idle: Vec<Box<Slot>>,
     pub(crate) waiters: VecDeque<Waiter>,
     /// Connections that exist (idle, in use, being reset or pinged).
     pub(crate) open: usize,
@@ -121,7 +125,11 @@ impl Internals {
 
     /// Takes the warmest idle connection that can be handed out, moving expired ones to
     /// `expired` (still counted open; the caller closes them outside the lock).
-    pub(crate) fn take_idle(&mut self, now: Instant, expired: &mut Vec<(Slot, CloseReason)>) -> Option<Slot> {
+    pub(crate) fn take_idle(
+        &mut self,
+        now: CoarseInstant,
+        expired: &mut Vec<(Box<Slot>, CloseReason)>,
+    ) -> Option<Box<Slot>> {
         while let Some(slot) = self.idle.pop() {
             match slot.expired(now) {
                 None => return Some(slot),
@@ -157,7 +165,7 @@ impl Internals {
         self.leases.insert(
             id,
             Lease {
-                since: Instant::now(),
+                since: CoarseInstant::now(),
                 location,
                 warned: false,
             },

@@ -3,7 +3,9 @@
 //! of idle connections, `min_idle` refill, leak warnings, gauges.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use holdfast_wire::CoarseInstant;
 
 use crate::internals::{CloseReason, Slot};
 use crate::shared::Shared;
@@ -35,9 +37,9 @@ async fn run(pool: Weak<Shared>) {
 /// One maintenance pass.
 pub(crate) async fn run_once(shared: &Arc<Shared>) {
     let config = &shared.config;
-    let now = Instant::now();
-    let mut to_close: Vec<(Slot, CloseReason)> = Vec::new();
-    let mut to_ping: Vec<Slot> = Vec::new();
+    let now = CoarseInstant::now();
+    let mut to_close: Vec<(Box<Slot>, CloseReason)> = Vec::new();
+    let mut to_ping: Vec<Box<Slot>> = Vec::new();
     {
         let mut g = shared.lock();
         let idle = std::mem::take(&mut g.idle);
@@ -91,10 +93,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) {
             Ok(Ok(()))
         ) && slot.conn.state().is_clean();
         if ok {
-            let mut g = shared.lock();
-            let closing = shared.place(&mut g, slot);
-            drop(g);
-            shared.close_slot(closing);
+            shared.put(slot);
         } else {
             shared.metrics.ping_failures.increment(1);
             shared.discard(slot, CloseReason::PingFailed, false);

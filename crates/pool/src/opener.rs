@@ -34,7 +34,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
     let result = connect(&shared.config.connect).await;
     let mut g = shared.lock();
     g.opening -= 1;
-    let mut to_close = None;
+    let mut fresh = None;
     match result {
         Ok(conn) => {
             shared.metrics.opened.increment(1);
@@ -48,8 +48,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
             }
             tracing::debug!(pool = %shared.config.name, backend_pid = conn.backend_pid(), "connection opened");
             g.open += 1;
-            let slot = shared.new_slot(conn);
-            to_close = shared.place(&mut g, slot);
+            fresh = Some(shared.new_slot(conn));
         }
         Err(error) => {
             shared.metrics.connect_failures.increment(1);
@@ -85,7 +84,9 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
     }
     shared.spawn_openers(&mut g);
     drop(g);
-    shared.close_slot(to_close);
+    if let Some(slot) = fresh {
+        shared.put(slot);
+    }
 }
 
 /// Errors that retrying soon will not fix: authentication, a missing database or role, a

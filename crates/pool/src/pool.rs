@@ -4,7 +4,9 @@ use std::future::Future;
 use std::panic::Location;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use holdfast_wire::CoarseInstant;
 
 use tokio::sync::oneshot;
 
@@ -89,7 +91,7 @@ impl Pool {
             g.closed = true;
             let name = self.shared.config.name.clone();
             g.fail_waiters(|| PoolError::Closed { pool: name.clone() });
-            let idle: Vec<Slot> = g.idle.drain(..).collect();
+            let idle: Vec<Box<Slot>> = g.idle.drain(..).collect();
             g.open -= idle.len();
             idle
         };
@@ -114,11 +116,12 @@ impl Pool {
     }
 
     async fn acquire(&self, location: &'static Location<'static>) -> Result<PooledConnection, PoolError> {
-        let started = Instant::now();
-        let deadline = started + self.shared.config.pool_timeout;
+        // The deadline is set when the caller first has to wait: the fast path (an idle
+        // connection ready) reads no clock and arms no timer.
+        let mut deadline = None;
         let mut retry = false;
         loop {
-            let mut conn = match self.checkout(deadline, retry, location).await {
+            let mut conn = match self.checkout(&mut deadline, retry, location).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     match e {
@@ -129,20 +132,27 @@ impl Pool {
                     return Err(e);
                 }
             };
-            // A connection that failed its check goes back to the front of the queue.
+            // A connection that failed its check sends the caller to the front of the queue.
             retry = true;
             if self.verify(&mut conn, deadline).await {
-                self.shared.metrics.acquired.increment(1);
-                self.shared.metrics.wait.record(started.elapsed().as_secs_f64());
+                let metrics = &self.shared.metrics;
+                metrics.acquired.increment(1);
+                if let Some(deadline) = deadline {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    metrics
+                        .wait
+                        .record(self.shared.config.pool_timeout.saturating_sub(left).as_secs_f64());
+                }
                 return Ok(conn);
             }
         }
     }
 
-    /// Takes an idle connection, or queues and waits for one.
+    /// Takes an idle connection, or queues and waits for one until `deadline` (set here on
+    /// the first wait).
     async fn checkout(
         &self,
-        deadline: Instant,
+        deadline: &mut Option<tokio::time::Instant>,
         front: bool,
         location: &'static Location<'static>,
     ) -> Result<PooledConnection, PoolError> {
@@ -155,17 +165,16 @@ impl Pool {
                     pool: shared.config.name.clone(),
                 });
             }
-            let taken = g.take_idle(Instant::now(), &mut expired);
+            let taken = g.take_idle(CoarseInstant::now(), &mut expired);
             g.open -= expired.len();
             if let Some(slot) = taken {
                 g.in_use += 1;
                 if shared.config.leak_threshold.is_some() {
                     g.record_lease(slot.id, location);
                 }
-                let conn = PooledConnection::new(Arc::clone(shared), slot);
                 drop(g);
                 self.close_expired(expired);
-                return Ok(conn);
+                return Ok(PooledConnection::new(Arc::clone(shared), slot));
             }
             let (tx, rx) = oneshot::channel();
             let id = g.enqueue(tx, location, front);
@@ -173,33 +182,41 @@ impl Pool {
             (id, rx)
         };
         self.close_expired(expired);
+        let deadline =
+            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.pool_timeout);
         let mut waiting = Waiting {
             shared,
             id,
             rx: Some(rx),
+            served: false,
         };
-        let deadline = tokio::time::Instant::from_std(deadline);
         let received = match waiting.rx.as_mut() {
             Some(rx) => tokio::time::timeout_at(deadline, rx).await,
-            None => return Err(self.timeout(deadline.into_std())),
+            None => return Err(self.timeout()),
         };
         match received {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(PoolError::Closed {
-                pool: shared.config.name.clone(),
-            }),
+            Ok(result) => {
+                // Whoever answered took us off the queue first.
+                waiting.served = true;
+                result.unwrap_or_else(|_| {
+                    Err(PoolError::Closed {
+                        pool: shared.config.name.clone(),
+                    })
+                })
+            }
             Err(_) => {
                 // Leave the queue first; a connection sent just before that is still ours.
                 shared.lock().dequeue(id);
+                waiting.served = true;
                 if let Some(Ok(Ok(conn))) = waiting.rx.as_mut().map(|rx| rx.try_recv()) {
                     return Ok(conn);
                 }
-                Err(self.timeout(deadline.into_std()))
+                Err(self.timeout())
             }
         }
     }
 
-    fn close_expired(&self, expired: Vec<(Slot, CloseReason)>) {
+    fn close_expired(&self, expired: Vec<(Box<Slot>, CloseReason)>) {
         let mut any_broken = false;
         for (slot, reason) in expired {
             if reason == CloseReason::Broken {
@@ -214,14 +231,14 @@ impl Pool {
         }
     }
 
-    fn timeout(&self, deadline: Instant) -> PoolError {
+    fn timeout(&self) -> PoolError {
         let g = self.shared.lock();
         let status = self.shared.status_of(&g);
         let last_connect_error = g.down.as_ref().map(|d| Arc::clone(&d.cause));
         drop(g);
         PoolError::Timeout {
             pool: self.shared.config.name.clone(),
-            waited: self.shared.config.pool_timeout + Instant::now().saturating_duration_since(deadline),
+            waited: self.shared.config.pool_timeout,
             status,
             last_connect_error,
         }
@@ -230,7 +247,7 @@ impl Pool {
     /// Pings a connection that could be stale: one older than the last disconnect, or (with
     /// pre-ping `auto`) one the server has been silent on for longer than the window. A
     /// connection that fails is closed and the caller never sees it.
-    async fn verify(&self, conn: &mut PooledConnection, deadline: Instant) -> bool {
+    async fn verify(&self, conn: &mut PooledConnection, deadline: Option<tokio::time::Instant>) -> bool {
         let shared = &self.shared;
         let generation = shared.generation.load(Ordering::Acquire);
         let Some(slot) = conn.slot_mut() else {
@@ -250,10 +267,13 @@ impl Pool {
         if !ping {
             return true;
         }
+        let left = deadline.map_or(shared.config.pool_timeout, |d| {
+            d.saturating_duration_since(tokio::time::Instant::now())
+        });
         let budget = shared
             .config
             .ping_timeout
-            .min(deadline.saturating_duration_since(Instant::now()))
+            .min(left)
             .max(Duration::from_millis(10));
         shared.metrics.pings.increment(1);
         let ok = matches!(
@@ -278,11 +298,15 @@ struct Waiting<'a> {
     shared: &'a Arc<Shared>,
     id: u64,
     rx: Option<oneshot::Receiver<Result<PooledConnection, PoolError>>>,
+    /// Already off the queue (answered, or dequeued after a timeout): no lock needed.
+    served: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.shared.lock().dequeue(self.id);
+        if !self.served {
+            self.shared.lock().dequeue(self.id);
+        }
         drop(self.rx.take());
     }
 }

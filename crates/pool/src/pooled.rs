@@ -3,11 +3,9 @@
 //! mid-query) returns it through the same path, which decides from the wire state what
 //! must happen before anyone else gets it.
 
+use holdfast_wire::{CoarseInstant, WireState};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Instant;
-
-use holdfast_wire::WireState;
 use tokio_postgres::Client;
 
 use crate::connection::Connection;
@@ -18,29 +16,29 @@ use crate::shared::Shared;
 #[derive(Debug)]
 pub struct PooledConnection {
     shared: Arc<Shared>,
-    slot: Option<Slot>,
-    since: Instant,
+    slot: Option<Box<Slot>>,
+    since: CoarseInstant,
     errors_at_checkout: u64,
 }
 
 impl PooledConnection {
-    pub(crate) fn new(shared: Arc<Shared>, slot: Slot) -> PooledConnection {
+    pub(crate) fn new(shared: Arc<Shared>, slot: Box<Slot>) -> PooledConnection {
         let errors_at_checkout = slot.conn.state().errors();
         PooledConnection {
             shared,
             slot: Some(slot),
-            since: Instant::now(),
+            since: CoarseInstant::now(),
             errors_at_checkout,
         }
     }
 
     /// Takes the slot out without returning it (the pool's own bookkeeping moves it).
-    pub(crate) fn into_slot(mut self) -> Option<Slot> {
+    pub(crate) fn into_slot(mut self) -> Option<Box<Slot>> {
         self.slot.take()
     }
 
     pub(crate) fn slot_mut(&mut self) -> Option<&mut Slot> {
-        self.slot.as_mut()
+        self.slot.as_deref_mut()
     }
 
     /// Closes this connection instead of returning it (the pool opens a replacement when
@@ -59,8 +57,36 @@ impl PooledConnection {
 
     /// The underlying connection (its wire state, backend pid, age).
     pub fn connection(&self) -> &Connection {
+        &self.slot().conn
+    }
+
+    /// Prepares `sql` once per connection and reuses the statement afterwards (one round
+    /// trip the first time on each connection, none after).
+    pub async fn prepare_cached(
+        &self,
+        sql: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let slot = self.slot();
+        let cached = slot
+            .statements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = slot.conn.prepare(sql).await?;
+        slot.statements
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+
+    fn slot(&self) -> &Slot {
         match &self.slot {
-            Some(slot) => &slot.conn,
+            Some(slot) => slot,
             // Only `discard`/`into_slot` empty it, and both consume or end the loan.
             None => unreachable!("a PooledConnection is used after it was given back"),
         }

@@ -14,7 +14,7 @@ use crate::shared::Shared;
 /// down), the connection is closed and the books stay right.
 struct Resetting {
     shared: Arc<Shared>,
-    slot: Option<Slot>,
+    slot: Option<Box<Slot>>,
 }
 
 impl Drop for Resetting {
@@ -26,7 +26,7 @@ impl Drop for Resetting {
 }
 
 /// Resets `slot` in a task of its own, then places it or closes it.
-pub(crate) fn spawn(shared: Arc<Shared>, slot: Slot) {
+pub(crate) fn spawn(shared: Arc<Shared>, slot: Box<Slot>) {
     let runtime = shared.runtime.clone();
     let resetting = Resetting {
         shared,
@@ -45,12 +45,7 @@ async fn run(mut job: Resetting) {
     };
     let shared = Arc::clone(&job.shared);
     match outcome {
-        Ok(()) => {
-            let mut g = shared.lock();
-            let to_close = shared.place(&mut g, slot);
-            drop(g);
-            shared.close_slot(to_close);
-        }
+        Ok(()) => shared.put(slot),
         Err(reason) => shared.discard(slot, reason, false),
     }
 }
@@ -83,6 +78,8 @@ async fn reset(shared: &Shared, slot: &Slot) -> Result<(), CloseReason> {
     if let Some(query) = &config.reset_query {
         shared.metrics.reset(ResetKind::Query);
         bounded(shared, conn.batch_execute(query)).await?;
+        // DISCARD ALL and friends deallocate prepared statements: forget the cached ones.
+        slot.statements.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
     if state.is_clean() {
         Ok(())

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use holdfast_wire::Liveness;
+use holdfast_wire::{CoarseInstant, Liveness};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -84,84 +84,99 @@ impl Shared {
     }
 
     /// Wraps a freshly opened connection.
-    pub(crate) fn new_slot(&self, conn: Connection) -> Slot {
+    pub(crate) fn new_slot(&self, conn: Connection) -> Box<Slot> {
+        let now = CoarseInstant::now();
         let recycle_at = self.config.recycle.map(|age| {
             // 0 to 5% jitter, so that connections opened together are not all replaced at once.
-            conn.opened_at() + age.mul_f64(1.0 + fastrand::f64() * 0.05)
+            now.add(age.mul_f64(1.0 + fastrand::f64() * 0.05))
         });
-        Slot {
+        Box::new(Slot {
             conn,
             id: self.next_slot.fetch_add(1, Ordering::Relaxed) + 1,
             generation: self.generation.load(Ordering::Acquire),
             recycle_at,
-            idle_since: Instant::now(),
-        }
+            idle_since: now,
+            statements: Default::default(),
+        })
     }
 
-    /// A clean connection is available: give it to the oldest waiter still waiting, else
-    /// keep it idle, else (the idle set is full) return it to be closed as overflow.
-    /// The slot must already be counted in `open`, and not in `in_use`.
-    pub(crate) fn place(self: &Arc<Self>, g: &mut Internals, mut slot: Slot) -> Option<(Slot, CloseReason)> {
-        if g.closed {
-            g.open -= 1;
-            return Some((slot, CloseReason::PoolClosed));
-        }
-        while let Some(waiter) = g.waiters.pop_front() {
-            let id = slot.id;
-            let guard = PooledConnection::new(Arc::clone(self), slot);
-            g.in_use += 1;
-            match waiter.tx.send(Ok(guard)) {
-                Ok(()) => {
-                    if self.config.leak_threshold.is_some() {
-                        g.record_lease(id, waiter.location);
-                    }
-                    return None;
+    /// A clean connection is available (returned, reset, verified or new; counted in `open`,
+    /// not in `in_use`): give it to the oldest waiter still waiting, else keep it idle, else
+    /// (the idle set is full) close it as overflow.
+    ///
+    /// The hand-over itself (which wakes the waiter's task) happens outside the lock; a
+    /// waiter that gave up in the meantime gets skipped and the next one is tried.
+    pub(crate) fn put(self: &Arc<Self>, mut slot: Box<Slot>) {
+        loop {
+            let mut g = self.lock();
+            if g.closed {
+                g.open -= 1;
+                drop(g);
+                return self.close_slot(Some((slot, CloseReason::PoolClosed)));
+            }
+            let Some(waiter) = g.waiters.pop_front() else {
+                if g.idle.len() >= self.config.pool_size {
+                    g.open -= 1;
+                    drop(g);
+                    return self.close_slot(Some((slot, CloseReason::Overflow)));
                 }
-                // The waiter gave up in the meantime: take the connection back, try the next.
+                slot.idle_since = CoarseInstant::now();
+                g.idle.push(slot);
+                return;
+            };
+            g.in_use += 1;
+            let id = slot.id;
+            if self.config.leak_threshold.is_some() {
+                g.record_lease(id, waiter.location);
+            }
+            drop(g);
+            match waiter.tx.send(Ok(PooledConnection::new(Arc::clone(self), slot))) {
+                Ok(()) => return,
+                // The waiter gave up meanwhile: take the connection back, try the next one.
                 Err(returned) => {
+                    let mut g = self.lock();
                     g.in_use -= 1;
-                    slot = returned.ok().and_then(PooledConnection::into_slot)?;
+                    g.leases.remove(&id);
+                    drop(g);
+                    match returned.ok().and_then(PooledConnection::into_slot) {
+                        Some(back) => slot = back,
+                        None => return,
+                    }
                 }
             }
         }
-        if g.idle.len() >= self.config.pool_size {
-            g.open -= 1;
-            return Some((slot, CloseReason::Overflow));
-        }
-        slot.idle_since = Instant::now();
-        g.idle.push(slot);
-        None
     }
 
     /// A caller is done with a connection. Clean ones go straight back (no round trip);
     /// dead ones are dropped; anything else is reset in a task of its own first.
-    pub(crate) fn release(self: &Arc<Self>, slot: Slot, errors_at_checkout: u64, held: Duration) {
+    pub(crate) fn release(self: &Arc<Self>, slot: Box<Slot>, errors_at_checkout: u64, held: Duration) {
         self.metrics.held.record(PoolMetrics::seconds(held));
-        let state = slot.conn.state();
         self.note_disconnect(&slot.conn, errors_at_checkout);
-        let clean = state.is_clean() && self.config.reset_query.is_none();
-        let dead = slot.conn.is_closed();
-        let mut g = self.lock();
-        g.in_use -= 1;
-        g.leases.remove(&slot.id);
+        let clean = slot.conn.state().is_clean() && self.config.reset_query.is_none();
+        let dead = !clean && slot.conn.is_closed();
+        {
+            let mut g = self.lock();
+            g.in_use -= 1;
+            if self.config.leak_threshold.is_some() {
+                g.leases.remove(&slot.id);
+            }
+            if dead {
+                g.open -= 1;
+                self.spawn_openers(&mut g);
+            }
+        }
         if clean {
-            let to_close = self.place(&mut g, slot);
-            drop(g);
-            self.close_slot(to_close);
+            self.put(slot);
         } else if dead {
-            g.open -= 1;
-            self.spawn_openers(&mut g);
-            drop(g);
             self.close_slot(Some((slot, CloseReason::Broken)));
         } else {
-            drop(g);
             crate::reset::spawn(Arc::clone(self), slot);
         }
     }
 
     /// Drops a connection the pool still counts as open (in use or not), and lets demand
     /// open a replacement.
-    pub(crate) fn discard(self: &Arc<Self>, slot: Slot, reason: CloseReason, was_in_use: bool) {
+    pub(crate) fn discard(self: &Arc<Self>, slot: Box<Slot>, reason: CloseReason, was_in_use: bool) {
         let mut g = self.lock();
         g.open -= 1;
         if was_in_use {
@@ -173,8 +188,8 @@ impl Shared {
         self.close_slot(Some((slot, reason)));
     }
 
-    /// Closes what `place` or a check decided to close: counts it, logs it, drops it.
-    pub(crate) fn close_slot(&self, slot: Option<(Slot, CloseReason)>) {
+    /// Closes a connection already taken off the books: counts it, logs it, drops it.
+    pub(crate) fn close_slot(&self, slot: Option<(Box<Slot>, CloseReason)>) {
         if let Some((slot, reason)) = slot {
             self.metrics.closed(reason);
             tracing::debug!(pool = %self.config.name, conn = slot.id, reason = reason.label(), "connection closed");

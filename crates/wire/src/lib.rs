@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-mod clock;
+pub mod clock;
 pub mod framing;
 mod observer;
 mod state;
@@ -9,6 +9,7 @@ mod tag_cell;
 mod tap;
 mod tracker;
 
+pub use clock::CoarseInstant;
 pub use framing::{Direction, Frame, Framer, Malformed, Tag};
 pub use observer::Observer;
 pub use state::{CommitState, Liveness, Snapshot, TxStatus, WireState};

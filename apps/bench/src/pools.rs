@@ -1,0 +1,324 @@
+//! holdfast's pool against deadpool-postgres (Fast and Verified), bb8-postgres, sqlx and raw
+//! tokio-postgres clients: throughput, errors after faults, round trips per checkout, and
+//! whether a forgotten transaction reaches the next user. One cluster, one runtime, one run.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
+
+use crate::contenders::{BenchResult, Contender, Kind};
+use crate::relay::Relay;
+use crate::stats::median;
+
+/// Options of the pool comparison.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pool size for every contender (raw: number of clients).
+    #[arg(long, default_value_t = 16)]
+    size: usize,
+    /// Seconds per measurement window.
+    #[arg(long, default_value_t = 1.0)]
+    secs: f64,
+    /// Alternating rounds per concurrency level.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Sections to run (a to e).
+    #[arg(long, default_value = "abcde")]
+    sections: String,
+    /// Only these contenders (comma-separated: holdfast, deadpool-fast, deadpool-verified,
+    /// bb8, sqlx, raw); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn kinds(&self) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| self.only.is_empty() || self.only.iter().any(|o| o == k.tag()))
+            .collect()
+    }
+}
+
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let cluster = TempCluster::start(ClusterOptions::default().max_connections(300))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        println!(
+            "pools of size {}, one cluster, one tokio runtime (2 workers), {} rounds of {} s, contenders alternated\n",
+            args.size, args.rounds, args.secs
+        );
+        let on = |s: &str| args.sections.contains(s);
+        if on("a") {
+            throughput(&cluster, &args, "a", "acquire + release, no query", &[1, 64], Op::AcquireRelease).await?;
+        }
+        if on("b") {
+            let title = "acquire + prepared SELECT 1 + release";
+            throughput(&cluster, &args, "b", title, &[1, 16, 64, 256], Op::SelectOne).await?;
+        }
+        if on("c") {
+            faults(&cluster, &args).await?;
+        }
+        if on("d") {
+            round_trips(&cluster, &args).await?;
+        }
+        if on("e") {
+            forgotten_transactions(&cluster, &args).await?;
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    AcquireRelease,
+    SelectOne,
+}
+
+async fn throughput(
+    cluster: &TempCluster,
+    args: &Args,
+    section: &str,
+    title: &str,
+    levels: &[usize],
+    op: Op,
+) -> BenchResult<()> {
+    let kinds: Vec<Kind> = args
+        .kinds()
+        .into_iter()
+        .filter(|k| op == Op::SelectOne || k.is_pool())
+        .collect();
+    let mut contenders = Vec::new();
+    for kind in &kinds {
+        contenders.push(Arc::new(
+            Contender::build(*kind, &cluster.url(), section, args.size).await?,
+        ));
+    }
+    println!(
+        "({section}) {title}: operations per second, median of {} rounds",
+        args.rounds
+    );
+    print!("{:<18}", "tasks");
+    for level in levels {
+        print!("{:>11}", level);
+    }
+    println!();
+    let mut table = vec![vec![0.0; levels.len()]; kinds.len()];
+    for (li, &tasks) in levels.iter().enumerate() {
+        let mut samples = vec![Vec::new(); kinds.len()];
+        // Warm-up: every contender opens its connections.
+        for c in &contenders {
+            measure(c, tasks, Duration::from_millis(200), op).await?;
+        }
+        for round in 0..args.rounds {
+            for i in 0..kinds.len() {
+                let k = (i + round) % kinds.len();
+                let rate = measure(&contenders[k], tasks, Duration::from_secs_f64(args.secs), op).await?;
+                samples[k].push(rate);
+            }
+        }
+        for (k, s) in samples.iter_mut().enumerate() {
+            table[k][li] = median(s);
+        }
+    }
+    for (k, kind) in kinds.iter().enumerate() {
+        print!("{:<18}", kind.name());
+        for rate in &table[k] {
+            print!("{:>11.0}", rate);
+        }
+        println!();
+    }
+    let Some(h) = kinds.iter().position(|k| *k == Kind::Holdfast) else {
+        return Ok(());
+    };
+    let holdfast = &table[h];
+    print!("{:<18}", "holdfast / best");
+    for li in 0..levels.len() {
+        let best = kinds
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| k.is_pool() && **k != Kind::Holdfast)
+            .map(|(i, _)| table[i][li])
+            .fold(0.0, f64::max);
+        print!("{:>11.3}", holdfast[li] / best);
+    }
+    println!();
+    if let Some(raw) = kinds.iter().position(|k| *k == Kind::Raw) {
+        print!("{:<18}", "holdfast / raw");
+        for li in 0..levels.len() {
+            print!("{:>11.3}", holdfast[li] / table[raw][li]);
+        }
+        println!();
+    }
+    println!();
+    for c in contenders {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `op` from `tasks` tasks for `window`; returns completed operations per second.
+async fn measure(contender: &Arc<Contender>, tasks: usize, window: Duration, op: Op) -> BenchResult<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::with_capacity(tasks);
+    let start = Instant::now();
+    for _ in 0..tasks {
+        let (c, done, stop, failures) = (
+            Arc::clone(contender),
+            Arc::clone(&done),
+            Arc::clone(&stop),
+            Arc::clone(&failures),
+        );
+        handles.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let result = match op {
+                    Op::AcquireRelease => c.acquire_release().await,
+                    Op::SelectOne => c.select_one().await,
+                };
+                match result {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failures.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.await.map_err(|e| e.to_string())?;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let failed = failures.load(Ordering::Relaxed);
+    if failed > 0 {
+        return Err(format!("{failed} operations failed during a throughput window"));
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / elapsed)
+}
+
+/// (c) Errors callers see: after every backend is terminated, and after a server restart.
+async fn faults(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
+    println!("(c) errors seen by callers in 200 acquire + SELECT 1 right after the fault (warm pools)");
+    println!("{:<18}{:>22}{:>22}", "", "terminate backends", "server restart");
+    for kind in args.kinds() {
+        // Raw clients do not reconnect: a fresh set for each fault.
+        let run = "c1";
+        let c = Contender::build(kind, &cluster.url(), run, args.size).await?;
+        warm(&c, args.size).await?;
+        terminate_all(cluster, &Contender::app_name(kind, run))?;
+        let after_terminate = errors_in(&c, 200).await;
+        c.close().await;
+        let c = Contender::build(kind, &cluster.url(), "c2", args.size).await?;
+        warm(&c, args.size).await?;
+        tokio::task::block_in_place(|| cluster.restart(StopMode::Fast)).map_err(|e| e.to_string())?;
+        let after_restart = errors_in(&c, 200).await;
+        println!("{:<18}{:>22}{:>22}", kind.name(), after_terminate, after_restart);
+        c.close().await;
+    }
+    println!();
+    Ok(())
+}
+
+/// Uses `size` connections at once so that all of them exist, then gives them back.
+async fn warm(c: &Contender, size: usize) -> BenchResult<()> {
+    let c = &*c;
+    let mut ops = Vec::new();
+    for _ in 0..size {
+        ops.push(c.select_one());
+    }
+    for r in futures_util::future::join_all(ops).await {
+        if let Err(e) = r {
+            return Err(format!("warm-up failed: {e}"));
+        }
+    }
+    Ok(())
+}
+
+async fn errors_in(c: &Contender, n: usize) -> usize {
+    let mut errors = 0;
+    for _ in 0..n {
+        if c.select_one().await.is_err() {
+            errors += 1;
+        }
+    }
+    errors
+}
+
+/// Terminates every session with `app` as application_name and waits until they are gone.
+fn terminate_all(cluster: &TempCluster, app: &str) -> BenchResult<()> {
+    let sql = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"
+    );
+    tokio::task::block_in_place(|| {
+        cluster.psql("postgres", &sql).map_err(|e| e.to_string())?;
+        let check = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'");
+        for _ in 0..500 {
+            if cluster.psql("postgres", &check).map_err(|e| e.to_string())? == "0" {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("terminated sessions did not go away".to_string())
+    })
+}
+
+/// (d) Requests (round trips) each pool sends per checkout and return, counted by a relay.
+async fn round_trips(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
+    let relay = Relay::start(cluster.port()).await.map_err(|e| e.to_string())?;
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port);
+    println!("(d) round trips per checkout + return (pool of 1, connection reused; counted by a relay)");
+    println!(
+        "{:<18}{:>16}{:>26}",
+        "", "no query", "with one SELECT 1 (minus it)"
+    );
+    for kind in args.kinds().into_iter().filter(|k| k.is_pool()) {
+        let c = Contender::build(kind, &url, "d", 1).await?;
+        c.select_one().await?;
+        let n = 200u64;
+        let before = relay.requests();
+        for _ in 0..n {
+            c.acquire_release().await?;
+        }
+        let bare = (relay.requests() - before) as f64 / n as f64;
+        let before = relay.requests();
+        for _ in 0..n {
+            c.select_one().await?;
+        }
+        let with_query = (relay.requests() - before) as f64 / n as f64 - 1.0;
+        println!("{:<18}{:>16.2}{:>26.2}", kind.name(), bare, with_query);
+        c.close().await;
+    }
+    println!();
+    Ok(())
+}
+
+/// (e) A caller runs a raw BEGIN and gives the connection back: does the next user get a
+/// connection inside that transaction?
+async fn forgotten_transactions(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
+    println!("(e) raw BEGIN, connection given back: does the next user inherit the transaction? (pool of 1)");
+    let (admin, driver) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(driver);
+    for kind in args.kinds() {
+        let c = Contender::build(kind, &cluster.url(), "e", 1).await?;
+        c.forget_a_transaction().await?;
+        let inherited = c.next_user_inherits_a_transaction(&admin).await?;
+        println!(
+            "{:<18}{:>8}",
+            kind.name(),
+            if inherited { "LEAKS" } else { "never" }
+        );
+        c.close().await;
+    }
+    Ok(())
+}
