@@ -88,7 +88,7 @@ impl Shared {
         let now = CoarseInstant::now();
         let recycle_at = self.config.recycle.map(|age| {
             // 0 to 5% jitter, so that connections opened together are not all replaced at once.
-            now.add(age.mul_f64(1.0 + fastrand::f64() * 0.05))
+            now.after(age.mul_f64(1.0 + fastrand::f64() * 0.05))
         });
         Box::new(Slot {
             conn,

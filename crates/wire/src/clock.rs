@@ -52,7 +52,7 @@ impl CoarseInstant {
     }
 
     /// This moment plus `d`.
-    pub fn add(self, d: Duration) -> CoarseInstant {
+    pub fn after(self, d: Duration) -> CoarseInstant {
         CoarseInstant(
             self.0
                 .saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
