@@ -102,6 +102,7 @@ pub(crate) struct Lease {
 pub(crate) struct Internals {
     /// Idle connections, most recently returned last (taken from the end: warm first).
     /// Boxed so that handing one around moves a pointer, not the connection.
+    #[allow(clippy::vec_box)]
     pub(crate) idle: Vec<Box<Slot>>,
     pub(crate) waiters: VecDeque<Waiter>,
     /// Connections that exist (idle, in use, being reset or pinged).
