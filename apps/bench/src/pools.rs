@@ -230,7 +230,6 @@ async fn faults(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
 
 /// Uses `size` connections at once so that all of them exist, then gives them back.
 async fn warm(c: &Contender, size: usize) -> BenchResult<()> {
-    let c = &*c;
     let mut ops = Vec::new();
     for _ in 0..size {
         ops.push(c.select_one());
