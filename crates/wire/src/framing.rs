@@ -65,6 +65,16 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
+    /// The message's size on the wire: type byte (if any), length word and body.
+    pub fn wire_len(&self) -> usize {
+        let head = match self.tag {
+            Tag::Typed(_) => 5,
+            Tag::Startup => 4,
+            Tag::Negotiation => return 1,
+        };
+        head + self.len as usize
+    }
+
     /// The request code of a start-up packet, if this is one.
     pub fn startup_code(&self) -> Option<u32> {
         match (self.tag, self.prefix) {
@@ -213,6 +223,16 @@ impl Framer {
                 head + (self.body_len - remaining) as usize
             }
             Phase::Broken(_) => 0,
+        }
+    }
+
+    /// The type of the message being framed, if one is under way (`None` at a boundary or
+    /// before its type byte arrived).
+    pub fn partial_tag(&self) -> Option<Tag> {
+        match self.phase {
+            Phase::Body { .. } => Some(self.tag),
+            Phase::Header if self.header_len > 0 && self.expect == Expect::Typed => Some(Tag::Typed(self.header[0])),
+            _ => None,
         }
     }
 
