@@ -4,6 +4,7 @@
 mod affinity;
 mod contenders;
 mod pools;
+mod proxy_faults;
 mod relay;
 mod stats;
 mod tap_cost;
@@ -24,6 +25,8 @@ enum Bench {
     Tap(tap_cost::Args),
     /// holdfast's pool against deadpool-postgres, bb8, sqlx and raw tokio-postgres.
     Pools(pools::Args),
+    /// Round trips through the fault proxy with latency and bandwidth faults.
+    Proxy(proxy_faults::Args),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,5 +34,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.bench {
         Bench::Tap(args) => tap_cost::run(args),
         Bench::Pools(args) => pools::run(args),
+        Bench::Proxy(args) => proxy_faults::run(args),
     }
 }

@@ -178,7 +178,12 @@ impl Inspector {
     }
 }
 
-fn matches(trigger: &Trigger, frame: &holdfast_wire::Frame<'_>, observer: &Observer, commits_before: u64) -> bool {
+fn matches(
+    trigger: &Trigger,
+    frame: &holdfast_wire::Frame<'_>,
+    observer: &Observer,
+    commits_before: u64,
+) -> bool {
     match trigger {
         Trigger::Commit => observer.state().commits_written() > commits_before,
         Trigger::Query { prefix } => frame.tag == Tag::Typed(b'Q') && starts_with(frame.prefix, prefix),
@@ -197,7 +202,10 @@ fn matches(trigger: &Trigger, frame: &holdfast_wire::Frame<'_>, observer: &Obser
 
 /// Case-insensitive prefix match after leading white space.
 fn starts_with(text: &[u8], prefix: &str) -> bool {
-    let start = text.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(text.len());
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
     let text = &text[start..];
     let prefix = prefix.trim().as_bytes();
     text.len() >= prefix.len() && text[..prefix.len()].eq_ignore_ascii_case(prefix)
@@ -239,7 +247,14 @@ mod tests {
         data.extend(msg(b'Q', b"COMMIT\0"));
         let r = rule(Action::CutBefore);
         let d = i.upstream(&data, data.len(), Some(&r));
-        assert_eq!(d, Upstream { forward: begin_len, cut: true, fired: true });
+        assert_eq!(
+            d,
+            Upstream {
+                forward: begin_len,
+                cut: true,
+                fired: true
+            }
+        );
     }
 
     #[test]
@@ -250,7 +265,14 @@ mod tests {
         let first = i.upstream(&data[..3], 3, Some(&r));
         assert_eq!(first.forward, 0, "the partial Query is held");
         let second = i.upstream(&data, data.len() - 3, Some(&r));
-        assert_eq!(second, Upstream { forward: 0, cut: true, fired: true });
+        assert_eq!(
+            second,
+            Upstream {
+                forward: 0,
+                cut: true,
+                fired: true
+            }
+        );
     }
 
     #[test]
@@ -259,19 +281,40 @@ mod tests {
         let r = rule(Action::DropReply);
         let commit = msg(b'Q', b"COMMIT\0");
         let up = i.upstream(&commit, commit.len(), Some(&r));
-        assert_eq!(up, Upstream { forward: commit.len(), cut: false, fired: true });
+        assert_eq!(
+            up,
+            Upstream {
+                forward: commit.len(),
+                cut: false,
+                fired: true
+            }
+        );
         let mut reply = msg(b'C', b"COMMIT\0");
         let d = i.downstream(&reply);
-        assert_eq!(d, Downstream { forward: 0, close: false });
+        assert_eq!(
+            d,
+            Downstream {
+                forward: 0,
+                close: false
+            }
+        );
         reply = msg(b'Z', b"I");
-        assert_eq!(i.downstream(&reply), Downstream { forward: 0, close: true });
+        assert_eq!(
+            i.downstream(&reply),
+            Downstream {
+                forward: 0,
+                close: true
+            }
+        );
     }
 
     #[test]
     fn cut_after_reply_forwards_the_answer_then_closes() {
         let mut i = established();
         let r = MessageRule {
-            trigger: Trigger::Query { prefix: "insert".into() },
+            trigger: Trigger::Query {
+                prefix: "insert".into(),
+            },
             action: Action::CutAfterReply,
             once: true,
         };
@@ -282,6 +325,12 @@ mod tests {
         reply.extend(msg(b'Z', b"I"));
         reply.extend(msg(b'N', b"SNOTICE\0\0"));
         let d = i.downstream(&reply);
-        assert_eq!(d, Downstream { forward: tag_len + 6, close: true });
+        assert_eq!(
+            d,
+            Downstream {
+                forward: tag_len + 6,
+                close: true
+            }
+        );
     }
 }

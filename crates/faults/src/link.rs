@@ -65,8 +65,20 @@ pub(crate) async fn run(shared: Arc<Shared>, link: Arc<Link>, client: TcpStream,
     let _ = server.set_nodelay(true);
     let (client_r, client_w) = client.into_split();
     let (server_r, server_w) = server.into_split();
-    let up = pump(Arc::clone(&shared), Arc::clone(&link), Side::Up, client_r, server_w);
-    let down = pump(Arc::clone(&shared), Arc::clone(&link), Side::Down, server_r, client_w);
+    let up = pump(
+        Arc::clone(&shared),
+        Arc::clone(&link),
+        Side::Up,
+        client_r,
+        server_w,
+    );
+    let down = pump(
+        Arc::clone(&shared),
+        Arc::clone(&link),
+        Side::Down,
+        server_r,
+        client_w,
+    );
     tokio::join!(up, down);
 }
 
@@ -78,7 +90,13 @@ enum Side {
     Down,
 }
 
-async fn pump(shared: Arc<Shared>, link: Arc<Link>, side: Side, mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+async fn pump(
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    side: Side,
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+) {
     let mut faults = shared.faults.subscribe();
     let mut kill = link.kill.subscribe();
     let mut buf = vec![0u8; 64 * 1024];
@@ -127,7 +145,10 @@ async fn pump(shared: Arc<Shared>, link: Arc<Link>, side: Side, mut from: OwnedR
             }
             Side::Down => {
                 let decision = link.inspector().downstream(&buf[..n]);
-                (buf[..decision.forward].to_vec(), decision.close.then_some(Kill::Close))
+                (
+                    buf[..decision.forward].to_vec(),
+                    decision.close.then_some(Kill::Close),
+                )
             }
         };
         if let Some(limit) = now.cut_after_bytes {

@@ -55,10 +55,12 @@ impl FaultProxy {
     /// Listens on `listen` (port 0 picks a free one) and relays every client to `upstream`.
     /// Must be called inside a tokio runtime.
     pub async fn start(listen: SocketAddr, upstream: SocketAddr) -> Result<ProxyHandle, FaultError> {
-        let listener = TcpListener::bind(listen).await.map_err(|source| FaultError::Listen {
-            addr: listen.to_string(),
-            source,
-        })?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| FaultError::Listen {
+                addr: listen.to_string(),
+                source,
+            })?;
         let addr = listener.local_addr().map_err(|source| FaultError::Listen {
             addr: listen.to_string(),
             source,

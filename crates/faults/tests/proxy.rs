@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use holdfast_faults::{Action, DirectionFaults, FaultProxy, Faults, MessageRule, ProxyHandle, Trigger};
-use holdfast_pool::{connect, CommitState, ConnectConfig, ConnectError, Connection, Liveness, Pool, PoolConfig};
+use holdfast_pool::{
+    connect, CommitState, ConnectConfig, ConnectError, Connection, Liveness, Pool, PoolConfig,
+};
 use holdfast_tempdb::TempCluster;
 
 const BOUND: Duration = Duration::from_secs(20);
@@ -26,7 +28,9 @@ async fn proxied() -> (ProxyHandle, String, String) {
 }
 
 async fn open(url: &str) -> Connection {
-    let config = ConnectConfig::from_url(url).expect("url").connect_timeout(Duration::from_secs(5));
+    let config = ConnectConfig::from_url(url)
+        .expect("url")
+        .connect_timeout(Duration::from_secs(5));
     connect(&config).await.expect("connect")
 }
 
@@ -55,8 +59,15 @@ async fn reset_makes_queries_fail_with_an_io_error() {
     let conn = open(&via).await;
     assert_eq!(proxy.reset_all(), 1);
     dead(&conn).await;
-    assert_eq!(conn.state().liveness(), Liveness::IoError, "a reset, not an orderly close");
-    let err = conn.query_one("SELECT 1", &[]).await.expect_err("connection is gone");
+    assert_eq!(
+        conn.state().liveness(),
+        Liveness::IoError,
+        "a reset, not an orderly close"
+    );
+    let err = conn
+        .query_one("SELECT 1", &[])
+        .await
+        .expect_err("connection is gone");
     assert!(err.is_closed() || err.as_db_error().is_none(), "{err}");
 }
 
@@ -66,7 +77,11 @@ async fn close_ends_connections_in_order() {
     let conn = open(&via).await;
     assert_eq!(proxy.close_all(), 1);
     dead(&conn).await;
-    assert_eq!(conn.state().liveness(), Liveness::Closed, "end of stream, not a reset");
+    assert_eq!(
+        conn.state().liveness(),
+        Liveness::Closed,
+        "end of stream, not a reset"
+    );
     assert!(conn.query_one("SELECT 1", &[]).await.is_err());
 }
 
@@ -82,9 +97,16 @@ async fn refusing_fails_new_connects_but_not_open_ones() {
         "closed during start-up: {err}"
     );
     assert_eq!(proxy.counters().connections_refused, 1);
-    before.query_one("SELECT 1", &[]).await.expect("an open connection still works");
+    before
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("an open connection still works");
     proxy.clear();
-    open(&via).await.query_one("SELECT 1", &[]).await.expect("accepted again");
+    open(&via)
+        .await
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("accepted again");
 }
 
 #[tokio::test]
@@ -110,11 +132,17 @@ async fn pause_holds_traffic_and_resume_delivers_it() {
     let query = conn.query_one("SELECT 5", &[]);
     tokio::pin!(query);
     assert!(
-        tokio::time::timeout(Duration::from_millis(200), &mut query).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(200), &mut query)
+            .await
+            .is_err(),
         "held while paused"
     );
     proxy.update(|f| f.paused = false).expect("resume");
-    let n: i32 = tokio::time::timeout(BOUND, query).await.expect("delivered").expect("query").get(0);
+    let n: i32 = tokio::time::timeout(BOUND, query)
+        .await
+        .expect("delivered")
+        .expect("query")
+        .get(0);
     assert_eq!(n, 5, "nothing was lost");
 }
 
@@ -123,7 +151,9 @@ async fn cut_after_bytes_closes_mid_conversation() {
     let (proxy, via, _) = proxied().await;
     let conn = open(&via).await;
     let used = proxy.connections()[0].bytes_up + proxy.connections()[0].bytes_down;
-    proxy.update(|f| f.cut_after_bytes = Some(used + 100)).expect("set");
+    proxy
+        .update(|f| f.cut_after_bytes = Some(used + 100))
+        .expect("set");
     let err = conn
         .query_one("SELECT repeat('x', 10000)", &[])
         .await
@@ -152,7 +182,11 @@ async fn latency_and_bandwidth_still_deliver() {
             ..Faults::none()
         })
         .expect("set");
-    let s: String = conn.query_one("SELECT repeat('y', 20000)", &[]).await.expect("query").get(0);
+    let s: String = conn
+        .query_one("SELECT repeat('y', 20000)", &[])
+        .await
+        .expect("query")
+        .get(0);
     assert_eq!(s.len(), 20000);
 }
 
@@ -169,9 +203,16 @@ fn rule(trigger: Trigger, action: Action) -> Faults {
 
 /// Starts a transaction that inserts a row and returns its transaction id.
 async fn begin_insert(conn: &Connection) -> i64 {
-    conn.batch_execute("CREATE TABLE IF NOT EXISTS t (x int)").await.expect("create");
-    conn.batch_execute("BEGIN; INSERT INTO t VALUES (1)").await.expect("insert");
-    conn.query_one("SELECT txid_current()", &[]).await.expect("txid").get(0)
+    conn.batch_execute("CREATE TABLE IF NOT EXISTS t (x int)")
+        .await
+        .expect("create");
+    conn.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    conn.query_one("SELECT txid_current()", &[])
+        .await
+        .expect("txid")
+        .get(0)
 }
 
 async fn xact_status(url: &str, txid: i64) -> String {
@@ -185,7 +226,12 @@ async fn xact_status(url: &str, txid: i64) -> String {
 }
 
 async fn rows(url: &str) -> i64 {
-    open(url).await.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0)
+    open(url)
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0)
 }
 
 #[tokio::test]
@@ -194,8 +240,14 @@ async fn dropping_the_commit_reply_leaves_it_committed_but_unknown_to_the_client
     let conn = open(&via).await;
     let txid = begin_insert(&conn).await;
     proxy.set(rule(Trigger::Commit, Action::DropReply)).expect("rule");
-    let err = conn.batch_execute("COMMIT").await.expect_err("the reply never comes");
-    assert!(err.as_db_error().is_none(), "a lost connection, not a server error: {err}");
+    let err = conn
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("the reply never comes");
+    assert!(
+        err.as_db_error().is_none(),
+        "a lost connection, not a server error: {err}"
+    );
     dead(&conn).await;
     assert!(conn.state().commit_outcome_unknown(), "{:?}", conn.state());
     assert_eq!(xact_status(&direct, txid).await, "committed");
@@ -234,7 +286,10 @@ async fn cutting_before_the_commit_means_it_never_ran() {
             break;
         }
         assert_eq!(status, "in progress", "never committed");
-        assert!(tokio::time::Instant::now() < deadline, "the server never aborted it");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never aborted it"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(rows(&direct).await, 0);
@@ -245,8 +300,12 @@ async fn cutting_after_the_reply_lets_the_commit_be_known() {
     let (proxy, via, direct) = proxied().await;
     let conn = open(&via).await;
     begin_insert(&conn).await;
-    proxy.set(rule(Trigger::Commit, Action::CutAfterReply)).expect("rule");
-    conn.batch_execute("COMMIT").await.expect("the answer got through");
+    proxy
+        .set(rule(Trigger::Commit, Action::CutAfterReply))
+        .expect("rule");
+    conn.batch_execute("COMMIT")
+        .await
+        .expect("the answer got through");
     assert_eq!(conn.state().commit(), CommitState::Committed);
     dead(&conn).await;
     assert!(!conn.state().commit_outcome_unknown());
@@ -257,7 +316,9 @@ async fn cutting_after_the_reply_lets_the_commit_be_known() {
 async fn query_rules_match_by_prefix_and_fire_once() {
     let (proxy, via, _) = proxied().await;
     let conn = open(&via).await;
-    conn.batch_execute("CREATE TABLE u (x int)").await.expect("create");
+    conn.batch_execute("CREATE TABLE u (x int)")
+        .await
+        .expect("create");
     proxy
         .set(rule(
             Trigger::Query {
@@ -267,9 +328,14 @@ async fn query_rules_match_by_prefix_and_fire_once() {
         ))
         .expect("rule");
     conn.batch_execute("SELECT 1").await.expect("not matched");
-    conn.batch_execute("  INSERT INTO u VALUES (1)").await.expect_err("cut");
+    conn.batch_execute("  INSERT INTO u VALUES (1)")
+        .await
+        .expect_err("cut");
     let again = open(&via).await;
-    again.batch_execute("INSERT INTO u VALUES (2)").await.expect("once: the rule is spent");
+    again
+        .batch_execute("INSERT INTO u VALUES (2)")
+        .await
+        .expect("once: the rule is spent");
 }
 
 #[tokio::test]
@@ -288,7 +354,9 @@ async fn the_pool_recovers_from_resets_through_the_proxy() {
     }
     for _ in 0..20 {
         let conn = pool.get().await.expect("get");
-        conn.query_one("SELECT 1", &[]).await.expect("no caller sees the resets");
+        conn.query_one("SELECT 1", &[])
+            .await
+            .expect("no caller sees the resets");
     }
 }
 
@@ -310,7 +378,10 @@ async fn an_upstream_that_refuses_shows_as_a_closed_connection() {
         .expect("url")
         .connect_timeout(BOUND);
     let err = connect(&config).await.expect_err("nothing behind the proxy");
-    assert!(matches!(err, ConnectError::Postgres { .. } | ConnectError::Io { .. }), "{err}");
+    assert!(
+        matches!(err, ConnectError::Postgres { .. } | ConnectError::Io { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +391,10 @@ async fn dropping_the_handle_closes_everything() {
     let port = proxy.port();
     drop(proxy);
     dead(&conn).await;
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no longer listening");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "no longer listening"
+    );
 }
 
 #[tokio::test]
@@ -329,6 +403,9 @@ async fn bad_settings_are_refused_with_the_field_named() {
     let err = proxy
         .update(|f| f.downstream.bandwidth_bytes_per_sec = Some(0))
         .expect_err("zero bandwidth");
-    assert!(err.to_string().contains("downstream.bandwidth_bytes_per_sec"), "{err}");
+    assert!(
+        err.to_string().contains("downstream.bandwidth_bytes_per_sec"),
+        "{err}"
+    );
     assert_eq!(proxy.faults(), Faults::none(), "nothing changed");
 }

@@ -231,7 +231,9 @@ impl Framer {
     pub fn partial_tag(&self) -> Option<Tag> {
         match self.phase {
             Phase::Body { .. } => Some(self.tag),
-            Phase::Header if self.header_len > 0 && self.expect == Expect::Typed => Some(Tag::Typed(self.header[0])),
+            Phase::Header if self.header_len > 0 && self.expect == Expect::Typed => {
+                Some(Tag::Typed(self.header[0]))
+            }
             _ => None,
         }
     }

@@ -1,0 +1,57 @@
+//! `holdfast`: the command line. Each subcommand's work lives in the library.
+
+use clap::{Parser, Subcommand};
+
+/// holdfast: a PostgreSQL access layer that keeps working through connection faults.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the fault-injection proxy with an HTTP+JSON control port.
+    Faults(holdfast_service::fault_control::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    holdfast_service::logging::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("holdfast: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Faults(args) => holdfast_service::fault_control::run(args, shutdown_signal()).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
