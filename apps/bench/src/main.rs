@@ -8,6 +8,7 @@ mod proxy_faults;
 mod relay;
 mod stats;
 mod tap_cost;
+mod tx_cost;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Bench {
     Pools(pools::Args),
     /// Round trips through the fault proxy with latency and bandwidth faults.
     Proxy(proxy_faults::Args),
+    /// pool.transaction against hand-written BEGIN/COMMIT.
+    Tx(tx_cost::Args),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,5 +38,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Tap(args) => tap_cost::run(args),
         Bench::Pools(args) => pools::run(args),
         Bench::Proxy(args) => proxy_faults::run(args),
+        Bench::Tx(args) => tx_cost::run(args),
     }
 }

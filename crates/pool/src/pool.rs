@@ -42,6 +42,10 @@ impl Pool {
         Ok(Pool { shared })
     }
 
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Pool {
+        Pool { shared }
+    }
+
     /// Creates a pool from the environment (`DATABASE_URL`, `DB_POOL_SIZE`, ...).
     pub fn from_env() -> Result<Pool, PoolError> {
         Pool::new(PoolConfig::from_env()?)

@@ -92,6 +92,11 @@ impl PooledConnection {
         }
     }
 
+    /// The pool this connection belongs to.
+    pub fn pool(&self) -> crate::Pool {
+        crate::Pool::from_shared(Arc::clone(&self.shared))
+    }
+
     /// The server process serving this connection.
     pub fn backend_pid(&self) -> Option<i32> {
         self.connection().backend_pid()

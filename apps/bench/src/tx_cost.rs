@@ -1,0 +1,127 @@
+//! What `pool.transaction` costs over a hand-written BEGIN / INSERT / COMMIT on a pooled
+//! connection: throughput side by side in alternating rounds, and round trips per
+//! transaction counted by a relay.
+
+use std::time::Instant;
+
+use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
+use holdfast_tempdb::{ClusterOptions, TempCluster};
+use holdfast_tx::{TransactionExt, TxOptions};
+
+use crate::affinity;
+use crate::relay::Relay;
+use crate::stats::{median, quantile};
+
+/// Options of the transaction benchmark.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Alternating rounds.
+    #[arg(long, default_value_t = 30)]
+    rounds: usize,
+    /// Transactions per contender per round.
+    #[arg(long, default_value_t = 500)]
+    transactions: usize,
+    /// Do not pin client and server to CPU 0.
+    #[arg(long)]
+    no_pin: bool,
+}
+
+async fn hand_written(pool: &Pool, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    for i in 0..n {
+        let conn = pool.get().await?;
+        let insert = conn.prepare_cached("INSERT INTO items (key) VALUES ($1)").await?;
+        conn.batch_execute("BEGIN").await?;
+        conn.execute(&insert, &[&(i as i32)]).await?;
+        conn.batch_execute("COMMIT").await?;
+    }
+    Ok(())
+}
+
+async fn with_transaction(pool: &Pool, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+    for i in 0..n {
+        let key = i as i32;
+        pool.transaction(TxOptions::new(), move |tx| {
+            Box::pin(async move {
+                let insert = tx
+                    .connection()
+                    .prepare_cached("INSERT INTO items (key) VALUES ($1)")
+                    .await?;
+                tx.execute(&insert, &[&key]).await
+            })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if !args.no_pin {
+        affinity::pin_to_cpu0()?;
+    }
+    let cluster = TempCluster::start(ClusterOptions::default())?;
+    cluster.psql("postgres", "CREATE TABLE items (key int)")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let relay = Relay::start(cluster.port()).await?;
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port);
+        let pool = Pool::new(PoolConfig::new(ConnectConfig::from_url(&url)?).pool_size(1).max_overflow(0))?;
+        hand_written(&pool, 100).await?;
+        with_transaction(&pool, 100).await?;
+
+        let before = relay.requests();
+        hand_written(&pool, 100).await?;
+        let hand_rt = (relay.requests() - before) as f64 / 100.0;
+        let before = relay.requests();
+        with_transaction(&pool, 100).await?;
+        let tx_rt = (relay.requests() - before) as f64 / 100.0;
+
+        let mut rates = [Vec::new(), Vec::new()];
+        let mut ratios = Vec::new();
+        for round in 0..args.rounds {
+            let mut this = [0.0; 2];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let start = Instant::now();
+                if i == 0 {
+                    hand_written(&pool, args.transactions).await?;
+                } else {
+                    with_transaction(&pool, args.transactions).await?;
+                }
+                this[i] = args.transactions as f64 / start.elapsed().as_secs_f64();
+                rates[i].push(this[i]);
+            }
+            ratios.push(this[1] / this[0]);
+        }
+        let pinning = if args.no_pin { "unpinned" } else { "client and server pinned to CPU 0" };
+        println!(
+            "one-INSERT transactions on a pool of 1, {} rounds x {} each, alternating, {pinning}",
+            args.rounds, args.transactions
+        );
+        println!("{:<32}{:>12}{:>12}{:>12}{:>14}", "", "median tx/s", "p10", "p90", "round trips");
+        for (i, (name, rt)) in [("hand-written BEGIN/COMMIT", hand_rt), ("pool.transaction", tx_rt)]
+            .iter()
+            .enumerate()
+        {
+            let r = &mut rates[i];
+            println!(
+                "{name:<32}{:>12.0}{:>12.0}{:>12.0}{:>14.2}",
+                median(r),
+                quantile(r, 0.1),
+                quantile(r, 0.9),
+                rt
+            );
+        }
+        let med = median(&mut ratios);
+        println!(
+            "ratio transaction / hand-written, per round: median {:.4} (p10 {:.4}, p90 {:.4}); cost {:+.2}%; extra round trips {:+.2}",
+            med,
+            quantile(&mut ratios, 0.1),
+            quantile(&mut ratios, 0.9),
+            (1.0 - med) * 100.0,
+            tx_rt - hand_rt
+        );
+        Ok(())
+    })
+}

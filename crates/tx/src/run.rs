@@ -1,0 +1,228 @@
+//! `pool.transaction(options, |tx| ...)`: BEGIN, the closure, COMMIT, and retries that are
+//! safe: conflicts and lost connections run the closure again, a COMMIT whose reply was lost
+//! is resolved from the server first, and nothing else is retried.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use holdfast_pool::{Pool, PooledConnection};
+use holdfast_wire::TxStatus;
+
+use crate::classify::{ClassifyError, ErrorClass};
+use crate::error::TxError;
+use crate::options::TxOptions;
+use crate::tx::Tx;
+
+/// Transactions on a pool. SQLAlchemy users: this is `session_scope()`, done right.
+pub trait TransactionExt {
+    /// Runs `work` in a transaction and commits it exactly once.
+    ///
+    /// `work` may run more than once (after a serialization failure, a deadlock, or a
+    /// connection lost before COMMIT was sent), so it takes what it needs by value or by
+    /// shared reference. An error it returns rolls back and is returned (retried first if
+    /// its [`ErrorClass`] says so); a panic rolls back and continues unwinding.
+    ///
+    /// ```no_run
+    /// # async fn example(pool: holdfast_pool::Pool) -> Result<(), holdfast_tx::TxError<tokio_postgres::Error>> {
+    /// use holdfast_tx::{TransactionExt, TxOptions};
+    /// let id = 7;
+    /// pool.transaction(TxOptions::new(), |tx| Box::pin(async move {
+    ///     tx.execute("UPDATE episodes SET status = 'done' WHERE id = $1", &[&id]).await?;
+    ///     Ok(())
+    /// })).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[doc(alias = "session_scope")]
+    fn transaction<'p, T, E, F>(
+        &'p self,
+        options: TxOptions,
+        work: F,
+    ) -> BoxFuture<'p, Result<T, TxError<E>>>
+    where
+        T: Send + 'p,
+        E: ClassifyError + Send + 'p,
+        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
+
+    /// Like [`transaction`](TransactionExt::transaction), with the application's own check
+    /// for when the server cannot tell whether a COMMIT whose reply was lost landed (the
+    /// transaction id is gone, the server cannot be reached, or a failover to an
+    /// asynchronous replica lost it). `already_done` runs on a fresh connection and looks for
+    /// the work's idempotency key (a unique row the transaction writes): `true` reports
+    /// success, `false` runs the work again.
+    fn transaction_idempotent<'p, T, E, F>(
+        &'p self,
+        options: TxOptions,
+        already_done: DoneCheck<'p>,
+        work: F,
+    ) -> BoxFuture<'p, Result<T, TxError<E>>>
+    where
+        T: Send + 'p,
+        E: ClassifyError + Send + 'p,
+        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
+}
+
+/// An application's own check that a transaction's work is already durable, for when the
+/// server cannot say (see [`TransactionExt::transaction_idempotent`]).
+pub type DoneCheck<'p> = Box<
+    dyn for<'c> Fn(&'c PooledConnection) -> BoxFuture<'c, Result<bool, tokio_postgres::Error>>
+        + Send
+        + Sync
+        + 'p,
+>;
+
+impl TransactionExt for Pool {
+    fn transaction<'p, T, E, F>(&'p self, options: TxOptions, work: F) -> BoxFuture<'p, Result<T, TxError<E>>>
+    where
+        T: Send + 'p,
+        E: ClassifyError + Send + 'p,
+        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
+    {
+        Box::pin(run(self, options, None, work))
+    }
+
+    fn transaction_idempotent<'p, T, E, F>(
+        &'p self,
+        options: TxOptions,
+        already_done: DoneCheck<'p>,
+        work: F,
+    ) -> BoxFuture<'p, Result<T, TxError<E>>>
+    where
+        T: Send + 'p,
+        E: ClassifyError + Send + 'p,
+        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
+    {
+        Box::pin(run(self, options, Some(already_done), work))
+    }
+}
+
+async fn run<T, E, F>(
+    pool: &Pool,
+    options: TxOptions,
+    done: Option<DoneCheck<'_>>,
+    mut work: F,
+) -> Result<T, TxError<E>>
+where
+    E: ClassifyError,
+    F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>>,
+{
+    let policy = options.retry;
+    let started = Instant::now();
+    let mut attempt = 1u32;
+    loop {
+        let error = match attempt_once(pool, &options, done.as_ref(), &mut work).await {
+            Ok(value) => {
+                tracing::debug!(attempt, "commit succeeded");
+                return Ok(value);
+            }
+            Err(error) => error,
+        };
+        let class = error.error_class();
+        if read_only_failover(&error) {
+            // A read-only transaction error on a read-write transaction: we are talking to
+            // a standby. Every connection opened before now is suspect.
+            pool.invalidate_all();
+        }
+        let pause = policy.backoff(attempt + 1);
+        let in_time = started.elapsed() + pause < policy.deadline;
+        if !class.is_retryable() || attempt >= policy.max_attempts || !in_time {
+            if class.is_retryable() {
+                tracing::error!(attempts = attempt, error = %error, "commit failed after {attempt} attempts");
+            }
+            return Err(error);
+        }
+        let what = match class {
+            ErrorClass::Conflict => "serialization conflict",
+            _ => "connection error",
+        };
+        tracing::warn!(
+            attempt,
+            max_attempts = policy.max_attempts,
+            retry_in_s = pause.as_secs_f64(),
+            error = %error,
+            "{what} on commit (attempt {attempt}/{}), retrying in {:.3} s",
+            policy.max_attempts,
+            pause.as_secs_f64()
+        );
+        tokio::time::sleep(pause).await;
+        attempt += 1;
+    }
+}
+
+async fn attempt_once<T, E, F>(
+    pool: &Pool,
+    options: &TxOptions,
+    done: Option<&DoneCheck<'_>>,
+    work: &mut F,
+) -> Result<T, TxError<E>>
+where
+    F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>>,
+{
+    let conn = pool.get().await?;
+    let tx = Tx::begin(conn, options).await.map_err(TxError::Database)?;
+    let outcome = AssertUnwindSafe(work(&tx)).catch_unwind().await;
+    match outcome {
+        Err(panic) => {
+            // The connection goes back through the pool, which rolls it back.
+            drop(tx);
+            std::panic::resume_unwind(panic)
+        }
+        Ok(Err(error)) => {
+            tx.abandon().await;
+            Err(TxError::Closure(error))
+        }
+        Ok(Ok(value)) => {
+            if !matches!(tx.state().tx_status(), TxStatus::InTransaction | TxStatus::Failed) {
+                let ended = tx.state().in_flight() == 0 && !tx.state().liveness().is_dead();
+                if ended {
+                    tx.abandon().await;
+                    return Err(TxError::EndedByClosure);
+                }
+            }
+            match tx.finish().await {
+                Ok(()) => Ok(value),
+                Err(failure) => match (failure.into_error(), done) {
+                    (TxError::CommitOutcomeUnknown { xid, reason }, Some(check)) => {
+                        settle_with_key(pool, check, xid, reason).await.map(|()| value)
+                    }
+                    (error, _) => Err(error),
+                },
+            }
+        }
+    }
+}
+
+/// The server could not say whether the COMMIT landed; the application's idempotency check
+/// can. Done: success. Not done: nothing committed, safe to run again.
+async fn settle_with_key<E>(
+    pool: &Pool,
+    check: &DoneCheck<'_>,
+    xid: Option<u64>,
+    reason: String,
+) -> Result<(), TxError<E>> {
+    let unknown = |why: String| TxError::CommitOutcomeUnknown { xid, reason: why };
+    let conn = pool
+        .get()
+        .await
+        .map_err(|e| unknown(format!("{reason}; idempotency check impossible: {e}")))?;
+    match check(&conn).await {
+        Ok(true) => {
+            tracing::info!(
+                ?xid,
+                "the idempotency check found the work done: the lost COMMIT landed"
+            );
+            Ok(())
+        }
+        Ok(false) => Err(TxError::CommitAborted),
+        Err(e) => Err(unknown(format!("{reason}; idempotency check failed: {e}"))),
+    }
+}
+
+fn read_only_failover<E>(error: &TxError<E>) -> bool {
+    match error {
+        TxError::Database(e) => e.code().is_some_and(|c| c.code() == "25006"),
+        _ => false,
+    }
+}

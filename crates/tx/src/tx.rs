@@ -1,0 +1,225 @@
+//! An open transaction on a pooled connection: the guard API (`begin`, `commit`,
+//! `rollback`, savepoints), and the COMMIT logic the closure API shares.
+
+use std::convert::Infallible;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use holdfast_pool::PooledConnection;
+use holdfast_wire::{CommitState, TxStatus, WireState};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::error::TxError;
+use crate::options::TxOptions;
+use crate::outcome::{resolve, Resolution};
+
+/// How long the outcome of a COMMIT with a lost reply may take to find out.
+const RESOLVE_BUDGET: Duration = Duration::from_secs(5);
+
+/// A transaction in progress. Derefs to `tokio_postgres::Client` for queries.
+///
+/// Dropped without [`commit`](Tx::commit) or [`rollback`](Tx::rollback), it is rolled back
+/// by the pool's return path before the connection is used again.
+#[derive(Debug)]
+pub struct Tx {
+    conn: PooledConnection,
+    xid: Option<u64>,
+    read_only: bool,
+    savepoints: AtomicU32,
+}
+
+/// Why a COMMIT did not succeed.
+#[derive(Debug)]
+pub(crate) enum CommitFailure {
+    /// Answered with tag ROLLBACK: the transaction had failed. Nothing committed.
+    RolledBack,
+    /// The server answered with an error, or the connection was lost before COMMIT was
+    /// written, or the server says the transaction aborted: nothing committed.
+    NotCommitted(tokio_postgres::Error),
+    /// The server said the transaction aborted after the reply was lost.
+    Aborted,
+    /// Nobody can say.
+    Unknown { xid: Option<u64>, reason: String },
+}
+
+impl Tx {
+    /// Begins a transaction on `conn`. For read-write transactions the transaction id is
+    /// read in the same round trip as BEGIN, so that a lost COMMIT reply can be resolved.
+    pub async fn begin(conn: PooledConnection, options: &TxOptions) -> Result<Tx, tokio_postgres::Error> {
+        let begin = options.begin_sql();
+        let xid = if options.read_only || !options.resolve_lost_commits {
+            conn.batch_execute(&begin).await?;
+            None
+        } else {
+            let messages = conn
+                .simple_query(&format!("{begin}; SELECT pg_current_xact_id()::text"))
+                .await?;
+            messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+                _ => None,
+            })
+        };
+        Ok(Tx {
+            conn,
+            xid,
+            read_only: options.read_only,
+            savepoints: AtomicU32::new(0),
+        })
+    }
+
+    /// The transaction id, for read-write transactions.
+    pub fn xid(&self) -> Option<u64> {
+        self.xid
+    }
+
+    /// The pooled connection underneath.
+    pub fn connection(&self) -> &PooledConnection {
+        &self.conn
+    }
+
+    /// What the wire tap sees on the connection.
+    pub fn state(&self) -> &WireState {
+        self.conn.state()
+    }
+
+    /// Commits. A COMMIT answered with ROLLBACK is an error; a COMMIT whose reply was lost
+    /// is resolved from the server before anything is reported.
+    pub async fn commit(self) -> Result<(), TxError<Infallible>> {
+        self.finish().await.map_err(|f| f.into_error())
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), tokio_postgres::Error> {
+        self.conn.batch_execute("ROLLBACK").await
+    }
+
+    /// Runs `f` inside a savepoint: released when it returns `Ok`, rolled back to when it
+    /// returns `Err` (the transaction goes on either way).
+    pub async fn savepoint<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'s> FnOnce(&'s Tx) -> BoxFuture<'s, Result<T, E>>,
+        E: From<tokio_postgres::Error>,
+    {
+        let name = format!(
+            "holdfast_sp_{}",
+            self.savepoints.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        self.conn.batch_execute(&format!("SAVEPOINT {name}")).await?;
+        match f(self).await {
+            Ok(value) => {
+                self.conn
+                    .batch_execute(&format!("RELEASE SAVEPOINT {name}"))
+                    .await?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.conn
+                    .batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}"))
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Rolls back if the connection can still take it; otherwise leaves it to the pool.
+    pub(crate) async fn abandon(self) {
+        let state = self.conn.state();
+        if !state.liveness().is_dead()
+            && matches!(state.tx_status(), TxStatus::InTransaction | TxStatus::Failed)
+        {
+            let _ = tokio::time::timeout(RESOLVE_BUDGET, self.conn.batch_execute("ROLLBACK")).await;
+        }
+    }
+
+    /// COMMIT, with the outcome checked on the wire and resolved from the server when its
+    /// reply was lost.
+    pub(crate) async fn finish(self) -> Result<(), CommitFailure> {
+        let state = self.conn.state().clone();
+        let written_before = state.commits_written();
+        match self.conn.batch_execute("COMMIT").await {
+            Ok(()) => match state.commit() {
+                CommitState::RolledBack => Err(CommitFailure::RolledBack),
+                _ => Ok(()),
+            },
+            Err(e) if e.code().is_some() => Err(CommitFailure::NotCommitted(e)),
+            Err(e) => {
+                if state.commits_written() == written_before {
+                    // It never left: nothing was committed.
+                    return Err(CommitFailure::NotCommitted(e));
+                }
+                match state.commit() {
+                    CommitState::Committed => Ok(()),
+                    CommitState::RolledBack => Err(CommitFailure::RolledBack),
+                    CommitState::Failed => Err(CommitFailure::NotCommitted(e)),
+                    CommitState::InFlight | CommitState::None => self.resolve_lost_reply().await,
+                }
+            }
+        }
+    }
+
+    async fn resolve_lost_reply(self) -> Result<(), CommitFailure> {
+        if self.read_only {
+            // Nothing to commit: the work was all reads, and it completed.
+            return Ok(());
+        }
+        let Some(xid) = self.xid else {
+            return Err(CommitFailure::Unknown {
+                xid: None,
+                reason: "the transaction id was not read (commit resolution is off)".into(),
+            });
+        };
+        let pool = self.conn.pool();
+        let backend = self.conn.backend_pid();
+        // The lost connection goes back to the pool (which closes it) before we ask.
+        drop(self);
+        tracing::warn!(
+            xid,
+            "connection lost after COMMIT was sent: asking the server whether it committed"
+        );
+        match resolve(&pool, xid, backend, RESOLVE_BUDGET).await {
+            Resolution::Committed => {
+                tracing::info!(xid, "the COMMIT whose reply was lost did commit");
+                Ok(())
+            }
+            Resolution::Aborted => Err(CommitFailure::Aborted),
+            Resolution::Unknown(reason) => Err(CommitFailure::Unknown {
+                xid: Some(xid),
+                reason,
+            }),
+        }
+    }
+}
+
+impl CommitFailure {
+    pub(crate) fn into_error<E>(self) -> TxError<E> {
+        match self {
+            CommitFailure::RolledBack => TxError::CommitRolledBack,
+            CommitFailure::NotCommitted(e) => TxError::Database(e),
+            CommitFailure::Aborted => TxError::CommitAborted,
+            CommitFailure::Unknown { xid, reason } => TxError::CommitOutcomeUnknown { xid, reason },
+        }
+    }
+}
+
+impl Deref for Tx {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.conn
+    }
+}
+
+/// `conn.begin(options)` on a pooled connection.
+pub trait BeginExt {
+    /// Begins a transaction that takes over the connection.
+    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, tokio_postgres::Error>>;
+}
+
+impl BeginExt for PooledConnection {
+    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, tokio_postgres::Error>> {
+        let options = *options;
+        Box::pin(async move { Tx::begin(self, &options).await })
+    }
+}

@@ -1,0 +1,490 @@
+//! Promise 6 against a real PostgreSQL, with faults injected for real through the proxy:
+//! every transaction that reports success committed exactly once, none committed twice.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_faults::{Action, FaultProxy, Faults, MessageRule, ProxyHandle, Trigger};
+use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
+use holdfast_tx::{BeginExt, RetryPolicy, TransactionExt, TxError, TxOptions};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn cluster() -> &'static holdfast_tempdb::TempCluster {
+    holdfast_tempdb::shared().expect("shared cluster")
+}
+
+/// A database with an `items` table (no unique key, so a double commit would show) and a
+/// counter, plus a pool to it through a fault proxy.
+struct Setup {
+    pool: Pool,
+    proxy: ProxyHandle,
+    direct: String,
+    app: String,
+}
+
+async fn setup(name: &str) -> Setup {
+    let db = cluster().create_database().expect("database");
+    cluster()
+        .psql(
+            &db.name,
+            "CREATE TABLE items (key int NOT NULL); CREATE TABLE counter (n int NOT NULL); INSERT INTO counter VALUES (0)",
+        )
+        .expect("schema");
+    let proxy = FaultProxy::start_local(SocketAddr::from(([127, 0, 0, 1], cluster().port())))
+        .await
+        .expect("proxy");
+    let app = format!("hf-tx-{name}");
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), db.name);
+    let connect = ConnectConfig::from_url(&url)
+        .expect("url")
+        .application_name(&app)
+        .connect_timeout(Duration::from_secs(5));
+    let config = PoolConfig::new(connect)
+        .pool_size(2)
+        .pool_timeout(Duration::from_secs(10))
+        .reconnect_backoff_max(Duration::from_millis(100));
+    Setup {
+        pool: Pool::new(config).expect("pool"),
+        proxy,
+        direct: db.url,
+        app,
+    }
+}
+
+async fn direct(url: &str) -> holdfast_pool::Connection {
+    holdfast_pool::connect(&ConnectConfig::from_url(url).expect("url"))
+        .await
+        .expect("direct connection")
+}
+
+/// Rows per key, and the counter, read directly from the server.
+async fn ledger(url: &str) -> (Vec<(i32, i64)>, i32) {
+    let conn = direct(url).await;
+    let rows = conn
+        .query("SELECT key, count(*) FROM items GROUP BY key ORDER BY key", &[])
+        .await
+        .expect("items");
+    let counter: i32 = conn
+        .query_one("SELECT n FROM counter", &[])
+        .await
+        .expect("counter")
+        .get(0);
+    (rows.iter().map(|r| (r.get(0), r.get(1))).collect(), counter)
+}
+
+async fn assert_no_idle_in_transaction(s: &Setup) {
+    let conn = direct(&s.direct).await;
+    let stuck: i64 = conn
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+            &[&s.app],
+        )
+        .await
+        .expect("activity")
+        .get(0);
+    assert_eq!(stuck, 0, "sessions left idle in transaction");
+}
+
+/// The unit of work of these tests: one row with its key, one bump of the counter.
+async fn insert_and_bump(tx: &holdfast_tx::Tx, key: i32) -> Result<i32, tokio_postgres::Error> {
+    tx.execute("INSERT INTO items (key) VALUES ($1)", &[&key]).await?;
+    tx.execute("UPDATE counter SET n = n + 1", &[]).await?;
+    Ok(key)
+}
+
+fn patient() -> TxOptions {
+    TxOptions::new().retry(RetryPolicy {
+        max_attempts: 5,
+        deadline: BOUND,
+        ..RetryPolicy::default()
+    })
+}
+
+/// Runs `n` transactions, re-arming `faults` before each; returns the keys that reported
+/// success and how many times the closure ran in all.
+async fn run_with_fault(s: &Setup, faults: Faults, n: i32) -> (Vec<i32>, u32) {
+    let runs = Arc::new(AtomicU32::new(0));
+    let mut committed = Vec::new();
+    for key in 0..n {
+        s.proxy.set(faults.clone()).expect("faults");
+        let runs = Arc::clone(&runs);
+        let result = s
+            .pool
+            .transaction(patient(), move |tx| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                Box::pin(insert_and_bump(tx, key))
+            })
+            .await;
+        if let Ok(k) = result {
+            committed.push(k);
+        }
+    }
+    s.proxy.clear();
+    (committed, runs.load(Ordering::Relaxed))
+}
+
+fn rule(trigger: Trigger, action: Action) -> Faults {
+    Faults {
+        rule: Some(MessageRule {
+            trigger,
+            action,
+            once: true,
+        }),
+        ..Faults::none()
+    }
+}
+
+/// The ledger invariant: every success committed exactly once, nothing else committed, the
+/// counter agrees with the rows.
+async fn assert_exactly_once(s: &Setup, committed: &[i32]) {
+    let (rows, counter) = ledger(&s.direct).await;
+    let expected: Vec<(i32, i64)> = committed.iter().map(|k| (*k, 1)).collect();
+    assert_eq!(rows, expected, "each success exactly one row, no other rows");
+    assert_eq!(counter as usize, committed.len(), "the counter equals the rows");
+    assert_no_idle_in_transaction(s).await;
+}
+
+#[tokio::test]
+async fn cut_before_begin_is_retried() {
+    let s = setup("before-begin").await;
+    let (committed, runs) = run_with_fault(
+        &s,
+        rule(
+            Trigger::Query {
+                prefix: "BEGIN".into(),
+            },
+            Action::CutBefore,
+        ),
+        10,
+    )
+    .await;
+    assert_eq!(committed.len(), 10, "all succeed after a retry");
+    assert_eq!(runs, 10, "the closure never ran on the cut attempts");
+    assert_exactly_once(&s, &committed).await;
+}
+
+#[tokio::test]
+async fn cut_mid_closure_is_retried() {
+    let s = setup("mid-closure").await;
+    let (committed, runs) = run_with_fault(
+        &s,
+        rule(
+            Trigger::Parse {
+                prefix: "UPDATE".into(),
+            },
+            Action::CutBefore,
+        ),
+        10,
+    )
+    .await;
+    assert_eq!(committed.len(), 10);
+    assert_eq!(runs, 20, "each closure ran twice: once cut, once through");
+    assert_exactly_once(&s, &committed).await;
+}
+
+#[tokio::test]
+async fn cut_just_before_commit_is_retried() {
+    let s = setup("before-commit").await;
+    let (committed, runs) = run_with_fault(&s, rule(Trigger::Commit, Action::CutBefore), 10).await;
+    assert_eq!(committed.len(), 10);
+    assert_eq!(
+        runs, 20,
+        "the first COMMIT never reached the server, so the work ran again"
+    );
+    assert_exactly_once(&s, &committed).await;
+}
+
+#[tokio::test]
+async fn a_lost_commit_reply_is_resolved_not_retried() {
+    let s = setup("reply-dropped").await;
+    let (committed, runs) = run_with_fault(&s, rule(Trigger::Commit, Action::DropReply), 10).await;
+    assert_eq!(committed.len(), 10, "the server says committed: success");
+    assert_eq!(runs, 10, "and the work is not run a second time");
+    assert_exactly_once(&s, &committed).await;
+}
+
+#[tokio::test]
+async fn a_cut_after_the_reply_is_a_success() {
+    let s = setup("after-reply").await;
+    let (committed, runs) = run_with_fault(&s, rule(Trigger::Commit, Action::CutAfterReply), 10).await;
+    assert_eq!((committed.len(), runs), (10, 10));
+    assert_exactly_once(&s, &committed).await;
+}
+
+#[tokio::test]
+async fn an_unresolvable_commit_is_reported_with_its_xid() {
+    let s = setup("unknown").await;
+    // Warm one connection, then lose the COMMIT reply and refuse every new connection, so
+    // nobody can ask the server what happened.
+    drop(s.pool.get().await.expect("warm"));
+    s.proxy
+        .set(Faults {
+            refuse: true,
+            ..rule(Trigger::Commit, Action::DropReply)
+        })
+        .expect("faults");
+    let err = s
+        .pool
+        .transaction(TxOptions::new(), |tx| Box::pin(insert_and_bump(tx, 1)))
+        .await
+        .expect_err("cannot be known");
+    let xid = match &err {
+        TxError::CommitOutcomeUnknown { xid: Some(xid), .. } => *xid,
+        other => panic!("expected CommitOutcomeUnknown with an xid, got {other}"),
+    };
+    assert!(!err.is_retryable(), "an unknown outcome is never retried blindly");
+    s.proxy.clear();
+    let status: Option<String> = direct(&s.direct)
+        .await
+        .query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid.to_string()])
+        .await
+        .expect("status")
+        .get(0);
+    assert_eq!(
+        status.as_deref(),
+        Some("committed"),
+        "the xid is the one that committed"
+    );
+}
+
+#[tokio::test]
+async fn serialization_conflicts_are_retried_until_all_succeed() {
+    let s = setup("serializable").await;
+    let n = 6;
+    let barrier = Arc::new(tokio::sync::Barrier::new(n));
+    let runs = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for key in 0..n as i32 {
+        let pool = s.pool.clone();
+        let barrier = Arc::clone(&barrier);
+        let runs = Arc::clone(&runs);
+        tasks.push(tokio::spawn(async move {
+            let first = Arc::new(AtomicU32::new(0));
+            let options = TxOptions::new().serializable().retry(RetryPolicy {
+                max_attempts: 50,
+                deadline: BOUND,
+                ..RetryPolicy::default()
+            });
+            pool.transaction(options, move |tx| {
+                let barrier = Arc::clone(&barrier);
+                let first = Arc::clone(&first);
+                runs.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async move {
+                    let n: i32 = tx.query_one("SELECT n FROM counter", &[]).await?.get(0);
+                    // Everyone takes their snapshot before anyone writes: conflicts certain.
+                    if first.fetch_add(1, Ordering::Relaxed) == 0 {
+                        barrier.wait().await;
+                    }
+                    tx.execute("INSERT INTO items (key) VALUES ($1)", &[&key]).await?;
+                    tx.execute("UPDATE counter SET n = $1", &[&(n + 1)]).await?;
+                    Ok::<_, tokio_postgres::Error>(key)
+                })
+            })
+            .await
+        }));
+    }
+    let mut committed = Vec::new();
+    for t in tasks {
+        committed.push(t.await.expect("task").expect("succeeds after retries"));
+    }
+    committed.sort_unstable();
+    assert!(
+        runs.load(Ordering::Relaxed) > n as u32,
+        "there were conflicts to retry"
+    );
+    assert_exactly_once(&s, &committed).await;
+}
+
+#[tokio::test]
+async fn a_failed_transactions_commit_is_an_error() {
+    let s = setup("rolled-back").await;
+    let err = s
+        .pool
+        .transaction(TxOptions::new(), |tx| {
+            Box::pin(async move {
+                tx.execute("INSERT INTO items (key) VALUES (1)", &[]).await?;
+                // An error inside the transaction, swallowed by the closure.
+                let _ = tx.execute("SELECT 1/0", &[]).await;
+                Ok::<_, tokio_postgres::Error>(())
+            })
+        })
+        .await
+        .expect_err("nothing was committed, and that must not look like success");
+    assert!(matches!(err, TxError::CommitRolledBack), "{err}");
+    assert_exactly_once(&s, &[]).await;
+}
+
+#[tokio::test]
+async fn permanent_errors_are_not_retried() {
+    let s = setup("permanent").await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = Arc::clone(&runs);
+    let err = s
+        .pool
+        .transaction(patient(), move |tx| {
+            r.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                tx.execute("INSERT INTO items (key) VALUES (NULL)", &[]).await?;
+                Ok::<_, tokio_postgres::Error>(())
+            })
+        })
+        .await
+        .expect_err("not-null violation");
+    match &err {
+        TxError::Closure(e) => assert_eq!(e.code().map(|c| c.code()), Some("23502")),
+        other => panic!("{other}"),
+    }
+    assert_eq!(runs.load(Ordering::Relaxed), 1);
+    assert_exactly_once(&s, &[]).await;
+}
+
+#[tokio::test]
+async fn a_panic_in_the_closure_rolls_back() {
+    let s = setup("panic").await;
+    let pool = s.pool.clone();
+    let task = tokio::spawn(async move {
+        pool.transaction(TxOptions::new(), |tx| {
+            Box::pin(async move {
+                insert_and_bump(tx, 1).await?;
+                panic!("the work panics mid-transaction");
+            })
+        })
+        .await
+    });
+    let joined: Result<Result<(), TxError<tokio_postgres::Error>>, _> = task.await;
+    assert!(joined.expect_err("panicked").is_panic());
+    // The pool rolled the connection back before anyone else could use it.
+    let conn = s.pool.get().await.expect("get");
+    assert!(conn.state().is_clean());
+    drop(conn);
+    assert_exactly_once(&s, &[]).await;
+}
+
+#[tokio::test]
+async fn a_closure_that_commits_itself_is_refused() {
+    let s = setup("self-commit").await;
+    let err = s
+        .pool
+        .transaction(TxOptions::new(), |tx| {
+            Box::pin(async move {
+                tx.batch_execute("COMMIT").await?;
+                Ok::<_, tokio_postgres::Error>(())
+            })
+        })
+        .await
+        .expect_err("ended by the closure");
+    assert!(matches!(err, TxError::EndedByClosure), "{err}");
+}
+
+#[tokio::test]
+async fn the_guard_api_commits_rolls_back_and_nests() {
+    let s = setup("guard").await;
+    let tx = s
+        .pool
+        .get()
+        .await
+        .expect("get")
+        .begin(&TxOptions::new())
+        .await
+        .expect("begin");
+    assert!(tx.xid().is_some());
+    insert_and_bump(&tx, 1).await.expect("work");
+    tx.commit().await.expect("commit");
+
+    let tx = s
+        .pool
+        .get()
+        .await
+        .expect("get")
+        .begin(&TxOptions::new())
+        .await
+        .expect("begin");
+    insert_and_bump(&tx, 2).await.expect("work");
+    drop(tx);
+
+    let tx = s
+        .pool
+        .get()
+        .await
+        .expect("get")
+        .begin(&TxOptions::new())
+        .await
+        .expect("begin");
+    insert_and_bump(&tx, 3).await.expect("outer work");
+    let inner: Result<(), tokio_postgres::Error> = tx
+        .savepoint(|tx| {
+            Box::pin(async move {
+                tx.execute("INSERT INTO items (key) VALUES (4)", &[]).await?;
+                tx.execute("SELECT 1/0", &[]).await?;
+                Ok(())
+            })
+        })
+        .await;
+    assert!(inner.is_err());
+    let kept: Result<(), tokio_postgres::Error> = tx
+        .savepoint(|tx| Box::pin(async move { tx.execute("UPDATE counter SET n = n", &[]).await.map(drop) }))
+        .await;
+    kept.expect("released savepoint");
+    tx.commit()
+        .await
+        .expect("outer commit survives the inner rollback");
+    assert_exactly_once(&s, &[1, 3]).await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_settles_what_the_server_cannot() {
+    let s = setup("idempotent").await;
+    // Without the transaction id the server cannot be asked; the application's key can.
+    s.proxy
+        .set(rule(Trigger::Commit, Action::DropReply))
+        .expect("rule");
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = Arc::clone(&runs);
+    let already_done: holdfast_tx::DoneCheck<'_> = Box::new(|conn| {
+        Box::pin(async move {
+            let n: i64 = conn
+                .query_one("SELECT count(*) FROM items WHERE key = 7", &[])
+                .await?
+                .get(0);
+            Ok(n == 1)
+        })
+    });
+    let key = s
+        .pool
+        .transaction_idempotent(
+            TxOptions::new().without_commit_resolution(),
+            already_done,
+            move |tx| {
+                r.fetch_add(1, Ordering::Relaxed);
+                Box::pin(insert_and_bump(tx, 7))
+            },
+        )
+        .await
+        .expect("the key shows the work is done");
+    assert_eq!((key, runs.load(Ordering::Relaxed)), (7, 1));
+    assert_exactly_once(&s, &[7]).await;
+}
+
+#[tokio::test]
+async fn without_resolution_a_lost_reply_is_unknown_not_retried() {
+    let s = setup("no-resolution").await;
+    s.proxy
+        .set(rule(Trigger::Commit, Action::DropReply))
+        .expect("rule");
+    let err = s
+        .pool
+        .transaction(patient().without_commit_resolution(), |tx| {
+            Box::pin(insert_and_bump(tx, 1))
+        })
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(err, TxError::CommitOutcomeUnknown { xid: None, .. }),
+        "{err}"
+    );
+    // It did commit; running it again would have doubled it.
+    assert_exactly_once(&s, &[1]).await;
+}
