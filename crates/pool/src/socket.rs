@@ -101,3 +101,57 @@ impl AsyncWrite for Socket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connect_config::Keepalive;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn tcp_sockets_get_keepalive_and_user_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = ConnectConfig::from_url(&format!("postgres://u@{addr}/d"))
+            .expect("url")
+            .keepalive(Some(Keepalive {
+                idle: Duration::from_secs(7),
+                interval: Duration::from_secs(3),
+                retries: 4,
+            }))
+            .tcp_user_timeout(Some(Duration::from_millis(12_500)));
+        let Socket::Tcp(stream) = Socket::tcp(addr, &config).await.expect("connect") else {
+            panic!("expected TCP");
+        };
+        let sock = SockRef::from(&stream);
+        assert!(sock.keepalive().expect("SO_KEEPALIVE"));
+        assert_eq!(
+            sock.keepalive_time().expect("TCP_KEEPIDLE"),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            sock.keepalive_interval().expect("TCP_KEEPINTVL"),
+            Duration::from_secs(3)
+        );
+        assert_eq!(sock.keepalive_retries().expect("TCP_KEEPCNT"), 4);
+        assert_eq!(
+            sock.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+            Some(Duration::from_millis(12_500))
+        );
+        assert!(stream.nodelay().expect("TCP_NODELAY"));
+    }
+
+    #[tokio::test]
+    async fn keepalive_can_be_left_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = ConnectConfig::from_url(&format!("postgres://u@{addr}/d"))
+            .expect("url")
+            .keepalive(None)
+            .tcp_user_timeout(None);
+        let Socket::Tcp(stream) = Socket::tcp(addr, &config).await.expect("connect") else {
+            panic!("expected TCP");
+        };
+        assert!(!SockRef::from(&stream).keepalive().expect("SO_KEEPALIVE"));
+    }
+}

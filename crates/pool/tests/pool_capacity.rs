@@ -31,6 +31,7 @@ async fn overflow_connections_close_when_they_come_back() {
         support::server_sessions(&pool).await.len() == 2
     })
     .await;
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -58,6 +59,7 @@ async fn never_more_than_the_maximum_counting_connects_in_progress() {
     }
     assert_eq!(*peak.lock().expect("peak"), 3);
     assert!(support::server_sessions(&pool).await.len() <= 3);
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -86,6 +88,7 @@ async fn waiters_are_served_first_come_first_served() {
         t.await.expect("task");
     }
     assert_eq!(*order.lock().expect("order"), vec![0, 1, 2, 3, 4, 5]);
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -103,6 +106,7 @@ async fn a_timeout_says_why() {
     assert!(text.contains("open 1, idle 0, in use 1"), "{text}");
     assert!(text.contains("max 1"), "{text}");
     assert_eq!(pool.status().waiting, 0, "the timed-out caller left the queue");
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,6 +199,7 @@ async fn min_idle_warms_up_and_idle_timeout_trims_above_it() {
     .await;
     pool.run_maintenance().await;
     assert_eq!(pool.status().open, 2);
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -213,6 +218,7 @@ async fn connections_past_their_age_are_replaced() {
     .await;
     let s = pool.status();
     assert_eq!(s.open, 1, "replaced, not added: {s}");
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -238,4 +244,5 @@ async fn close_fails_waiters_and_closes_everything() {
         support::server_sessions(&pool).await.is_empty()
     })
     .await;
+    support::assert_no_idle_in_transaction(&pool).await;
 }

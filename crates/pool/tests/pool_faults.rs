@@ -208,4 +208,5 @@ async fn connections_older_than_a_disconnect_are_verified_before_use() {
         answered + 2,
         "one ping after invalidate_all"
     );
+    support::assert_no_idle_in_transaction(&pool).await;
 }

@@ -35,6 +35,7 @@ async fn a_connection_held_too_long_is_reported_with_where_it_was_taken() {
     pool.run_maintenance().await;
     assert_eq!(logs.text().matches("leak threshold").count(), 1);
     drop(held);
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -66,6 +67,7 @@ async fn secrets_stay_out_of_logs_debug_and_errors() {
     for text in [shown, err, logs.text()] {
         assert!(!text.contains("hunter2-s3cret"), "secret leaked: {text}");
     }
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -87,4 +89,5 @@ async fn status_counts_what_is_happening() {
         pool.status().to_string(),
         "open 2, idle 2, in use 0, waiting 0, opening 0, max 12"
     );
+    support::assert_no_idle_in_transaction(&pool).await;
 }

@@ -157,6 +157,7 @@ async fn a_clean_checkout_and_return_costs_zero_round_trips() {
         "no ping, no reset, no round trip"
     );
     assert_eq!(after.bytes_received, before.bytes_received);
+    support::assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -172,4 +173,5 @@ async fn reset_query_runs_on_return() {
     let conn = pool.get().await.expect("get");
     let work_mem: String = conn.query_one("SHOW work_mem", &[]).await.expect("show").get(0);
     assert_ne!(work_mem, "7MB", "session state was reset");
+    support::assert_no_idle_in_transaction(&pool).await;
 }
