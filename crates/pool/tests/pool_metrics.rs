@@ -1,0 +1,96 @@
+//! The pool's numbers reach the `metrics` facade.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use holdfast_pool::{Pool, PoolError};
+use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+
+/// Records counters by name and labels; ignores gauges and histograms.
+#[derive(Default)]
+struct Counters(Mutex<HashMap<String, Arc<Cell>>>);
+
+#[derive(Default)]
+struct Cell(AtomicU64);
+
+impl CounterFn for Cell {
+    fn increment(&self, value: u64) {
+        self.0.fetch_add(value, Ordering::Relaxed);
+    }
+    fn absolute(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+}
+
+fn render(key: &Key) -> String {
+    let mut s = key.name().to_string();
+    let mut labels: Vec<String> = key
+        .labels()
+        .filter(|l| l.key() != "pool")
+        .map(|l| format!("{}={}", l.key(), l.value()))
+        .collect();
+    labels.sort();
+    if !labels.is_empty() {
+        s.push_str(&format!("{{{}}}", labels.join(",")));
+    }
+    s
+}
+
+impl Counters {
+    fn get(&self, name: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("counters")
+            .get(name)
+            .map_or(0, |c| c.0.load(Ordering::Relaxed))
+    }
+}
+
+impl Recorder for Counters {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let cell = Arc::clone(self.0.lock().expect("counters").entry(render(key)).or_default());
+        Counter::from_arc(cell)
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[tokio::test]
+async fn counters_count_what_happened() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let recorder = Counters::default();
+    let config = support::config_for(cluster, "metrics")
+        .pool_size(1)
+        .max_overflow(1)
+        .pool_timeout(Duration::from_millis(200));
+    // Handles are registered when the pool is created: the recorder must be there then.
+    let pool = metrics::with_local_recorder(&recorder, || Pool::new(config)).expect("pool");
+    let a = pool.get().await.expect("a");
+    let b = pool.get().await.expect("b (overflow)");
+    assert!(matches!(pool.get().await, Err(PoolError::Timeout { .. })));
+    b.batch_execute("BEGIN").await.expect("begin");
+    drop(a);
+    drop(b);
+    // The overflow one was dirty: rolled back, then closed as overflow.
+    support::eventually("reset finished", || async { pool.status().open == 1 }).await;
+    assert_eq!(recorder.get("holdfast_pool_acquired_total"), 2);
+    assert_eq!(recorder.get("holdfast_pool_acquire_timeouts_total"), 1);
+    assert_eq!(recorder.get("holdfast_pool_connections_opened_total"), 2);
+    assert_eq!(recorder.get("holdfast_pool_resets_total{kind=rollback}"), 1);
+    assert_eq!(
+        recorder.get("holdfast_pool_connections_closed_total{reason=overflow}"),
+        1
+    );
+    support::assert_no_idle_in_transaction(&pool).await;
+}
