@@ -7,9 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use holdfast_wire::{Tap, WireState};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_postgres::config::Host;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
 
 use crate::connect_config::ConnectConfig;
 use crate::error::ConnectError;
@@ -129,6 +130,23 @@ impl Deref for Connection {
 /// Opens a connection, trying each configured host in order. The whole attempt (name lookup,
 /// TCP, start-up, authentication) is bounded by the connect timeout.
 pub async fn connect(config: &ConnectConfig) -> Result<Connection, ConnectError> {
+    open(config, None).await
+}
+
+/// Like [`connect`], and delivers the server's `NOTIFY` messages (after a `LISTEN`) on the
+/// returned channel. The channel ends when the connection does.
+pub async fn connect_listening(
+    config: &ConnectConfig,
+) -> Result<(Connection, mpsc::UnboundedReceiver<Notification>), ConnectError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let connection = open(config, Some(tx)).await?;
+    Ok((connection, rx))
+}
+
+async fn open(
+    config: &ConnectConfig,
+    notify: Option<mpsc::UnboundedSender<Notification>>,
+) -> Result<Connection, ConnectError> {
     let pg = config.pg();
     let hosts = pg.get_hosts();
     if hosts.is_empty() {
@@ -141,7 +159,12 @@ pub async fn connect(config: &ConnectConfig) -> Result<Connection, ConnectError>
         let ports = pg.get_ports();
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let target = describe(host, port);
-        match tokio::time::timeout_at(deadline, connect_host(config, host, port, &target)).await {
+        match tokio::time::timeout_at(
+            deadline,
+            connect_host(config, host, port, &target, notify.clone()),
+        )
+        .await
+        {
             Ok(Ok(connection)) => return Ok(connection),
             Ok(Err(e)) => {
                 tracing::debug!(target = %target, error = %e, "connect attempt failed");
@@ -158,6 +181,7 @@ async fn connect_host(
     host: &Host,
     port: u16,
     target: &str,
+    notify: Option<mpsc::UnboundedSender<Notification>>,
 ) -> Result<Connection, ConnectError> {
     match host {
         Host::Unix(dir) => {
@@ -166,7 +190,7 @@ async fn connect_host(
                 target: target.to_string(),
                 source,
             })?;
-            start(config, socket, target, Peer::Unix(path)).await
+            start(config, socket, target, Peer::Unix(path), notify).await
         }
         Host::Tcp(name) => {
             let addrs = resolve(name, port).await.map_err(|source| ConnectError::Io {
@@ -176,7 +200,7 @@ async fn connect_host(
             let mut last = None;
             for addr in addrs {
                 match Socket::tcp(addr, config).await {
-                    Ok(socket) => return start(config, socket, target, Peer::Tcp(addr)).await,
+                    Ok(socket) => return start(config, socket, target, Peer::Tcp(addr), notify).await,
                     Err(source) => last = Some(source),
                 }
             }
@@ -201,6 +225,7 @@ async fn start(
     socket: Socket,
     target: &str,
     peer: Peer,
+    notify: Option<mpsc::UnboundedSender<Notification>>,
 ) -> Result<Connection, ConnectError> {
     let tap = Tap::new(socket);
     let state = tap.state();
@@ -213,8 +238,22 @@ async fn start(
             source,
         })?;
     let driver = tokio::spawn(async move {
-        if let Err(error) = driver.await {
-            tracing::debug!(%error, "connection ended with an error");
+        let mut driver = driver;
+        // Driving it message by message hands notifications on; notices are dropped.
+        loop {
+            match std::future::poll_fn(|cx| driver.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notify {
+                        let _ = tx.send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "connection ended with an error");
+                    break;
+                }
+                None => break,
+            }
         }
     });
     tracing::debug!(target = %target, backend_pid = state.backend_pid(), "connected");

@@ -21,7 +21,7 @@ pub use connect_config::{
     redact_url, ConnectConfig, Keepalive, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_TCP_USER_TIMEOUT,
 };
-pub use connection::{connect, Connection};
+pub use connection::{connect, connect_listening, Connection};
 pub use env::{ProcessEnv, Source};
 pub use error::{ConfigError, ConnectError, PoolError};
 pub use holdfast_wire::{CommitState, Liveness, Snapshot, TxStatus, WireState};
