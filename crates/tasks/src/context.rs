@@ -1,0 +1,110 @@
+//! What a task body gets: its input, a pool for its own work, progress reporting and a way
+//! to see that it should stop; and what it returns when it fails.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use holdfast_pool::Pool;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::task::TaskId;
+
+/// Handed to a task body.
+#[derive(Debug, Clone)]
+pub struct TaskContext {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its kind.
+    pub kind: String,
+    /// Its input.
+    pub payload: Value,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The pool for the task's own database work (not the control plane's).
+    pub pool: Pool,
+    pub(crate) progress: Arc<Mutex<Option<(f32, String)>>>,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+impl TaskContext {
+    /// Reports progress (0 to 100, clamped); stored with the task at the next heartbeat.
+    pub fn progress(&self, percent: f32, message: impl Into<String>) {
+        let percent = if percent.is_nan() {
+            0.0
+        } else {
+            percent.clamp(0.0, 100.0)
+        };
+        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some((percent, message.into()));
+    }
+
+    /// True once the task should stop (lease lost, cancel requested, shutdown). The worker
+    /// also drops the task's future at that point; this is for work done outside it.
+    pub fn should_stop(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    pub(crate) fn take_progress(&self) -> Option<(f32, String)> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// Why a task attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    /// Kept as the task's last error.
+    pub message: String,
+    /// When false, the task is failed at once instead of retried.
+    pub retryable: bool,
+}
+
+impl TaskFailure {
+    /// A failure worth another attempt (after backoff).
+    pub fn retry(message: impl fmt::Display) -> TaskFailure {
+        TaskFailure {
+            message: message.to_string(),
+            retryable: true,
+        }
+    }
+
+    /// A failure no retry will fix.
+    pub fn permanent(message: impl fmt::Display) -> TaskFailure {
+        TaskFailure {
+            message: message.to_string(),
+            retryable: false,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for TaskFailure {
+    /// Database errors are retried when their class says so (conflicts, lost connections).
+    fn from(e: tokio_postgres::Error) -> Self {
+        TaskFailure {
+            retryable: holdfast_tx::is_retryable(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<holdfast_pool::PoolError> for TaskFailure {
+    fn from(e: holdfast_pool::PoolError) -> Self {
+        TaskFailure::retry(e)
+    }
+}
+
+impl<E: holdfast_tx::ClassifyError> From<holdfast_tx::TxError<E>> for TaskFailure {
+    fn from(e: holdfast_tx::TxError<E>) -> Self {
+        TaskFailure {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}

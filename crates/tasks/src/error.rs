@@ -1,0 +1,29 @@
+//! The one error type of holdfast-tasks.
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The schema name cannot be used.
+    #[error("invalid task schema name {0:?}: use 1 to 63 characters from a-z, 0-9 and _, not starting with a digit")]
+    InvalidSchema(String),
+    /// A setting is out of range.
+    #[error("{setting}: invalid value {value:?}; accepted: {accepted}")]
+    InvalidSetting {
+        /// The setting.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        accepted: String,
+    },
+    /// The database refused or failed.
+    #[error("task database operation failed: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No connection was available.
+    #[error(transparent)]
+    Pool(#[from] holdfast_pool::PoolError),
+    /// A state change inside a transaction failed.
+    #[error("task state change failed: {0}")]
+    Transaction(#[from] holdfast_tx::TxError<tokio_postgres::Error>),
+}

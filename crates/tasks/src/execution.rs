@@ -1,0 +1,206 @@
+//! One attempt of one task: the body runs while heartbeats keep the lease; a heartbeat that
+//! matches no row (lease lost), a cancel request or a lease that could not be renewed in
+//! time stops the body by dropping its future. Heartbeats stop once the body is done, and
+//! the outcome is written with retries until it lands or the lease runs out.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use holdfast_tx::{RetryPolicy, TransactionExt, TxError, TxOptions};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+use crate::context::{TaskContext, TaskFailure};
+use crate::queue::{Finish, Lease};
+use crate::task::Claimed;
+use crate::worker::{Handler, Shared};
+
+/// How the body's run ended.
+enum End {
+    Done(Result<(), TaskFailure>),
+    Cancelled,
+    /// A heartbeat matched no row: another worker or the rescuer has the task.
+    Lost,
+    /// No heartbeat got through before the lease ran out.
+    Expired,
+    /// Shutdown past its grace period.
+    Released,
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    task: Claimed,
+    handler: Option<Handler>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let config = &shared.config;
+    // Conservative: the server's expiry is its own now() + lease, taken after this.
+    let mut lease_until = Instant::now() + config.lease;
+    let Some(handler) = handler else {
+        let error = format!("no handler registered for task kind {:?}", task.kind);
+        tracing::error!(task = task.id, kind = %task.kind, "{error}");
+        let outcome = Finish::Failed {
+            error,
+            permanent: true,
+            retry_in: Duration::ZERO,
+        };
+        return finish(&shared, &task, outcome, lease_until).await;
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = TaskContext {
+        id: task.id,
+        kind: task.kind.clone(),
+        payload: task.payload.clone(),
+        attempt: task.attempt,
+        max_attempts: task.max_attempts,
+        pool: shared.work.clone(),
+        progress: Arc::new(Mutex::new(None)),
+        stop: stop_rx,
+    };
+    let started = Instant::now();
+    // A boxed future: dropping it below really ends the body (and returns what it holds,
+    // such as pooled connections) before the outcome is written.
+    let mut work = handler(ctx.clone());
+    let mut hard_stop = shared.hard_stop.subscribe();
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + config.heartbeat, config.heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let end = loop {
+        tokio::select! {
+            result = &mut work => break End::Done(result),
+            _ = beat.tick() => {
+                let sent = Instant::now();
+                let renewed = tokio::time::timeout(config.heartbeat, heartbeat(&shared, &task, ctx.take_progress())).await;
+                match renewed {
+                    Ok(Ok(Lease::Held { cancel: false })) => lease_until = sent + config.lease,
+                    Ok(Ok(Lease::Held { cancel: true })) => break End::Cancelled,
+                    Ok(Ok(Lease::Lost)) => break End::Lost,
+                    Ok(Err(error)) => {
+                        tracing::warn!(task = task.id, %error, "heartbeat failed; still holding the lease until it runs out");
+                    }
+                    Err(_) => tracing::warn!(task = task.id, "heartbeat timed out"),
+                }
+                if Instant::now() >= lease_until {
+                    break End::Expired;
+                }
+            }
+            _ = hard_stop.changed() => break End::Released,
+        }
+    };
+    // Whatever happens next, the body is over: tell it, and drop its future.
+    let _ = stop_tx.send(true);
+    drop(work);
+    shared.metrics.run_seconds.record(started.elapsed().as_secs_f64());
+    let outcome = match end {
+        End::Done(Ok(())) => Finish::Succeeded,
+        End::Done(Err(failure)) => Finish::Failed {
+            retry_in: retry_delay(&shared, task.attempt),
+            permanent: !failure.retryable,
+            error: failure.message,
+        },
+        End::Cancelled => Finish::Cancelled,
+        End::Released => Finish::Released,
+        End::Lost | End::Expired => {
+            shared.metrics.lost_leases.increment(1);
+            tracing::warn!(
+                task = task.id,
+                attempt = task.attempt,
+                "lease lost: the task's work was stopped and nothing more is written"
+            );
+            return;
+        }
+    };
+    finish(&shared, &task, outcome, lease_until).await;
+}
+
+async fn heartbeat(
+    shared: &Shared,
+    task: &Claimed,
+    progress: Option<(f32, String)>,
+) -> Result<Lease, crate::error::TaskError> {
+    let conn = shared.control.get().await?;
+    Ok(shared
+        .queue
+        .heartbeat(&conn, task, shared.config.lease, progress)
+        .await?)
+}
+
+/// The delay before attempt `attempt + 1`: doubling from `retry_base`, with full jitter
+/// over its upper half, at most `retry_max`.
+fn retry_delay(shared: &Shared, attempt: i32) -> Duration {
+    let c = &shared.config;
+    let doublings = attempt.saturating_sub(1).clamp(0, 20) as u32;
+    let bound = c.retry_base.saturating_mul(1u32 << doublings).min(c.retry_max);
+    bound.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// Writes the outcome, retrying on fresh connections until it lands, the lease turns out
+/// lost, or the lease runs out (then the rescuer takes the task over).
+async fn finish(shared: &Shared, task: &Claimed, outcome: Finish, lease_until: Instant) {
+    let mut tries = 0u32;
+    let mut uncertain = false;
+    loop {
+        tries += 1;
+        let (queue, t, o) = (shared.queue.clone(), task.clone(), outcome.clone());
+        let result: Result<bool, TxError<tokio_postgres::Error>> = shared
+            .control
+            .transaction(TxOptions::new().retry(RetryPolicy::never()), move |tx| {
+                let (queue, t, o) = (queue.clone(), t.clone(), o.clone());
+                Box::pin(async move { queue.finish(tx, &t, &o).await })
+            })
+            .await;
+        match result {
+            Ok(true) => {
+                record(shared, task, &outcome);
+                return;
+            }
+            Ok(false) if uncertain => {
+                // An earlier try whose outcome was unknown did land.
+                record(shared, task, &outcome);
+                return;
+            }
+            Ok(false) => {
+                shared.metrics.lost_leases.increment(1);
+                tracing::warn!(
+                    task = task.id,
+                    "lease lost before the outcome could be written; discarded"
+                );
+                return;
+            }
+            Err(error) => {
+                uncertain |= matches!(error, TxError::CommitOutcomeUnknown { .. });
+                let pause = Duration::from_millis(50)
+                    .saturating_mul(1 << tries.min(6))
+                    .mul_f64(fastrand::f64());
+                if Instant::now() + pause >= lease_until {
+                    tracing::error!(task = task.id, tries, %error, "the outcome could not be written before the lease ran out; the rescuer will take the task over");
+                    return;
+                }
+                shared.metrics.finalize_retries.increment(1);
+                tracing::warn!(task = task.id, tries, %error, retry_in_s = pause.as_secs_f64(), "writing the task's outcome failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+fn record(shared: &Shared, task: &Claimed, outcome: &Finish) {
+    let m = &shared.metrics;
+    match outcome {
+        Finish::Succeeded => m.succeeded.increment(1),
+        Finish::Failed { permanent, .. } if *permanent || task.attempt >= task.max_attempts => {
+            m.failed.increment(1)
+        }
+        Finish::Failed { .. } => m.retried.increment(1),
+        Finish::Cancelled => m.cancelled.increment(1),
+        Finish::Released => m.released.increment(1),
+    }
+    tracing::debug!(task = task.id, attempt = task.attempt, outcome = ?outcome_name(outcome), "task attempt finished");
+}
+
+fn outcome_name(outcome: &Finish) -> &'static str {
+    match outcome {
+        Finish::Succeeded => "succeeded",
+        Finish::Failed { .. } => "failed",
+        Finish::Cancelled => "cancelled",
+        Finish::Released => "released",
+    }
+}

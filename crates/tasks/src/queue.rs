@@ -1,0 +1,348 @@
+//! The queue's SQL: enqueue (also inside a caller's transaction), claim, and every later
+//! state change as a compare-and-set on `(id, attempt, lease_token)`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_pool::Pool;
+use tokio_postgres::Client;
+
+use crate::error::TaskError;
+use crate::schema::{check_schema_name, migrate};
+use crate::task::{Claimed, NewTask, TaskId, TaskRecord, TaskState};
+
+/// The state of a running task's lease, as a heartbeat found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// Still ours; `cancel` when a cancel was requested.
+    Held { cancel: bool },
+    /// No row matched: someone else holds the task now, or it was finished.
+    Lost,
+}
+
+/// The SQL of one schema, built once.
+#[derive(Debug)]
+struct Sql {
+    enqueue: String,
+    claim: String,
+    heartbeat: String,
+    succeed: String,
+    fail: String,
+    cancelled: String,
+    release: String,
+    cancel: String,
+    get: String,
+    counts: String,
+    rescue: String,
+}
+
+/// A task queue in one schema. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    schema: Arc<str>,
+    sql: Arc<Sql>,
+}
+
+/// Columns of a lease check: the task must still be running under our claim.
+const OURS: &str = "id = $1 AND attempt = $2 AND lease_token = $3 AND state = 'running'";
+/// Columns cleared when a lease ends.
+const NO_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()";
+
+impl Queue {
+    /// The queue in `schema` (created by [`Queue::migrate`]).
+    pub fn new(schema: &str) -> Result<Queue, TaskError> {
+        check_schema_name(schema)?;
+        let s = schema;
+        let sql = Sql {
+            enqueue: format!(
+                "WITH inserted AS (
+                    INSERT INTO {s}.tasks (kind, payload, priority, max_attempts, run_at, unique_key)
+                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6)
+                    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait')
+                    DO NOTHING
+                    RETURNING id
+                 )
+                 SELECT id, pg_notify('{s}_tasks', '') FROM inserted"
+            ),
+            claim: format!(
+                "WITH next AS (
+                    SELECT id FROM {s}.tasks
+                    WHERE (state IN ('available', 'retry_wait') AND run_at <= now())
+                       OR (state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
+                           AND NOT cancel_requested)
+                    ORDER BY priority DESC, run_at, id
+                    LIMIT $1
+                    FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE {s}.tasks t
+                 SET state = 'running', attempt = t.attempt + 1, lease_owner = $2, lease_token = $3,
+                     lease_expires_at = now() + $4 * interval '1 millisecond', heartbeat_at = now(),
+                     started_at = coalesce(t.started_at, now()), updated_at = now()
+                 FROM next WHERE t.id = next.id
+                 RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts"
+            ),
+            heartbeat: format!(
+                "UPDATE {s}.tasks
+                 SET heartbeat_at = now(), lease_expires_at = now() + $4 * interval '1 millisecond',
+                     progress_percent = coalesce($5, progress_percent),
+                     progress_message = coalesce($6, progress_message), updated_at = now()
+                 WHERE {OURS}
+                 RETURNING cancel_requested"
+            ),
+            succeed: format!(
+                "UPDATE {s}.tasks
+                 SET state = 'succeeded', finished_at = now(), progress_percent = 100, {NO_LEASE}
+                 WHERE {OURS}"
+            ),
+            fail: format!(
+                "UPDATE {s}.tasks
+                 SET state = CASE WHEN $5 OR attempt >= max_attempts THEN 'failed' ELSE 'retry_wait' END::{s}.task_state,
+                     finished_at = CASE WHEN $5 OR attempt >= max_attempts THEN now() END,
+                     run_at = now() + $6 * interval '1 millisecond',
+                     last_error = $4, {NO_LEASE}
+                 WHERE {OURS}
+                 RETURNING state::text"
+            ),
+            cancelled: format!(
+                "UPDATE {s}.tasks SET state = 'cancelled', finished_at = now(), {NO_LEASE} WHERE {OURS}"
+            ),
+            release: format!(
+                "UPDATE {s}.tasks SET state = 'available', attempt = attempt - 1, run_at = now(), {NO_LEASE}
+                 WHERE {OURS}"
+            ),
+            cancel: format!(
+                "UPDATE {s}.tasks
+                 SET cancel_requested = true,
+                     state = CASE WHEN state IN ('available', 'retry_wait') THEN 'cancelled' ELSE state END::{s}.task_state,
+                     finished_at = CASE WHEN state IN ('available', 'retry_wait') THEN now() ELSE finished_at END,
+                     updated_at = now()
+                 WHERE id = $1 AND state IN ('available', 'retry_wait', 'running')"
+            ),
+            get: format!(
+                "SELECT id, kind, payload, state::text, attempt, max_attempts, lease_owner, progress_percent,
+                        progress_message, last_error, cancel_requested
+                 FROM {s}.tasks WHERE id = $1"
+            ),
+            counts: format!("SELECT state::text, count(*) FROM {s}.tasks GROUP BY state"),
+            rescue: format!(
+                "WITH expired AS (
+                    SELECT id FROM {s}.tasks
+                    WHERE state = 'running' AND lease_expires_at < now()
+                    ORDER BY lease_expires_at
+                    LIMIT $1
+                    FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE {s}.tasks t
+                 SET state = CASE WHEN t.cancel_requested THEN 'cancelled'
+                                  WHEN t.attempt >= t.max_attempts THEN 'failed'
+                                  ELSE 'available' END::{s}.task_state,
+                     finished_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN now() END,
+                     last_error = 'lease expired: worker ' || coalesce(t.lease_owner, '?') || ' stopped heartbeating',
+                     run_at = now(), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+                 FROM expired WHERE t.id = expired.id
+                 RETURNING t.state::text"
+            ),
+        };
+        Ok(Queue {
+            schema: schema.into(),
+            sql: Arc::new(sql),
+        })
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The channel enqueues notify (`<schema>_tasks`).
+    pub fn channel(&self) -> String {
+        format!("{}_tasks", self.schema)
+    }
+
+    /// Creates or upgrades the schema; returns the versions applied now.
+    pub async fn migrate(&self, pool: &Pool) -> Result<Vec<i32>, TaskError> {
+        let mut conn = pool.get().await?;
+        migrate(&mut conn, &self.schema).await
+    }
+
+    /// Enqueues a task through `client`: a pooled connection, or a transaction (`&*tx`) so
+    /// that the task exists exactly when the rows it is about do. Returns `None` when a
+    /// task with the same unique key is already active. Workers listening are woken when
+    /// the enclosing transaction commits.
+    pub async fn enqueue(&self, client: &Client, task: &NewTask) -> Result<Option<TaskId>, TaskError> {
+        if task.max_attempts < 1 {
+            return Err(TaskError::InvalidSetting {
+                setting: "max_attempts",
+                value: task.max_attempts.to_string(),
+                accepted: "1 or more".into(),
+            });
+        }
+        let row = client
+            .query_opt(
+                &self.sql.enqueue,
+                &[
+                    &task.kind,
+                    &task.payload,
+                    &task.priority,
+                    &task.max_attempts,
+                    &task.run_at,
+                    &task.unique_key,
+                ],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Cancels a task: one waiting is cancelled at once; one running stops at its next
+    /// heartbeat. Returns false when the task is unknown or already final.
+    pub async fn cancel(&self, client: &Client, id: TaskId) -> Result<bool, TaskError> {
+        Ok(client.execute(&self.sql.cancel, &[&id]).await? == 1)
+    }
+
+    /// Reads a task.
+    pub async fn get(&self, client: &Client, id: TaskId) -> Result<Option<TaskRecord>, TaskError> {
+        let Some(r) = client.query_opt(&self.sql.get, &[&id]).await? else {
+            return Ok(None);
+        };
+        let state: String = r.get(3);
+        Ok(Some(TaskRecord {
+            id: r.get(0),
+            kind: r.get(1),
+            payload: r.get(2),
+            state: state.parse().unwrap_or(TaskState::Failed),
+            attempt: r.get(4),
+            max_attempts: r.get(5),
+            lease_owner: r.get(6),
+            progress_percent: r.get(7),
+            progress_message: r.get(8),
+            last_error: r.get(9),
+            cancel_requested: r.get(10),
+        }))
+    }
+
+    /// Tasks by state.
+    pub async fn counts(&self, client: &Client) -> Result<HashMap<TaskState, i64>, TaskError> {
+        let mut counts: HashMap<TaskState, i64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
+        for row in client.query(&self.sql.counts, &[]).await? {
+            let state: String = row.get(0);
+            if let Ok(state) = state.parse() {
+                counts.insert(state, row.get(1));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Claims up to `limit` ready tasks (and expired leases with attempts left) for `owner`.
+    pub(crate) async fn claim(
+        &self,
+        client: &Client,
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+        let token = fastrand::i64(1..i64::MAX);
+        let rows = client
+            .query(&self.sql.claim, &[&limit, &owner, &token, &millis(lease)])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Claimed {
+                id: r.get(0),
+                kind: r.get(1),
+                payload: r.get(2),
+                attempt: r.get(3),
+                max_attempts: r.get(4),
+                token,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn heartbeat(
+        &self,
+        client: &Client,
+        task: &Claimed,
+        lease: Duration,
+        progress: Option<(f32, String)>,
+    ) -> Result<Lease, tokio_postgres::Error> {
+        let (percent, message) = match progress {
+            Some((p, m)) => (Some(p), Some(m)),
+            None => (None, None),
+        };
+        let row = client
+            .query_opt(
+                &self.sql.heartbeat,
+                &[
+                    &task.id,
+                    &task.attempt,
+                    &task.token,
+                    &millis(lease),
+                    &percent,
+                    &message,
+                ],
+            )
+            .await?;
+        Ok(match row {
+            Some(r) => Lease::Held { cancel: r.get(0) },
+            None => Lease::Lost,
+        })
+    }
+
+    /// The final write of an attempt. Returns whether our lease still held (one row).
+    pub(crate) async fn finish(
+        &self,
+        client: &Client,
+        task: &Claimed,
+        outcome: &Finish,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&task.id, &task.attempt, &task.token];
+        let rows = match outcome {
+            Finish::Succeeded => client.execute(&self.sql.succeed, &key).await?,
+            Finish::Cancelled => client.execute(&self.sql.cancelled, &key).await?,
+            Finish::Released => client.execute(&self.sql.release, &key).await?,
+            Finish::Failed {
+                error,
+                permanent,
+                retry_in,
+            } => client
+                .query(
+                    &self.sql.fail,
+                    &[
+                        &task.id,
+                        &task.attempt,
+                        &task.token,
+                        error,
+                        permanent,
+                        &millis(*retry_in),
+                    ],
+                )
+                .await?
+                .len() as u64,
+        };
+        Ok(rows == 1)
+    }
+
+    /// Re-queues up to `page` tasks whose lease expired (or fails them when out of
+    /// attempts, or cancels them when a cancel was requested); returns how many.
+    pub(crate) async fn rescue(&self, client: &Client, page: i64) -> Result<u64, tokio_postgres::Error> {
+        Ok(client.query(&self.sql.rescue, &[&page]).await?.len() as u64)
+    }
+}
+
+/// How an attempt ends.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Finish {
+    Succeeded,
+    Failed {
+        error: String,
+        permanent: bool,
+        retry_in: Duration,
+    },
+    Cancelled,
+    /// Given back on shutdown, without counting the attempt.
+    Released,
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

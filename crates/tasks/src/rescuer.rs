@@ -1,0 +1,64 @@
+//! The rescuer: re-queues tasks whose lease expired (their worker died, hung, or lost the
+//! database for longer than the lease), fails those out of attempts, and never touches a
+//! task whose lease is live.
+
+use holdfast_pool::Pool;
+
+use crate::error::TaskError;
+use crate::metrics::TaskMetrics;
+use crate::queue::Queue;
+
+/// Rows rescued per statement.
+const PAGE: i64 = 100;
+
+/// Rescues expired leases of one queue.
+#[derive(Debug, Clone)]
+pub struct Rescuer {
+    queue: Queue,
+    pool: Pool,
+}
+
+impl Rescuer {
+    /// A rescuer for `queue`, working through `pool`.
+    pub fn new(queue: Queue, pool: Pool) -> Rescuer {
+        Rescuer { queue, pool }
+    }
+
+    /// One pass: rescues every expired lease, a page at a time; returns how many.
+    pub async fn run_once(&self) -> Result<u64, TaskError> {
+        let conn = self.pool.get().await?;
+        let mut total = 0;
+        loop {
+            let n = self.queue.rescue(&conn, PAGE).await?;
+            total += n;
+            if n < PAGE as u64 {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(
+                schema = self.queue.schema(),
+                rescued = total,
+                "re-queued tasks whose lease expired"
+            );
+        }
+        Ok(total)
+    }
+
+    pub(crate) async fn run(self, interval: std::time::Duration, metrics: &TaskMetrics) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.run_once().await {
+                Ok(n) => metrics.rescued.increment(n),
+                Err(error) => tracing::debug!(%error, "rescue pass failed; next pass will try again"),
+            }
+            if let Ok(conn) = self.pool.get().await {
+                if let Ok(counts) = self.queue.counts(&conn).await {
+                    metrics.states(&counts);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! Workers: claim tasks up to a concurrency limit, run them under a lease, and stop in
+//! order. One start/stop lifecycle; `spawn` returns a handle whose `shutdown` stops claiming,
+//! lets running tasks finish within a grace period and releases the leases of the rest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use holdfast_pool::Pool;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::context::{TaskContext, TaskFailure};
+use crate::error::TaskError;
+use crate::execution;
+use crate::listener;
+use crate::metrics::TaskMetrics;
+use crate::queue::Queue;
+use crate::rescuer::Rescuer;
+
+/// A task body: given its context, does the work.
+pub type Handler = Arc<dyn Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync>;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Tasks run at once (default 4).
+    pub concurrency: usize,
+    /// How long a claim or heartbeat holds a task (default 30 s).
+    pub lease: Duration,
+    /// Time between heartbeats (default lease / 3).
+    pub heartbeat: Duration,
+    /// How often to look for work when no notification comes (default 1 s).
+    pub poll_interval: Duration,
+    /// LISTEN for enqueues to wake at once (default true; turn off behind PgBouncer in
+    /// transaction mode, where polling is the only way).
+    pub listen: bool,
+    /// How long shutdown waits for running tasks before releasing their leases (default 30 s).
+    pub shutdown_grace: Duration,
+    /// First retry delay of a failed task; doubles each attempt, with jitter (default 1 s).
+    pub retry_base: Duration,
+    /// Longest retry delay (default 10 min).
+    pub retry_max: Duration,
+    /// Run a rescuer in this worker (default true).
+    pub rescue: bool,
+    /// How often the rescuer looks for expired leases (default 1 s).
+    pub rescue_interval: Duration,
+    /// This worker's name in leases and logs (default `<host>-<pid>-<n>`).
+    pub owner: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        WorkerConfig {
+            concurrency: 4,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+            listen: true,
+            shutdown_grace: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            rescue: true,
+            rescue_interval: Duration::from_secs(1),
+            owner: format!(
+                "{host}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Sets the lease and a heartbeat of a third of it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self.heartbeat = lease / 3;
+        self
+    }
+
+    /// Sets the concurrency limit.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    fn validate(&self) -> Result<(), TaskError> {
+        let bad = |setting: &'static str, value: String, accepted: &str| {
+            Err(TaskError::InvalidSetting {
+                setting,
+                value,
+                accepted: accepted.into(),
+            })
+        };
+        if self.concurrency == 0 {
+            return bad("concurrency", "0".into(), "1 or more");
+        }
+        if self.lease < Duration::from_millis(100) {
+            return bad("lease", format!("{:?}", self.lease), "at least 100 ms");
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.lease {
+            return bad(
+                "heartbeat",
+                format!("{:?}", self.heartbeat),
+                "above zero and below the lease",
+            );
+        }
+        if self.poll_interval.is_zero() || self.rescue_interval.is_zero() {
+            return bad("poll_interval / rescue_interval", "0".into(), "above zero");
+        }
+        Ok(())
+    }
+}
+
+/// What a worker needs while it runs, shared by its tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) queue: Queue,
+    /// Claim, heartbeat, finalize, rescue: a small pool of its own so that task bodies and
+    /// the rest of the application cannot starve it.
+    pub(crate) control: Pool,
+    /// Handed to task bodies.
+    pub(crate) work: Pool,
+    pub(crate) config: WorkerConfig,
+    pub(crate) metrics: TaskMetrics,
+    /// Set on shutdown: running tasks' contexts see it; past the grace period their futures
+    /// are dropped and leases released.
+    pub(crate) hard_stop: watch::Sender<bool>,
+}
+
+/// A worker being configured.
+pub struct Worker {
+    queue: Queue,
+    control: Pool,
+    work: Pool,
+    config: WorkerConfig,
+    handlers: HashMap<String, Handler>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("queue", &self.queue)
+            .field("config", &self.config)
+            .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker for `queue`. `control` carries claims, heartbeats and final writes (size it
+    /// small: 2 connections plus one per 8 concurrent tasks is plenty); `work` is handed to
+    /// task bodies.
+    pub fn new(queue: Queue, control: Pool, work: Pool, config: WorkerConfig) -> Worker {
+        Worker {
+            queue,
+            control,
+            work,
+            config,
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Registers the body of tasks of `kind`.
+    pub fn handle<F>(mut self, kind: &str, body: F) -> Self
+    where
+        F: Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync + 'static,
+    {
+        self.handlers.insert(kind.to_string(), Arc::new(body));
+        self
+    }
+
+    /// Starts the worker on the current tokio runtime.
+    pub fn spawn(self) -> Result<WorkerHandle, TaskError> {
+        self.config.validate()?;
+        let shared = Arc::new(Shared {
+            metrics: TaskMetrics::new(self.queue.schema()),
+            queue: self.queue,
+            control: self.control,
+            work: self.work,
+            config: self.config,
+            hard_stop: watch::channel(false).0,
+        });
+        let (stop_claiming, claiming) = watch::channel(false);
+        let handlers = Arc::new(self.handlers);
+        let main = tokio::spawn(run(Arc::clone(&shared), handlers, claiming));
+        Ok(WorkerHandle {
+            shared,
+            stop_claiming,
+            main,
+        })
+    }
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    stop_claiming: watch::Sender<bool>,
+    main: tokio::task::JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// The worker's name, as written in leases.
+    pub fn owner(&self) -> &str {
+        &self.shared.config.owner
+    }
+
+    /// Stops claiming, lets running tasks finish within the grace period, then stops the
+    /// rest and releases their leases (without counting the attempt) so that other workers
+    /// take them at once.
+    pub async fn shutdown(self) {
+        let _ = self.stop_claiming.send(true);
+        let _ = self.main.await;
+    }
+
+    /// Ends the worker as a crash would: nothing is finished or released; leases expire and
+    /// the rescuer (of any worker) takes the tasks over. For tests and fault drills.
+    pub fn abort(self) {
+        self.main.abort();
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    handlers: Arc<HashMap<String, Handler>>,
+    mut claiming: watch::Receiver<bool>,
+) {
+    let config = &shared.config;
+    let wake = Arc::new(Notify::new());
+    let mut background = JoinSet::new();
+    if config.listen {
+        background.spawn(listener::run(
+            shared.control.config().connect.clone(),
+            shared.queue.channel(),
+            Arc::clone(&wake),
+        ));
+    }
+    if config.rescue {
+        let rescuer = Rescuer::new(shared.queue.clone(), shared.control.clone());
+        let interval = config.rescue_interval;
+        let shared = Arc::clone(&shared);
+        background.spawn(async move { rescuer.run(interval, &shared.metrics).await });
+    }
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let mut tasks = JoinSet::new();
+    loop {
+        if *claiming.borrow() {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        let mut claimed = Vec::new();
+        if free > 0 {
+            let started = Instant::now();
+            match claim(&shared, free).await {
+                Ok(found) => claimed = found,
+                Err(error) => tracing::warn!(owner = %config.owner, %error, "claim failed; will try again"),
+            }
+            shared
+                .metrics
+                .claim_seconds
+                .record(started.elapsed().as_secs_f64());
+        }
+        let full = claimed.len() == free;
+        for task in claimed {
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                break;
+            };
+            shared.metrics.claimed.increment(1);
+            let handler = handlers.get(&task.kind).cloned();
+            tasks.spawn(execution::run(Arc::clone(&shared), task, handler, permit));
+        }
+        if full && free > 0 {
+            continue;
+        }
+        // Wait for a reason to look again: an enqueue, a free slot, the poll interval, or
+        // shutdown.
+        let slot_freed = async {
+            if slots.available_permits() == 0 {
+                let _ = slots.acquire().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = slot_freed => {}
+            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = claiming.changed() => {}
+        }
+    }
+    // Shutdown: no more claims. Running tasks get the grace period, then are stopped and
+    // their leases released.
+    tracing::info!(owner = %config.owner, running = tasks.len(), "worker stopping");
+    let grace = tokio::time::sleep(config.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut grace => {
+                let _ = shared.hard_stop.send(true);
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    background.shutdown().await;
+    tracing::info!(owner = %config.owner, "worker stopped");
+}
+
+async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>, TaskError> {
+    let conn = shared.control.get().await?;
+    let claimed = shared
+        .queue
+        .claim(&conn, &shared.config.owner, shared.config.lease, free as i64)
+        .await?;
+    Ok(claimed)
+}
