@@ -1,0 +1,347 @@
+//! Promise 7 under real faults: connections cut mid-task and during the final write, the
+//! final COMMIT's reply lost, the database stopped and started, a worker aborted, a worker
+//! process killed. After each, every task is final, none is stuck, each enqueued task exists
+//! once with its row, and a success is written once.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_faults::{Action, FaultProxy, Faults, MessageRule, ProxyHandle, Trigger};
+use holdfast_pool::Pool;
+use holdfast_tasks::{NewTask, Queue, TaskContext, TaskFailure, TaskState, Worker, WorkerHandle};
+use holdfast_tempdb::{ClusterOptions, TempCluster};
+use holdfast_tx::{TransactionExt, TxOptions};
+use serde_json::json;
+use support::{counts, database, eventually, fast, pool, settled, BOUND};
+use tokio::sync::watch;
+
+/// Enqueues `n` tasks, each in one transaction with its episode row.
+async fn enqueue_episodes(queue: &Queue, admin: &Pool, n: i64) {
+    for i in 0..n {
+        let q = queue.clone();
+        admin
+            .transaction(TxOptions::new(), move |tx| {
+                let q = q.clone();
+                Box::pin(async move {
+                    let id = q
+                        .enqueue(tx, &NewTask::new("assemble", json!({ "episode": i })))
+                        .await?
+                        .ok_or("no id")?;
+                    tx.execute("INSERT INTO episodes (id, task_id) VALUES ($1, $2)", &[&i, &id])
+                        .await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                })
+            })
+            .await
+            .expect("enqueue with its row");
+    }
+}
+
+/// The body: record the attempt's side effect, then wait for the test to let it finish.
+fn assemble(
+    go: watch::Receiver<bool>,
+    started: Arc<AtomicU32>,
+) -> impl Fn(TaskContext) -> futures_util::future::BoxFuture<'static, Result<(), TaskFailure>>
+       + Send
+       + Sync
+       + 'static {
+    move |ctx| {
+        let mut go = go.clone();
+        let started = Arc::clone(&started);
+        Box::pin(async move {
+            let conn = ctx.pool.get().await?;
+            conn.execute(
+                "INSERT INTO effects (task_id, attempt) VALUES ($1, $2)",
+                &[&ctx.id, &ctx.attempt],
+            )
+            .await?;
+            drop(conn);
+            started.fetch_add(1, Ordering::SeqCst);
+            let _ = go.wait_for(|go| *go).await;
+            Ok(())
+        })
+    }
+}
+
+struct Fleet {
+    workers: Vec<WorkerHandle>,
+    go: watch::Sender<bool>,
+    started: Arc<AtomicU32>,
+}
+
+/// `n` workers of `concurrency` each, through `url`.
+fn fleet(queue: &Queue, url: &str, n: usize, concurrency: usize) -> Fleet {
+    let (go, rx) = watch::channel(false);
+    let started = Arc::new(AtomicU32::new(0));
+    let workers = (0..n)
+        .map(|i| {
+            Worker::new(
+                queue.clone(),
+                pool(url, &format!("hf-ctl-{i}"), 2),
+                pool(url, &format!("hf-work-{i}"), 2),
+                fast(concurrency),
+            )
+            .handle("assemble", assemble(rx.clone(), Arc::clone(&started)))
+            .spawn()
+            .expect("worker")
+        })
+        .collect();
+    Fleet { workers, go, started }
+}
+
+/// The invariants every fault test ends with.
+async fn assert_settled_once(queue: &Queue, admin: &Pool, n: i64) {
+    let c = settled(queue, admin, n).await;
+    assert_eq!(c[&TaskState::Succeeded], n, "every task succeeded: {c:?}");
+    let conn = admin.get().await.expect("get");
+    let row = conn
+        .query_one(
+            &format!(
+                "SELECT count(*), count(DISTINCT e.task_id), count(t.id)
+                 FROM episodes e LEFT JOIN {}.tasks t ON t.id = e.task_id",
+                queue.schema()
+            ),
+            &[],
+        )
+        .await
+        .expect("join");
+    let (episodes, distinct, joined): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (episodes, distinct, joined),
+        (n, n, n),
+        "each episode has its one task, none lost or doubled"
+    );
+    let missing: i64 = conn
+        .query_one(
+            &format!("SELECT count(*) FROM {}.tasks t WHERE NOT EXISTS (SELECT 1 FROM effects e WHERE e.task_id = t.id)", queue.schema()),
+            &[],
+        )
+        .await
+        .expect("effects")
+        .get(0);
+    assert_eq!(missing, 0, "every succeeded task ran");
+    let live: i64 = conn
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {}.tasks WHERE lease_owner IS NOT NULL",
+                queue.schema()
+            ),
+            &[],
+        )
+        .await
+        .expect("leases")
+        .get(0);
+    assert_eq!(live, 0, "no lease left behind");
+}
+
+async fn attempts(queue: &Queue, admin: &Pool) -> Vec<i32> {
+    let conn = admin.get().await.expect("get");
+    conn.query(
+        &format!("SELECT attempt FROM {}.tasks ORDER BY id", queue.schema()),
+        &[],
+    )
+    .await
+    .expect("attempts")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn proxied(schema: &str) -> (ProxyHandle, String, Queue, Pool) {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let (direct, queue, admin) = database(cluster, schema).await;
+    let proxy = FaultProxy::start_local(SocketAddr::from(([127, 0, 0, 1], cluster.port())))
+        .await
+        .expect("proxy");
+    let db = direct.rsplit('/').next().expect("db name").to_string();
+    let via = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port());
+    (proxy, via, queue, admin)
+}
+
+async fn all_started(fleet: &Fleet, n: u32) {
+    eventually("tasks running", || async {
+        fleet.started.load(Ordering::SeqCst) >= n
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_every_connection_mid_task() {
+    let (proxy, via, queue, admin) = proxied("f_cut").await;
+    let n = 24;
+    enqueue_episodes(&queue, &admin, n).await;
+    let fleet = fleet(&queue, &via, 3, 8);
+    all_started(&fleet, n as u32).await;
+    assert!(proxy.reset_all() > 0);
+    fleet.go.send_replace(true);
+    assert_settled_once(&queue, &admin, n).await;
+    for w in fleet.workers {
+        w.shutdown().await;
+    }
+}
+
+/// Re-arms a once-rule each time it fires, `times` times.
+async fn keep_firing(proxy: &ProxyHandle, rule: MessageRule, times: u64) {
+    let faults = Faults {
+        rule: Some(rule),
+        ..Faults::none()
+    };
+    for fired in 0..times {
+        proxy.set(faults.clone()).expect("rule");
+        eventually("the rule fired", || async {
+            proxy.counters().faults_fired > fired
+        })
+        .await;
+    }
+    proxy.clear();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_final_write() {
+    let (proxy, via, queue, admin) = proxied("f_final").await;
+    let n = 12;
+    enqueue_episodes(&queue, &admin, n).await;
+    let fleet = fleet(&queue, &via, 2, 6);
+    all_started(&fleet, n as u32).await;
+    let rule = MessageRule {
+        trigger: Trigger::Commit,
+        action: Action::CutBefore,
+        once: true,
+    };
+    let firing = keep_firing(&proxy, rule, 5);
+    fleet.go.send_replace(true);
+    tokio::time::timeout(BOUND, firing)
+        .await
+        .expect("fired five times");
+    assert_settled_once(&queue, &admin, n).await;
+    for w in fleet.workers {
+        w.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_final_commits_reply() {
+    let (proxy, via, queue, admin) = proxied("f_reply").await;
+    let n = 12;
+    enqueue_episodes(&queue, &admin, n).await;
+    let fleet = fleet(&queue, &via, 2, 6);
+    all_started(&fleet, n as u32).await;
+    // Every final COMMIT loses its reply.
+    proxy
+        .set(Faults {
+            rule: Some(MessageRule {
+                trigger: Trigger::Commit,
+                action: Action::DropReply,
+                once: false,
+            }),
+            ..Faults::none()
+        })
+        .expect("rule");
+    fleet.go.send_replace(true);
+    assert_settled_once(&queue, &admin, n).await;
+    assert!(
+        attempts(&queue, &admin).await.iter().all(|a| *a == 1),
+        "a success whose reply was lost is resolved, never run again"
+    );
+    assert!(
+        proxy.counters().faults_fired >= n as u64,
+        "every final write lost its reply"
+    );
+    for w in fleet.workers {
+        w.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_database_for_a_while() {
+    let cluster = TempCluster::start(ClusterOptions::default()).expect("own cluster");
+    let (url, queue, admin) = database(&cluster, "f_down").await;
+    let n = 10;
+    enqueue_episodes(&queue, &admin, n).await;
+    let fleet = fleet(&queue, &url, 2, 5);
+    all_started(&fleet, n as u32).await;
+    tokio::task::block_in_place(|| cluster.stop()).expect("stop");
+    // The outage itself: longer than the lease, so leases run out while the database is away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| cluster.start_again()).expect("start");
+    fleet.go.send_replace(true);
+    assert_settled_once(&queue, &admin, n).await;
+    for w in fleet.workers {
+        w.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_workers_tasks_are_rescued() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let (url, queue, admin) = database(cluster, "f_abort").await;
+    let n = 6;
+    enqueue_episodes(&queue, &admin, n).await;
+    let doomed = fleet(&queue, &url, 1, 6);
+    all_started(&doomed, n as u32).await;
+    for w in doomed.workers {
+        w.abort();
+    }
+    let survivor = fleet(&queue, &url, 1, 6);
+    survivor.go.send_replace(true);
+    assert_settled_once(&queue, &admin, n).await;
+    assert!(
+        attempts(&queue, &admin).await.iter().all(|a| *a == 2),
+        "each ran again, once"
+    );
+    for w in survivor.workers {
+        w.shutdown().await;
+    }
+}
+
+/// The child side of the two-process test: a worker that starts every task and never
+/// finishes, until the parent kills the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_is_rescued_by_another() {
+    if let Ok(url) = std::env::var("HOLDFAST_TASKS_CHILD_URL") {
+        let queue = Queue::new("f_process").expect("queue");
+        let fleet = fleet(&queue, &url, 1, 8);
+        all_started(&fleet, 4).await;
+        println!("CHILD RUNNING");
+        std::future::pending::<()>().await;
+    }
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let (url, queue, admin) = database(cluster, "f_process").await;
+    let n = 4;
+    enqueue_episodes(&queue, &admin, n).await;
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args([
+            "--exact",
+            "a_killed_worker_process_is_rescued_by_another",
+            "--nocapture",
+        ])
+        .env("HOLDFAST_TASKS_CHILD_URL", &url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("child worker process");
+    let stdout = child.stdout.take().expect("stdout");
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        lines.any(|l| l.is_ok_and(|l| l.contains("CHILD RUNNING")))
+    })
+    .await
+    .expect("reader")
+    .then_some(())
+    .expect("the child started its tasks");
+    let c = counts(&queue, &admin).await;
+    assert_eq!(c[&TaskState::Running], n, "the child holds every task: {c:?}");
+    child.kill().expect("SIGKILL the worker process");
+    child.wait().expect("reap");
+    let survivor = fleet(&queue, &url, 1, 4);
+    survivor.go.send_replace(true);
+    assert_settled_once(&queue, &admin, n).await;
+    for w in survivor.workers {
+        w.shutdown().await;
+    }
+}
