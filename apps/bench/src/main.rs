@@ -8,6 +8,7 @@ mod proxy_faults;
 mod relay;
 mod stats;
 mod tap_cost;
+mod task_throughput;
 mod tx_cost;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Bench {
     Proxy(proxy_faults::Args),
     /// pool.transaction against hand-written BEGIN/COMMIT.
     Tx(tx_cost::Args),
+    /// No-op tasks per second against the same SQL in pgbench.
+    Tasks(task_throughput::Args),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,5 +42,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Pools(args) => pools::run(args),
         Bench::Proxy(args) => proxy_faults::run(args),
         Bench::Tx(args) => tx_cost::run(args),
+        Bench::Tasks(args) => task_throughput::run(args),
     }
 }

@@ -62,6 +62,13 @@ pub enum Trigger {
         /// Text the statement starts with.
         prefix: String,
     },
+    /// The execution of a statement whose text starts with `prefix`: a simple `Query`, or
+    /// the `Execute` of a prepared statement (the proxy remembers each connection's
+    /// statements by name). The action covers its whole request (up to the `Sync`).
+    Execute {
+        /// Text the statement starts with.
+        prefix: String,
+    },
 }
 
 /// What to do when a [`Trigger`] matches a message the client sends.
@@ -146,7 +153,7 @@ impl Faults {
             }
         }
         if let Some(MessageRule {
-            trigger: Trigger::Query { prefix } | Trigger::Parse { prefix },
+            trigger: Trigger::Query { prefix } | Trigger::Parse { prefix } | Trigger::Execute { prefix },
             ..
         }) = &self.rule
         {

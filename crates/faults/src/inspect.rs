@@ -41,6 +41,73 @@ pub(crate) struct Inspector {
     backend: Framer,
     observer: Observer,
     pub(crate) armed: Option<Armed>,
+    statements: Statements,
+}
+
+/// A prepared statement's name and the first bytes of its text.
+type Prepared = (Box<[u8]>, Box<[u8]>);
+
+/// Prepared statements' texts by name (their first bytes), to know what an `Execute` runs.
+#[derive(Debug, Default)]
+struct Statements {
+    by_name: Vec<Prepared>,
+    /// The text of the statement the last `Bind` bound.
+    bound: Option<Box<[u8]>>,
+}
+
+/// Statements remembered per connection (oldest forgotten first).
+const STATEMENTS_MAX: usize = 256;
+
+impl Statements {
+    fn parsed(&mut self, name: &[u8], text: &[u8]) {
+        self.by_name.retain(|(n, _)| &**n != name);
+        if self.by_name.len() == STATEMENTS_MAX {
+            self.by_name.remove(0);
+        }
+        self.by_name.push((name.into(), text.into()));
+    }
+
+    fn bound(&mut self, name: &[u8]) {
+        self.bound = self
+            .by_name
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, t)| t.clone());
+    }
+
+    fn closed(&mut self, name: &[u8]) {
+        self.by_name.retain(|(n, _)| &**n != name);
+    }
+
+    /// Follows one client message.
+    fn follow(&mut self, frame: &holdfast_wire::Frame<'_>) {
+        match frame.tag {
+            Tag::Typed(b'P') => {
+                let (name, text) = cstr(frame.prefix);
+                let (text, _) = cstr(text);
+                self.parsed(name, text);
+            }
+            Tag::Typed(b'B') => {
+                let (_portal, rest) = cstr(frame.prefix);
+                let (statement, _) = cstr(rest);
+                self.bound(statement);
+            }
+            Tag::Typed(b'C') => {
+                if let Some((b'S', name)) = frame.prefix.split_first() {
+                    self.closed(cstr(name).0);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A C string and what follows it.
+fn cstr(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|b| *b == 0) {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, &[]),
+    }
 }
 
 impl Inspector {
@@ -50,6 +117,7 @@ impl Inspector {
             backend: Framer::new(Direction::Backend),
             observer: Observer::new(),
             armed: None,
+            statements: Statements::default(),
         }
     }
 
@@ -71,6 +139,7 @@ impl Inspector {
             frontend,
             observer,
             armed,
+            statements,
             ..
         } = self;
         let held = data.len() - new;
@@ -90,7 +159,9 @@ impl Inspector {
             let commits_before = observer.state().commits_written();
             observer.frontend_bytes(&data[fed..end]);
             fed = end;
-            let matched = rule.is_some_and(|r| matches(&r.trigger, &frame, observer, commits_before));
+            statements.follow(&frame);
+            let matched =
+                rule.is_some_and(|r| matches(&r.trigger, &frame, observer, commits_before, statements));
             if let (true, Some(r)) = (matched && armed.is_none(), rule) {
                 fired = true;
                 match r.action {
@@ -183,8 +254,17 @@ fn matches(
     frame: &holdfast_wire::Frame<'_>,
     observer: &Observer,
     commits_before: u64,
+    statements: &Statements,
 ) -> bool {
     match trigger {
+        Trigger::Execute { prefix } => match frame.tag {
+            Tag::Typed(b'Q') => starts_with(frame.prefix, prefix),
+            Tag::Typed(b'E') => statements
+                .bound
+                .as_deref()
+                .is_some_and(|text| starts_with(text, prefix)),
+            _ => false,
+        },
         Trigger::Commit => observer.state().commits_written() > commits_before,
         Trigger::Query { prefix } => frame.tag == Tag::Typed(b'Q') && starts_with(frame.prefix, prefix),
         Trigger::Parse { prefix } => {
@@ -304,6 +384,37 @@ mod tests {
             Downstream {
                 forward: 0,
                 close: true
+            }
+        );
+    }
+
+    #[test]
+    fn execute_rules_follow_prepared_statements_by_name() {
+        let mut i = established();
+        let r = MessageRule {
+            trigger: Trigger::Execute {
+                prefix: "update tasks".into(),
+            },
+            action: Action::CutBefore,
+            once: true,
+        };
+        // Prepared in one round trip: a Parse alone never fires an Execute rule.
+        let mut prepare = msg(b'P', b"s1\0UPDATE tasks SET x = 1\0\0\0");
+        prepare.extend(msg(b'S', b""));
+        assert!(!i.upstream(&prepare, prepare.len(), Some(&r)).cut);
+        i.downstream(&msg(b'Z', b"I"));
+        // Executed later by name: that fires, before the Bind/Execute reach the server.
+        let mut run = msg(b'B', b"\0s1\0\0\0\0\0\0\0");
+        let bind_len = run.len();
+        run.extend(msg(b'E', b"\0\0\0\0\0"));
+        run.extend(msg(b'S', b""));
+        let d = i.upstream(&run, run.len(), Some(&r));
+        assert_eq!(
+            d,
+            Upstream {
+                forward: bind_len,
+                cut: true,
+                fired: true
             }
         );
     }

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use holdfast_wire::TxStatus;
 
 use crate::internals::{CloseReason, Slot};
+
+/// How long a returned connection's outstanding reply may take before the request counts
+/// as abandoned and is cancelled.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(5);
 use crate::pool_metrics::ResetKind;
 use crate::shared::Shared;
 
@@ -54,6 +58,12 @@ async fn reset(shared: &Shared, slot: &Slot) -> Result<(), CloseReason> {
     let config = &shared.config;
     let conn = &slot.conn;
     let state = conn.state();
+    let drained = |s: &holdfast_wire::WireState| s.in_flight() == 0 || s.liveness().is_dead();
+    if state.in_flight() > 0 {
+        // Usually the ReadyForQuery of a finished query is just behind its rows (the driver
+        // hands rows over before it): give it a moment before calling the query abandoned.
+        let _ = tokio::time::timeout(SETTLE, state.wait_for(drained)).await;
+    }
     if state.in_flight() > 0 {
         // A future was dropped mid-query: nobody wants the answer. Ask the server to stop,
         // then wait for the ReadyForQuery of everything outstanding.
@@ -61,8 +71,10 @@ async fn reset(shared: &Shared, slot: &Slot) -> Result<(), CloseReason> {
         if let Err(error) = conn.cancel_query().await {
             tracing::debug!(pool = %config.name, conn = slot.id, %error, "cancel request failed");
         }
-        let drained = state.wait_for(|s| s.in_flight() == 0 || s.liveness().is_dead());
-        if tokio::time::timeout(config.reset_timeout, drained).await.is_err() {
+        if tokio::time::timeout(config.reset_timeout, state.wait_for(drained))
+            .await
+            .is_err()
+        {
             tracing::warn!(pool = %config.name, conn = slot.id, "requests still in flight after reset_timeout: closing");
             return Err(CloseReason::ResetFailed);
         }

@@ -6,8 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use holdfast_tx::{RetryPolicy, TransactionExt, TxError, TxOptions};
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 
 use crate::context::{TaskContext, TaskFailure};
 use crate::queue::{Finish, Lease};
@@ -26,12 +25,7 @@ enum End {
     Released,
 }
 
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    task: Claimed,
-    handler: Option<Handler>,
-    _slot: OwnedSemaphorePermit,
-) {
+pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Handler>) {
     let config = &shared.config;
     // Conservative: the server's expiry is its own now() + lease, taken after this.
     let mut lease_until = Instant::now() + config.lease;
@@ -132,42 +126,46 @@ fn retry_delay(shared: &Shared, attempt: i32) -> Duration {
     bound.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
-/// Writes the outcome, retrying on fresh connections until it lands, the lease turns out
-/// lost, or the lease runs out (then the rescuer takes the task over).
+/// Writes the outcome: one compare-and-set statement, retried on fresh connections until it
+/// lands, the lease turns out lost, or the lease runs out (then the rescuer takes over).
+///
+/// The write is idempotent: once it has landed, running it again matches no row. So a write
+/// whose reply was lost is simply sent again; if that matches nothing, the task row (which
+/// keeps our lease token) says whether an earlier try landed or the lease was lost.
 async fn finish(shared: &Shared, task: &Claimed, outcome: Finish, lease_until: Instant) {
     let mut tries = 0u32;
     let mut uncertain = false;
     loop {
         tries += 1;
-        let (queue, t, o) = (shared.queue.clone(), task.clone(), outcome.clone());
-        let result: Result<bool, TxError<tokio_postgres::Error>> = shared
-            .control
-            .transaction(TxOptions::new().retry(RetryPolicy::never()), move |tx| {
-                let (queue, t, o) = (queue.clone(), t.clone(), o.clone());
-                Box::pin(async move { queue.finish(tx, &t, &o).await })
-            })
-            .await;
-        match result {
-            Ok(true) => {
-                record(shared, task, &outcome);
-                return;
+        let written = async {
+            let conn = shared.control.get().await?;
+            let result = shared.queue.finish(&conn, task, &outcome).await;
+            let landed = match &result {
+                Ok(false) => Some(shared.queue.landed(&conn, task).await?),
+                _ => None,
+            };
+            Ok::<_, crate::error::TaskError>((result?, landed))
+        }
+        .await;
+        match written {
+            Ok((true, _)) => return record(shared, task, &outcome),
+            Ok((false, Some(true))) => {
+                // An earlier try landed and only its reply was lost.
+                tracing::debug!(task = task.id, "the final write had landed; its reply was lost");
+                return record(shared, task, &outcome);
             }
-            Ok(false) if uncertain => {
-                // An earlier try whose outcome was unknown did land.
-                record(shared, task, &outcome);
-                return;
-            }
-            Ok(false) => {
+            Ok((false, _)) => {
                 shared.metrics.lost_leases.increment(1);
                 tracing::warn!(
                     task = task.id,
+                    uncertain,
                     "lease lost before the outcome could be written; discarded"
                 );
                 return;
             }
             Err(error) => {
-                uncertain |= matches!(error, TxError::CommitOutcomeUnknown { .. });
-                let pause = Duration::from_millis(50)
+                uncertain = true;
+                let pause = Duration::from_millis(20)
                     .saturating_mul(1 << tries.min(6))
                     .mul_f64(fastrand::f64());
                 if Instant::now() + pause >= lease_until {

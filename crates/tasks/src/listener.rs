@@ -19,9 +19,9 @@ pub(crate) async fn run(config: ConnectConfig, channel: String, wake: Arc<Notify
                 }
                 failures = 0;
                 // Anything enqueued while we were not listening: look now.
-                wake.notify_one();
+                wake.notify_waiters();
                 while notifications.recv().await.is_some() {
-                    wake.notify_one();
+                    wake.notify_waiters();
                 }
                 tracing::debug!("notification connection ended; reconnecting");
             }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use holdfast_pool::Pool;
+use holdfast_pool::{Pool, PooledConnection};
 use tokio_postgres::Client;
 
 use crate::error::TaskError;
@@ -33,6 +33,7 @@ struct Sql {
     release: String,
     cancel: String,
     get: String,
+    landed: String,
     counts: String,
     rescue: String,
 }
@@ -46,8 +47,9 @@ pub struct Queue {
 
 /// Columns of a lease check: the task must still be running under our claim.
 const OURS: &str = "id = $1 AND attempt = $2 AND lease_token = $3 AND state = 'running'";
-/// Columns cleared when a lease ends.
-const NO_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()";
+/// Columns cleared when a lease ends. The token stays: it tells a worker whose final write
+/// lost its reply that the write landed (a new claim or the rescuer replaces it).
+const NO_LEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = now()";
 
 impl Queue {
     /// The queue in `schema` (created by [`Queue::migrate`]).
@@ -65,19 +67,31 @@ impl Queue {
                  )
                  SELECT id, pg_notify('{s}_tasks', '') FROM inserted"
             ),
+            // Two index-friendly halves (ready tasks by priority; expired leases with attempts
+            // left), each skipping rows another claimer has locked. The expired half is only
+            // read when the ready half leaves room. The limit is written into the text (one
+            // prepared statement per limit): with `LIMIT $1` the server re-plans the statement
+            // on every call, which costs more than running it.
             claim: format!(
-                "WITH next AS (
+                "WITH ready AS (
                     SELECT id FROM {s}.tasks
-                    WHERE (state IN ('available', 'retry_wait') AND run_at <= now())
-                       OR (state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
-                           AND NOT cancel_requested)
+                    WHERE state IN ('available', 'retry_wait') AND run_at <= now()
                     ORDER BY priority DESC, run_at, id
-                    LIMIT $1
+                    LIMIT __LIMIT__
                     FOR UPDATE SKIP LOCKED
+                 ), expired AS (
+                    SELECT id FROM {s}.tasks
+                    WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
+                      AND NOT cancel_requested
+                    ORDER BY lease_expires_at
+                    LIMIT __LIMIT__
+                    FOR UPDATE SKIP LOCKED
+                 ), next AS (
+                    SELECT id FROM ready UNION ALL SELECT id FROM expired LIMIT __LIMIT__
                  )
                  UPDATE {s}.tasks t
-                 SET state = 'running', attempt = t.attempt + 1, lease_owner = $2, lease_token = $3,
-                     lease_expires_at = now() + $4 * interval '1 millisecond', heartbeat_at = now(),
+                 SET state = 'running', attempt = t.attempt + 1, lease_owner = $1, lease_token = $2,
+                     lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(),
                      started_at = coalesce(t.started_at, now()), updated_at = now()
                  FROM next WHERE t.id = next.id
                  RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts"
@@ -91,13 +105,11 @@ impl Queue {
                  RETURNING cancel_requested"
             ),
             succeed: format!(
-                "UPDATE {s}.tasks
-                 SET state = 'succeeded', finished_at = now(), progress_percent = 100, {NO_LEASE}
+                "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100, {NO_LEASE}
                  WHERE {OURS}"
             ),
             fail: format!(
-                "UPDATE {s}.tasks
-                 SET state = CASE WHEN $5 OR attempt >= max_attempts THEN 'failed' ELSE 'retry_wait' END::{s}.task_state,
+                "UPDATE {s}.tasks SET state = CASE WHEN $5 OR attempt >= max_attempts THEN 'failed' ELSE 'retry_wait' END::{s}.task_state,
                      finished_at = CASE WHEN $5 OR attempt >= max_attempts THEN now() END,
                      run_at = now() + $6 * interval '1 millisecond',
                      last_error = $4, {NO_LEASE}
@@ -124,6 +136,7 @@ impl Queue {
                         progress_message, last_error, cancel_requested
                  FROM {s}.tasks WHERE id = $1"
             ),
+            landed: format!("SELECT 1 FROM {s}.tasks WHERE id = $1 AND lease_token = $2 AND state <> 'running'"),
             counts: format!("SELECT state::text, count(*) FROM {s}.tasks GROUP BY state"),
             rescue: format!(
                 "WITH expired AS (
@@ -236,15 +249,15 @@ impl Queue {
     /// Claims up to `limit` ready tasks (and expired leases with attempts left) for `owner`.
     pub(crate) async fn claim(
         &self,
-        client: &Client,
+        conn: &PooledConnection,
         owner: &str,
         lease: Duration,
         limit: i64,
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
         let token = fastrand::i64(1..i64::MAX);
-        let rows = client
-            .query(&self.sql.claim, &[&limit, &owner, &token, &millis(lease)])
-            .await?;
+        let sql = self.sql.claim.replace("__LIMIT__", &limit.max(1).to_string());
+        let claim = conn.prepare_cached(&sql).await?;
+        let rows = conn.query(&claim, &[&owner, &token, &millis(lease)]).await?;
         Ok(rows
             .iter()
             .map(|r| Claimed {
@@ -260,7 +273,7 @@ impl Queue {
 
     pub(crate) async fn heartbeat(
         &self,
-        client: &Client,
+        conn: &PooledConnection,
         task: &Claimed,
         lease: Duration,
         progress: Option<(f32, String)>,
@@ -269,9 +282,10 @@ impl Queue {
             Some((p, m)) => (Some(p), Some(m)),
             None => (None, None),
         };
-        let row = client
+        let heartbeat = conn.prepare_cached(&self.sql.heartbeat).await?;
+        let row = conn
             .query_opt(
-                &self.sql.heartbeat,
+                &heartbeat,
                 &[
                     &task.id,
                     &task.attempt,
@@ -288,44 +302,68 @@ impl Queue {
         })
     }
 
-    /// The final write of an attempt. Returns whether our lease still held (one row).
+    /// The final write of an attempt: one statement, prepared once per connection. Returns
+    /// whether our lease still held (one row).
     pub(crate) async fn finish(
         &self,
-        client: &Client,
+        conn: &PooledConnection,
         task: &Claimed,
         outcome: &Finish,
     ) -> Result<bool, tokio_postgres::Error> {
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&task.id, &task.attempt, &task.token];
         let rows = match outcome {
-            Finish::Succeeded => client.execute(&self.sql.succeed, &key).await?,
-            Finish::Cancelled => client.execute(&self.sql.cancelled, &key).await?,
-            Finish::Released => client.execute(&self.sql.release, &key).await?,
+            Finish::Succeeded => {
+                conn.execute(&conn.prepare_cached(&self.sql.succeed).await?, &key)
+                    .await?
+            }
+            Finish::Cancelled => {
+                conn.execute(&conn.prepare_cached(&self.sql.cancelled).await?, &key)
+                    .await?
+            }
+            Finish::Released => {
+                conn.execute(&conn.prepare_cached(&self.sql.release).await?, &key)
+                    .await?
+            }
             Finish::Failed {
                 error,
                 permanent,
                 retry_in,
-            } => client
-                .query(
-                    &self.sql.fail,
-                    &[
-                        &task.id,
-                        &task.attempt,
-                        &task.token,
-                        error,
-                        permanent,
-                        &millis(*retry_in),
-                    ],
-                )
-                .await?
-                .len() as u64,
+            } => {
+                let fail = conn.prepare_cached(&self.sql.fail).await?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                    &task.id,
+                    &task.attempt,
+                    &task.token,
+                    error,
+                    permanent,
+                    &millis(*retry_in),
+                ];
+                conn.query(&fail, &params).await?.len() as u64
+            }
         };
         Ok(rows == 1)
     }
 
+    /// True when the final write of this claim is in the table (its token is there and the
+    /// task is no longer running): used after a final write whose reply was lost.
+    pub(crate) async fn landed(
+        &self,
+        conn: &PooledConnection,
+        task: &Claimed,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let landed = conn.prepare_cached(&self.sql.landed).await?;
+        Ok(conn.query_opt(&landed, &[&task.id, &task.token]).await?.is_some())
+    }
+
     /// Re-queues up to `page` tasks whose lease expired (or fails them when out of
     /// attempts, or cancels them when a cancel was requested); returns how many.
-    pub(crate) async fn rescue(&self, client: &Client, page: i64) -> Result<u64, tokio_postgres::Error> {
-        Ok(client.query(&self.sql.rescue, &[&page]).await?.len() as u64)
+    pub(crate) async fn rescue(
+        &self,
+        conn: &PooledConnection,
+        page: i64,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let rescue = conn.prepare_cached(&self.sql.rescue).await?;
+        Ok(conn.query(&rescue, &[&page]).await?.len() as u64)
     }
 }
 

@@ -11,6 +11,9 @@ use crate::queue::Queue;
 /// Rows rescued per statement.
 const PAGE: i64 = 100;
 
+/// How often the tasks-by-state gauges are refreshed.
+const STATE_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Rescues expired leases of one queue.
 #[derive(Debug, Clone)]
 pub struct Rescuer {
@@ -48,15 +51,20 @@ impl Rescuer {
     pub(crate) async fn run(self, interval: std::time::Duration, metrics: &TaskMetrics) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_count: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
             match self.run_once().await {
                 Ok(n) => metrics.rescued.increment(n),
                 Err(error) => tracing::debug!(%error, "rescue pass failed; next pass will try again"),
             }
-            if let Ok(conn) = self.pool.get().await {
-                if let Ok(counts) = self.queue.counts(&conn).await {
-                    metrics.states(&counts);
+            // Counting by state scans the table: not more than every STATE_COUNT_INTERVAL.
+            if last_count.is_none_or(|t| t.elapsed() >= STATE_COUNT_INTERVAL) {
+                last_count = Some(tokio::time::Instant::now());
+                if let Ok(conn) = self.pool.get().await {
+                    if let Ok(counts) = self.queue.counts(&conn).await {
+                        metrics.states(&counts);
+                    }
                 }
             }
         }

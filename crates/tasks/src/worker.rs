@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use holdfast_pool::Pool;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::context::{TaskContext, TaskFailure};
@@ -228,12 +228,9 @@ impl WorkerHandle {
     }
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    handlers: Arc<HashMap<String, Handler>>,
-    mut claiming: watch::Receiver<bool>,
-) {
+async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claiming: watch::Receiver<bool>) {
     let config = &shared.config;
+    // Woken by enqueue notifications: every idle slot looks at once.
     let wake = Arc::new(Notify::new());
     let mut background = JoinSet::new();
     if config.listen {
@@ -249,71 +246,80 @@ async fn run(
         let shared = Arc::clone(&shared);
         background.spawn(async move { rescuer.run(interval, &shared.metrics).await });
     }
-    let slots = Arc::new(Semaphore::new(config.concurrency));
-    let mut tasks = JoinSet::new();
-    loop {
-        if *claiming.borrow() {
-            break;
-        }
-        while tasks.try_join_next().is_some() {}
-        let free = slots.available_permits();
-        let mut claimed = Vec::new();
-        if free > 0 {
-            let started = Instant::now();
-            match claim(&shared, free).await {
-                Ok(found) => claimed = found,
-                Err(error) => tracing::warn!(owner = %config.owner, %error, "claim failed; will try again"),
-            }
-            shared
-                .metrics
-                .claim_seconds
-                .record(started.elapsed().as_secs_f64());
-        }
-        let full = claimed.len() == free;
-        for task in claimed {
-            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                break;
-            };
-            shared.metrics.claimed.increment(1);
-            let handler = handlers.get(&task.kind).cloned();
-            tasks.spawn(execution::run(Arc::clone(&shared), task, handler, permit));
-        }
-        if full && free > 0 {
-            continue;
-        }
-        // Wait for a reason to look again: an enqueue, a free slot, the poll interval, or
-        // shutdown.
-        let slot_freed = async {
-            if slots.available_permits() == 0 {
-                let _ = slots.acquire().await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = slot_freed => {}
-            _ = tokio::time::sleep(config.poll_interval) => {}
-            _ = claiming.changed() => {}
-        }
+    // One loop per slot, each claiming its next task as soon as it is free, like so many
+    // clients: no single claimer to queue behind.
+    let mut slots = JoinSet::new();
+    for _ in 0..config.concurrency {
+        slots.spawn(slot(
+            Arc::clone(&shared),
+            Arc::clone(&handlers),
+            claiming.clone(),
+            Arc::clone(&wake),
+        ));
     }
-    // Shutdown: no more claims. Running tasks get the grace period, then are stopped and
-    // their leases released.
-    tracing::info!(owner = %config.owner, running = tasks.len(), "worker stopping");
+    let mut claiming = claiming;
+    let _ = claiming.wait_for(|stop| *stop).await;
+    // Shutdown: slots stop claiming; running tasks get the grace period, then are stopped
+    // and their leases released.
+    tracing::info!(owner = %config.owner, "worker stopping");
     let grace = tokio::time::sleep(config.shutdown_grace);
     tokio::pin!(grace);
     loop {
         tokio::select! {
-            next = tasks.join_next() => if next.is_none() { break },
+            next = slots.join_next() => if next.is_none() { break },
             _ = &mut grace => {
                 let _ = shared.hard_stop.send(true);
-                while tasks.join_next().await.is_some() {}
+                while slots.join_next().await.is_some() {}
                 break;
             }
         }
     }
     background.shutdown().await;
     tracing::info!(owner = %config.owner, "worker stopped");
+}
+
+/// One execution slot: claim a task, run it, repeat; when there is none, wait for a
+/// notification or the poll interval.
+async fn slot(
+    shared: Arc<Shared>,
+    handlers: Arc<HashMap<String, Handler>>,
+    mut stopping: watch::Receiver<bool>,
+    wake: Arc<Notify>,
+) {
+    let config = &shared.config;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        // Registered before claiming, so a notification that arrives meanwhile is not lost.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let started = Instant::now();
+        let claimed = claim(&shared, 1).await;
+        shared
+            .metrics
+            .claim_seconds
+            .record(started.elapsed().as_secs_f64());
+        match claimed {
+            Ok(mut tasks) if !tasks.is_empty() => {
+                let task = tasks.swap_remove(0);
+                shared.metrics.claimed.increment(1);
+                let handler = handlers.get(&task.kind).cloned();
+                execution::run(Arc::clone(&shared), task, handler).await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(owner = %config.owner, %error, "claim failed; will try again"),
+        }
+        // Spread the slots' polls so that idle workers do not query in step.
+        let poll = config.poll_interval.mul_f64(0.75 + fastrand::f64() * 0.5);
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stopping.changed() => {}
+        }
+    }
 }
 
 async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>, TaskError> {

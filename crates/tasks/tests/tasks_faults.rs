@@ -16,7 +16,7 @@ use holdfast_tasks::{NewTask, Queue, TaskContext, TaskFailure, TaskState, Worker
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 use holdfast_tx::{TransactionExt, TxOptions};
 use serde_json::json;
-use support::{counts, database, eventually, fast, pool, settled, BOUND};
+use support::{counts, database, eventually, fast, pool, settled};
 use tokio::sync::watch;
 
 /// Enqueues `n` tasks, each in one transaction with its episode row.
@@ -184,19 +184,26 @@ async fn cutting_every_connection_mid_task() {
     }
 }
 
-/// Re-arms a once-rule each time it fires, `times` times.
-async fn keep_firing(proxy: &ProxyHandle, rule: MessageRule, times: u64) {
-    let faults = Faults {
-        rule: Some(rule),
-        ..Faults::none()
-    };
-    for fired in 0..times {
-        proxy.set(faults.clone()).expect("rule");
-        eventually("the rule fired", || async {
-            proxy.counters().faults_fired > fired
+/// Applies `action` to every execution of statements starting with `prefix` (the final
+/// writes), lets the tasks finish, and clears the fault once it has fired `n` times.
+async fn fault_every_final_write(proxy: &ProxyHandle, prefix: &str, action: Action, fleet: &Fleet, n: i64) {
+    proxy
+        .set(Faults {
+            rule: Some(MessageRule {
+                trigger: Trigger::Execute {
+                    prefix: prefix.into(),
+                },
+                action,
+                once: false,
+            }),
+            ..Faults::none()
         })
-        .await;
-    }
+        .expect("rule");
+    fleet.go.send_replace(true);
+    eventually("every final write hit", || async {
+        proxy.counters().faults_fired >= n as u64
+    })
+    .await;
     proxy.clear();
 }
 
@@ -207,16 +214,16 @@ async fn cutting_the_final_write() {
     enqueue_episodes(&queue, &admin, n).await;
     let fleet = fleet(&queue, &via, 2, 6);
     all_started(&fleet, n as u32).await;
-    let rule = MessageRule {
-        trigger: Trigger::Commit,
-        action: Action::CutBefore,
-        once: true,
-    };
-    let firing = keep_firing(&proxy, rule, 5);
-    fleet.go.send_replace(true);
-    tokio::time::timeout(BOUND, firing)
-        .await
-        .expect("fired five times");
+    // The final write is one statement; the proxy cuts the connection before it arrives,
+    // every time, until it has done so once per task.
+    fault_every_final_write(
+        &proxy,
+        "UPDATE f_final.tasks SET state",
+        Action::CutBefore,
+        &fleet,
+        n,
+    )
+    .await;
     assert_settled_once(&queue, &admin, n).await;
     for w in fleet.workers {
         w.shutdown().await;
@@ -224,24 +231,22 @@ async fn cutting_the_final_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_the_final_commits_reply() {
+async fn losing_the_final_writes_reply() {
     let (proxy, via, queue, admin) = proxied("f_reply").await;
     let n = 12;
     enqueue_episodes(&queue, &admin, n).await;
     let fleet = fleet(&queue, &via, 2, 6);
     all_started(&fleet, n as u32).await;
-    // Every final COMMIT loses its reply.
-    proxy
-        .set(Faults {
-            rule: Some(MessageRule {
-                trigger: Trigger::Commit,
-                action: Action::DropReply,
-                once: false,
-            }),
-            ..Faults::none()
-        })
-        .expect("rule");
-    fleet.go.send_replace(true);
+    // Final writes run on the server and their replies are lost, every time, until that
+    // has happened once per task.
+    fault_every_final_write(
+        &proxy,
+        "UPDATE f_reply.tasks SET state",
+        Action::DropReply,
+        &fleet,
+        n,
+    )
+    .await;
     assert_settled_once(&queue, &admin, n).await;
     assert!(
         attempts(&queue, &admin).await.iter().all(|a| *a == 1),

@@ -1,0 +1,194 @@
+//! No-op tasks per second, claim to succeeded, against the same SQL run by pgbench with no
+//! framework around it, with the same number of connections, in one run.
+
+use std::time::{Duration, Instant};
+
+use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
+use holdfast_tasks::{Queue, TaskState, Worker, WorkerConfig};
+use holdfast_tempdb::{ClusterOptions, TempCluster};
+
+/// Options of the task benchmark.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Tasks per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: i64,
+    /// Worker slots (task concurrency and connections) to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    workers: Vec<usize>,
+}
+
+pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut options = ClusterOptions::default();
+    if std::env::var_os("LOG_ALL").is_some() {
+        options = options
+            .setting("log_statement", "'all'")
+            .setting("log_min_messages", "'log'");
+    }
+    let cluster = TempCluster::start(options)?;
+    let threads: usize = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    println!(
+        "no-op tasks, claim to succeeded; {} tasks per measurement",
+        args.tasks
+    );
+    println!(
+        "{:<10}{:>16}{:>16}{:>10}",
+        "workers", "holdfast t/s", "pgbench t/s", "ratio"
+    );
+    for &n in &args.workers {
+        let schema = format!("bench_{n}");
+        let (holdfast, pgbench) = runtime.block_on(async {
+            let admin = pool(&cluster.url(), 2)?;
+            let queue = Queue::new(&schema)?;
+            queue.migrate(&admin).await?;
+            fill(&cluster, &schema, args.tasks)?;
+            let holdfast = run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?;
+            let pgbench = if std::env::var_os("NO_PGBENCH").is_some() {
+                1.0
+            } else {
+                fill(&cluster, &schema, args.tasks)?;
+                tokio::task::block_in_place(|| run_pgbench(&cluster, &schema, n, args.tasks))?
+            };
+            Ok::<_, Box<dyn std::error::Error>>((holdfast, pgbench))
+        })?;
+        println!(
+            "{:<10}{:>16.0}{:>16.0}{:>10.3}",
+            n,
+            holdfast,
+            pgbench,
+            holdfast / pgbench
+        );
+        if std::env::var_os("LOG_ALL").is_some() {
+            println!("{}", cluster.log_tail(1_000_000));
+        }
+    }
+    Ok(())
+}
+
+fn pool(url: &str, size: usize) -> Result<Pool, Box<dyn std::error::Error>> {
+    Ok(Pool::new(
+        PoolConfig::new(ConnectConfig::from_url(url)?)
+            .pool_size(size)
+            .max_overflow(0),
+    )?)
+}
+
+/// Empties the queue and enqueues `n` no-op tasks in one statement.
+fn fill(cluster: &TempCluster, schema: &str, n: i64) -> Result<(), Box<dyn std::error::Error>> {
+    cluster.psql(
+        "postgres",
+        &format!(
+            "TRUNCATE {schema}.tasks; INSERT INTO {schema}.tasks (kind) SELECT 'noop' FROM generate_series(1, {n})"
+        ),
+    )?;
+    cluster.psql("postgres", &format!("VACUUM ANALYZE {schema}.tasks"))?;
+    Ok(())
+}
+
+async fn run_holdfast(
+    cluster: &TempCluster,
+    queue: &Queue,
+    admin: &Pool,
+    n: usize,
+    total: i64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let config = WorkerConfig {
+        poll_interval: Duration::from_millis(50),
+        ..WorkerConfig::default()
+    }
+    .concurrency(n);
+    // The same number of connections as pgbench's clients carry claims and final writes.
+    let control = pool(&cluster.url(), n)?;
+    let work = pool(&cluster.url(), 1)?;
+    let start = Instant::now();
+    let worker = Worker::new(queue.clone(), control, work, config)
+        .handle("noop", |_| Box::pin(async { Ok(()) }))
+        .spawn()?;
+    // Done when nothing is waiting or running: two probes of the partial indexes, cheap
+    // enough not to disturb what is measured (a full count would be).
+    let pending = format!(
+        "SELECT EXISTS (SELECT 1 FROM {s}.tasks WHERE state IN ('available', 'retry_wait'))
+             OR EXISTS (SELECT 1 FROM {s}.tasks WHERE state = 'running')",
+        s = queue.schema()
+    );
+    loop {
+        let conn = admin.get().await?;
+        if !conn.query_one(&pending, &[]).await?.get::<_, bool>(0) {
+            break;
+        }
+        drop(conn);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let conn = admin.get().await?;
+    let done = queue.counts(&conn).await?[&TaskState::Succeeded];
+    if done != total {
+        return Err(format!("{done} of {total} tasks succeeded").into());
+    }
+    let elapsed = start.elapsed();
+    worker.shutdown().await;
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// The claim and the completion, as a pgbench script: each transaction claims one task and
+/// marks it succeeded, with nothing around it.
+fn run_pgbench(
+    cluster: &TempCluster,
+    schema: &str,
+    clients: usize,
+    total: i64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let script = format!(
+        "\\set token random(1, 1000000000)
+WITH next AS (SELECT id FROM {schema}.tasks WHERE state IN ('available', 'retry_wait') AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) UPDATE {schema}.tasks t SET state = 'running', attempt = t.attempt + 1, lease_owner = 'pgbench', lease_token = :token, lease_expires_at = now() + 30000 * interval '1 millisecond', heartbeat_at = now(), started_at = coalesce(t.started_at, now()), updated_at = now() FROM next WHERE t.id = next.id RETURNING t.id AS id, t.attempt AS attempt \\gset
+UPDATE {schema}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = :id AND attempt = :attempt AND lease_token = :token AND state = 'running';
+"
+    );
+    let path = std::env::temp_dir().join(format!("holdfast-bench-{schema}.sql"));
+    std::fs::write(&path, script)?;
+    let per_client = total / clients as i64;
+    let pgbench = holdfast_tempdb::PgBin::find()?.program("pgbench");
+    let out = std::process::Command::new(pgbench)
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.min(2).to_string(),
+            "-t",
+            &per_client.to_string(),
+        ])
+        .arg("-f")
+        .arg(&path)
+        .arg("postgres")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| {
+            format!(
+                "pgbench printed no tps: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    Ok(tps)
+}
