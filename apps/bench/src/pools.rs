@@ -252,14 +252,23 @@ async fn errors_in(c: &Contender, n: usize) -> usize {
     errors
 }
 
-/// Terminates every session with `app` as application_name and waits until they are gone.
+/// Terminates every session with `app` as application_name and waits until those
+/// processes are gone (a pool may open new sessions at once; those are not waited for).
 fn terminate_all(cluster: &TempCluster, app: &str) -> BenchResult<()> {
-    let sql = format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '{app}'"
-    );
     tokio::task::block_in_place(|| {
-        cluster.psql("postgres", &sql).map_err(|e| e.to_string())?;
-        let check = format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'");
+        let pids = cluster
+            .psql(
+                "postgres",
+                &format!(
+                    "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE application_name = '{app}')
+                     SELECT string_agg(pid::text, ',') FROM victims WHERE pg_terminate_backend(pid)"
+                ),
+            )
+            .map_err(|e| e.to_string())?;
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let check = format!("SELECT count(*) FROM pg_stat_activity WHERE pid IN ({pids})");
         for _ in 0..500 {
             if cluster.psql("postgres", &check).map_err(|e| e.to_string())? == "0" {
                 return Ok(());

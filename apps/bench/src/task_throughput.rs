@@ -19,19 +19,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut options = ClusterOptions::default();
-    if std::env::var_os("LOG_ALL").is_some() {
-        options = options
-            .setting("log_statement", "'all'")
-            .setting("log_min_messages", "'log'");
-    }
-    let cluster = TempCluster::start(options)?;
-    let threads: usize = std::env::var("BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let cluster = TempCluster::start(ClusterOptions::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(2)
         .enable_all()
         .build()?;
     println!(
