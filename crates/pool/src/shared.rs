@@ -106,9 +106,26 @@ impl Shared {
     ///
     /// The hand-over itself (which wakes the waiter's task) happens outside the lock; a
     /// waiter that gave up in the meantime gets skipped and the next one is tried.
-    pub(crate) fn put(self: &Arc<Self>, mut slot: Box<Slot>) {
+    pub(crate) fn put(self: &Arc<Self>, slot: Box<Slot>) {
+        self.place(slot, false);
+    }
+
+    /// `put`, for a connection a caller just gave back: its `in_use` count moves to the next
+    /// waiter, or is dropped, in the same critical section.
+    fn put_released(self: &Arc<Self>, slot: Box<Slot>) {
+        self.place(slot, true);
+    }
+
+    fn place(self: &Arc<Self>, mut slot: Box<Slot>, mut released: bool) {
+        let leak_detection = self.config.leak_threshold.is_some();
         loop {
             let mut g = self.lock();
+            if std::mem::take(&mut released) {
+                g.in_use -= 1;
+                if leak_detection {
+                    g.leases.remove(&slot.id);
+                }
+            }
             if g.closed {
                 g.open -= 1;
                 drop(g);
@@ -126,7 +143,7 @@ impl Shared {
             };
             g.in_use += 1;
             let id = slot.id;
-            if self.config.leak_threshold.is_some() {
+            if leak_detection {
                 g.record_lease(id, waiter.location);
             }
             drop(g);
@@ -134,14 +151,12 @@ impl Shared {
                 Ok(()) => return,
                 // The waiter gave up meanwhile: take the connection back, try the next one.
                 Err(returned) => {
-                    let mut g = self.lock();
-                    g.in_use -= 1;
-                    g.leases.remove(&id);
-                    drop(g);
                     match returned.ok().and_then(PooledConnection::into_slot) {
                         Some(back) => slot = back,
                         None => return,
                     }
+                    // Undo the hand-over's count at the top of the loop.
+                    released = true;
                 }
             }
         }
@@ -153,7 +168,10 @@ impl Shared {
         self.metrics.held.record(PoolMetrics::seconds(held));
         self.note_disconnect(&slot.conn, errors_at_checkout);
         let clean = slot.conn.state().is_clean() && self.config.reset_query.is_none();
-        let dead = !clean && slot.conn.is_closed();
+        if clean {
+            return self.put_released(slot);
+        }
+        let dead = slot.conn.is_closed();
         {
             let mut g = self.lock();
             g.in_use -= 1;
@@ -165,9 +183,7 @@ impl Shared {
                 self.spawn_openers(&mut g);
             }
         }
-        if clean {
-            self.put(slot);
-        } else if dead {
+        if dead {
             self.close_slot(Some((slot, CloseReason::Broken)));
         } else {
             crate::reset::spawn(Arc::clone(self), slot);
