@@ -302,7 +302,7 @@ async fn round_trips(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
             c.select_one().await?;
         }
         let with_query = (relay.requests() - before) as f64 / n as f64 - 1.0;
-        println!("{:<18}{:>16.2}{:>26.2}", kind.name(), bare, with_query);
+        println!("{:<18}{:>16.2}{:>32.2}", kind.name(), bare, with_query);
         c.close().await;
     }
     println!();
