@@ -285,7 +285,7 @@ async fn round_trips(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port);
     println!("(d) round trips per checkout + return (pool of 1, connection reused; counted by a relay)");
     println!(
-        "{:<18}{:>16}{:>26}",
+        "{:<18}{:>16}{:>32}",
         "", "no query", "with one SELECT 1 (minus it)"
     );
     for kind in args.kinds().into_iter().filter(|k| k.is_pool()) {
