@@ -251,6 +251,47 @@ impl Drop for Dropped {
     }
 }
 
+/// A task body that signals it started and then never finishes on its own; counts how
+/// often its future was dropped.
+#[derive(Clone, Default)]
+struct Endless {
+    started: Arc<tokio::sync::Notify>,
+    dropped: Arc<AtomicU32>,
+}
+
+impl Endless {
+    fn body(
+        &self,
+    ) -> impl Fn(
+        holdfast_tasks::TaskContext,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), TaskFailure>>
+           + Send
+           + Sync
+           + 'static {
+        let this = self.clone();
+        move |_| {
+            let guard = Dropped(Arc::clone(&this.dropped));
+            let started = Arc::clone(&this.started);
+            Box::pin(async move {
+                let _guard = guard;
+                started.notify_one();
+                std::future::pending::<()>().await;
+                Ok(())
+            })
+        }
+    }
+
+    async fn started(&self) {
+        tokio::time::timeout(support::BOUND, self.started.notified())
+            .await
+            .expect("the task started");
+    }
+
+    fn dropped(&self) -> u32 {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
 #[tokio::test]
 async fn cancelling_stops_waiting_and_running_tasks() {
     let (url, queue, admin) = database(cluster(), "t_cancel").await;
@@ -275,36 +316,23 @@ async fn cancelling_stops_waiting_and_running_tasks() {
         .await
         .expect("enqueue")
         .expect("id");
-    let dropped = Arc::new(AtomicU32::new(0));
-    let started = Arc::new(tokio::sync::Notify::new());
-    let (d, s) = (Arc::clone(&dropped), Arc::clone(&started));
+    let body = Endless::default();
     let worker = Worker::new(
         queue.clone(),
         pool(&url, "hf-ctl", 2),
         pool(&url, "hf-work", 2),
         fast(1),
     )
-    .handle("slow", move |_| {
-        let guard = Dropped(Arc::clone(&d));
-        let s = Arc::clone(&s);
-        Box::pin(async move {
-            let _guard = guard;
-            s.notify_one();
-            std::future::pending::<()>().await;
-            Ok(())
-        })
-    })
+    .handle("slow", body.body())
     .spawn()
     .expect("worker");
-    tokio::time::timeout(support::BOUND, started.notified())
-        .await
-        .expect("started");
+    body.started().await;
     assert!(queue.cancel(&conn, running).await.expect("cancel"));
     eventually("cancelled at the next heartbeat", || async {
         state_of(&queue, &admin, running).await == TaskState::Cancelled
     })
     .await;
-    assert_eq!(dropped.load(Ordering::SeqCst), 1, "the body's future was dropped");
+    assert_eq!(body.dropped(), 1, "the body's future was dropped");
     worker.shutdown().await;
 }
 
@@ -317,9 +345,7 @@ async fn a_heartbeat_that_matches_no_row_cancels_the_work() {
         .await
         .expect("enqueue")
         .expect("id");
-    let dropped = Arc::new(AtomicU32::new(0));
-    let started = Arc::new(tokio::sync::Notify::new());
-    let (d, s) = (Arc::clone(&dropped), Arc::clone(&started));
+    let body = Endless::default();
     let mut config = fast(1);
     config.rescue = false;
     let worker = Worker::new(
@@ -328,21 +354,10 @@ async fn a_heartbeat_that_matches_no_row_cancels_the_work() {
         pool(&url, "hf-work", 2),
         config,
     )
-    .handle("slow", move |_| {
-        let guard = Dropped(Arc::clone(&d));
-        let s = Arc::clone(&s);
-        Box::pin(async move {
-            let _guard = guard;
-            s.notify_one();
-            std::future::pending::<()>().await;
-            Ok(())
-        })
-    })
+    .handle("slow", body.body())
     .spawn()
     .expect("worker");
-    tokio::time::timeout(support::BOUND, started.notified())
-        .await
-        .expect("started");
+    body.started().await;
     // Someone else now holds this task (a new token): our next heartbeat matches no row.
     conn.execute(
         &format!(
@@ -353,7 +368,7 @@ async fn a_heartbeat_that_matches_no_row_cancels_the_work() {
     )
     .await
     .expect("steal the lease");
-    eventually("work dropped", || async { dropped.load(Ordering::SeqCst) == 1 }).await;
+    eventually("work dropped", || async { body.dropped() == 1 }).await;
     assert_eq!(
         state_of(&queue, &admin, id).await,
         TaskState::Running,
@@ -412,8 +427,7 @@ async fn shutdown_releases_leases_without_counting_the_attempt() {
         .await
         .expect("enqueue")
         .expect("id");
-    let started = Arc::new(tokio::sync::Notify::new());
-    let s = Arc::clone(&started);
+    let body = Endless::default();
     let mut config = fast(1);
     config.shutdown_grace = Duration::from_millis(50);
     let worker = Worker::new(
@@ -422,20 +436,12 @@ async fn shutdown_releases_leases_without_counting_the_attempt() {
         pool(&url, "hf-work", 2),
         config,
     )
-    .handle("forever", move |_| {
-        let s = Arc::clone(&s);
-        Box::pin(async move {
-            s.notify_one();
-            std::future::pending::<()>().await;
-            Ok(())
-        })
-    })
+    .handle("forever", body.body())
     .spawn()
     .expect("worker");
-    tokio::time::timeout(support::BOUND, started.notified())
-        .await
-        .expect("started");
+    body.started().await;
     worker.shutdown().await;
+    assert_eq!(body.dropped(), 1, "stopped after the grace period");
     let t = queue.get(&conn, id).await.expect("get").expect("task");
     assert_eq!(
         (t.state, t.attempt, t.lease_owner),
