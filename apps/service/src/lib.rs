@@ -2,5 +2,12 @@
 //! only parses the command line.
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod api_error;
+pub mod assembly;
+pub mod config;
+pub mod domain;
 pub mod fault_control;
 pub mod logging;
+pub mod schema;
+pub mod serve;

@@ -12,6 +12,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the episode-assembly service: HTTP API and assembly workers.
+    Serve(holdfast_service::config::ServeArgs),
     /// Run the fault-injection proxy with an HTTP+JSON control port.
     Faults(holdfast_service::fault_control::Args),
 }
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => holdfast_service::serve::run(args, shutdown_signal()).await,
             Command::Faults(args) => holdfast_service::fault_control::run(args, shutdown_signal()).await,
         }
     });

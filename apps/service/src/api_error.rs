@@ -1,0 +1,103 @@
+//! API errors: a status and a JSON body `{"error": "..."}`. A client's mistake is a 4xx that
+//! says what was wrong; a database that cannot be reached is a quick 503 with `Retry-After`;
+//! nothing a client sends yields a 500.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use holdfast::pool::PoolError;
+use holdfast::tx::{ClassifyError, ErrorClass, TxError};
+use serde_json::json;
+
+/// What went wrong with a request.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request is malformed or a value is out of range.
+    BadRequest(String),
+    /// The thing asked for does not exist.
+    NotFound(String),
+    /// The request conflicts with the current state.
+    Conflict(String),
+    /// The database cannot serve now; try again shortly.
+    Unavailable(String),
+    /// A fault of ours; the details are logged, not returned.
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+            }
+        };
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Timeout { .. } | PoolError::Unavailable { .. } | PoolError::Closed { .. } => {
+                ApiError::Unavailable(format!("database unavailable: {e}"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match holdfast::tx::classify(&e) {
+            ErrorClass::Disconnected | ErrorClass::Conflict => {
+                ApiError::Unavailable(format!("database unavailable: {e}"))
+            }
+            ErrorClass::Permanent => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<TxError<ApiError>> for ApiError {
+    fn from(e: TxError<ApiError>) -> Self {
+        match e {
+            TxError::Closure(inner) => inner,
+            TxError::Pool(p) => p.into(),
+            TxError::Database(d) => d.into(),
+            other if other.is_retryable() => ApiError::Unavailable(other.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::BadRequest(m)
+            | ApiError::NotFound(m)
+            | ApiError::Conflict(m)
+            | ApiError::Unavailable(m)
+            | ApiError::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Lets API errors be returned from transaction closures, with retries where they help.
+impl ClassifyError for ApiError {
+    fn error_class(&self) -> ErrorClass {
+        match self {
+            ApiError::Unavailable(_) => ErrorClass::Disconnected,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}

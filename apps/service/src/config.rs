@@ -1,0 +1,123 @@
+//! The service's settings: the incident's environment variables and command-line flags
+//! (every one in `holdfast serve --help`), turned into the three pools and the worker.
+//!
+//! Connection budgets (bulkheads): API requests use a pool of their own sized by
+//! `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`; assembly work uses a second pool of one connection per
+//! worker slot; the task control plane (claims, heartbeats, final writes) a third of two
+//! connections, plus one listening connection. No number of running assemblies can make an API
+//! request wait for a connection, and no API burst can delay a heartbeat. At most
+//! `DB_POOL_SIZE + DB_MAX_OVERFLOW + 2 * ASSEMBLY_WORKERS + 3` connections per instance.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use holdfast::pool::{ConnectConfig, PoolConfig};
+use holdfast::tasks::WorkerConfig;
+
+/// Options of `holdfast serve` (each also read from the environment variable named).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// PostgreSQL URL of the application database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// A connection route of their own for the assembly workers (the incident's "separate
+    /// database instance for background tasks": another host, port, pooler or role). It must
+    /// reach the same database, where episodes and the queue live together, so that starting
+    /// an assembly stays one transaction. Default: DATABASE_URL.
+    #[arg(long, env = "TASKS_DATABASE_URL", hide_env_values = true)]
+    pub tasks_database_url: Option<String>,
+    /// HTTP listen address.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// API pool: connections kept open.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub pool_size: u32,
+    /// API pool: extra connections under load.
+    #[arg(long, env = "DB_MAX_OVERFLOW", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10000))]
+    pub max_overflow: u32,
+    /// How long an API request waits for a connection before answering 503, in milliseconds.
+    #[arg(long, env = "API_POOL_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub api_pool_timeout_ms: u64,
+    /// `statement_timeout` of API connections, in milliseconds (0: the server's).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 300_000)]
+    pub statement_timeout_ms: u64,
+    /// Assemblies run at once per instance.
+    #[arg(long, env = "ASSEMBLY_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub assembly_workers: u32,
+    /// Simulated mixing time per segment, in milliseconds (assemblies are long on purpose).
+    #[arg(long, env = "ASSEMBLY_STEP_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub assembly_step_ms: u64,
+    /// Lease of a running assembly, in milliseconds (heartbeats every third of it).
+    #[arg(long, env = "TASK_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(300..=86_400_000))]
+    pub task_lease_ms: u64,
+    /// Schema of the task queue.
+    #[arg(long, env = "TASK_SCHEMA", default_value = "holdfast")]
+    pub task_schema: String,
+    /// How long shutdown lets running assemblies finish before releasing them, in ms.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServeArgs {
+    /// The API pool.
+    pub fn api_pool(&self) -> Result<PoolConfig, String> {
+        let connect = connect(&self.database_url, "DATABASE_URL", "holdfast-api")?.statement_timeout(
+            (self.statement_timeout_ms > 0).then(|| Duration::from_millis(self.statement_timeout_ms)),
+        );
+        let config = PoolConfig::new(connect)
+            .pool_size(self.pool_size as usize)
+            .max_overflow(self.max_overflow as usize)
+            .pool_timeout(Duration::from_millis(self.api_pool_timeout_ms))
+            .name("api");
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    /// The assembly work pool: one connection per worker slot.
+    pub fn work_pool(&self) -> Result<PoolConfig, String> {
+        let (url, setting) = self.tasks_url();
+        let config = PoolConfig::new(connect(url, setting, "holdfast-assembly")?)
+            .pool_size(self.assembly_workers as usize)
+            .max_overflow(0)
+            .pool_timeout(Duration::from_secs(30))
+            .name("assembly");
+        Ok(config)
+    }
+
+    /// The task control plane's pool.
+    pub fn control_pool(&self) -> Result<PoolConfig, String> {
+        let (url, setting) = self.tasks_url();
+        let config = PoolConfig::new(connect(url, setting, "holdfast-tasks")?)
+            .pool_size(2)
+            .max_overflow(1)
+            .pool_timeout(Duration::from_secs(10))
+            .name("tasks");
+        Ok(config)
+    }
+
+    /// The worker.
+    pub fn worker(&self) -> WorkerConfig {
+        WorkerConfig {
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            ..WorkerConfig::default()
+        }
+        .lease(Duration::from_millis(self.task_lease_ms))
+        .concurrency(self.assembly_workers as usize)
+    }
+
+    fn tasks_url(&self) -> (&str, &'static str) {
+        match &self.tasks_database_url {
+            Some(url) => (url, "TASKS_DATABASE_URL"),
+            None => (&self.database_url, "DATABASE_URL"),
+        }
+    }
+}
+
+fn connect(url: &str, setting: &str, application_name: &str) -> Result<ConnectConfig, String> {
+    let config = ConnectConfig::parse_setting(setting, url).map_err(|e| e.to_string())?;
+    // The URL's own application_name wins; otherwise name the role of the connection.
+    if config.get_application_name() == holdfast::pool::DEFAULT_APPLICATION_NAME {
+        return Ok(config.application_name(application_name));
+    }
+    Ok(config)
+}

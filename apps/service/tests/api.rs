@@ -1,0 +1,346 @@
+//! The assembly service against a real PostgreSQL: the API through `app(state)`, an assembly
+//! end to end, bad input, the database away, shutdown with assemblies running.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use holdfast::pool::{ConnectConfig, PoolConfig};
+use holdfast::tasks::{Queue, TaskState};
+use holdfast::Pool;
+use holdfast_service::api::{app, AppState};
+use holdfast_service::config::ServeArgs;
+use holdfast_service::serve::Service;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn args(url: &str, step_ms: u64) -> ServeArgs {
+    ServeArgs {
+        database_url: url.to_string(),
+        tasks_database_url: None,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        pool_size: 3,
+        max_overflow: 2,
+        api_pool_timeout_ms: 2000,
+        statement_timeout_ms: 30_000,
+        assembly_workers: 2,
+        assembly_step_ms: step_ms,
+        task_lease_ms: 3000,
+        task_schema: "holdfast".into(),
+        shutdown_grace_ms: 100,
+    }
+}
+
+async fn service(step_ms: u64) -> Service {
+    let db = holdfast_tempdb::shared()
+        .expect("cluster")
+        .create_database()
+        .expect("database");
+    Service::start(&args(&db.url, step_ms))
+        .await
+        .expect("service starts")
+}
+
+fn router(service: &Service) -> axum::Router {
+    app(AppState {
+        pool: service.api_pool().clone(),
+        queue: service.queue().clone(),
+        metrics: None,
+    })
+}
+
+async fn call(router: &axum::Router, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn episode(segments: usize) -> String {
+    json!({
+        "title": "Pilot",
+        "segments": (0..segments).map(|i| json!({"text": format!("line {i}"), "duration_ms": 1000})).collect::<Vec<_>>()
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_is_created_assembled_and_read_back() {
+    let service = service(5).await;
+    let api = router(&service);
+    let (status, body) = call(&api, "POST", "/api/episodes", &episode(60)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_i64().expect("id");
+    let (status, body) = call(&api, "POST", &format!("/api/episodes/{id}/assemble"), "").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let task = body["task_id"].as_i64().expect("task id");
+
+    let deadline = tokio::time::Instant::now() + BOUND;
+    let done = loop {
+        let (status, body) = call(&api, "GET", &format!("/api/episodes/{id}"), "").await;
+        assert_eq!(status, StatusCode::OK);
+        if body["status"] == "assembled" {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not assembled: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["progress"], 100.0);
+    assert_eq!(done["segments"], 60);
+    assert_eq!(
+        done["transcript_lines"], 60,
+        "every segment's line, written in batches, once"
+    );
+    assert_eq!(done["output_path"], format!("episodes/{id}/assembled-{task}.mp3"));
+    let (status, body) = call(&api, "GET", &format!("/api/tasks/{task}"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"], "succeeded");
+    // Assembling again is allowed once the first is done.
+    let (status, _) = call(&api, "POST", &format!("/api/episodes/{id}/assemble"), "").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    service.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_with_a_json_error_and_never_a_500() {
+    let service = service(60_000).await;
+    let api = router(&service);
+    let (_, body) = call(&api, "POST", "/api/episodes", &episode(2)).await;
+    let id = body["id"].as_i64().expect("id");
+    let long = "x".repeat(201);
+    let cases: Vec<(&str, String, String, StatusCode)> = vec![
+        (
+            "POST",
+            "/api/episodes".into(),
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            r#"{"title": "x"}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            r#"{"title": "x", "segments": [], "extra": 1}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            r#"{"title": "", "segments": [{"text": "a", "duration_ms": 5}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            format!(r#"{{"title": "{long}", "segments": [{{"text": "a", "duration_ms": 5}}]}}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            r#"{"title": "x", "segments": []}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            r#"{"title": "x", "segments": [{"text": "a", "duration_ms": 0}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            r#"{"title": "x", "segments": [{"text": "a", "duration_ms": "long"}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/episodes".into(),
+            r#"{"title": "x", "segments": [{"text": " ", "duration_ms": 5}]}"#.into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/episodes/abc".into(),
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/episodes/0".into(),
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/episodes/99999999999999999999".into(),
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/episodes/424242".into(),
+            String::new(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/episodes/424242/assemble".into(),
+            String::new(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/api/tasks/424242".into(),
+            String::new(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/api/tasks/x".into(),
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            format!("/api/ai/intent-hints?q={long}"),
+            String::new(),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/api/nope".into(), String::new(), StatusCode::NOT_FOUND),
+        (
+            "POST",
+            format!("/api/episodes/{id}/assemble"),
+            String::new(),
+            StatusCode::ACCEPTED,
+        ),
+        (
+            "POST",
+            format!("/api/episodes/{id}/assemble"),
+            String::new(),
+            StatusCode::CONFLICT,
+        ),
+    ];
+    for (method, path, body, expected) in cases {
+        let (status, answer) = call(&api, method, &path, &body).await;
+        assert_eq!(status, expected, "{method} {path} {body}: {answer}");
+        if status != StatusCode::ACCEPTED {
+            assert!(
+                answer["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{method} {path}: a JSON error body: {answer}"
+            );
+        }
+    }
+    let (status, body) = call(&api, "GET", "/api/ai/intent-hints?q=music", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["hints"][0]["intent"], "score");
+    service.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_quick_503_with_retry_after() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere");
+    // A long pool timeout: only failing fast with the cause gets under the bound.
+    let pool = Pool::new(
+        PoolConfig::new(ConnectConfig::from_url(&url).expect("url")).pool_timeout(Duration::from_secs(120)),
+    )
+    .expect("pool");
+    let api = app(AppState {
+        pool,
+        queue: Queue::new("holdfast").expect("queue"),
+        metrics: None,
+    });
+    let request = Request::builder()
+        .uri("/api/episodes/1")
+        .body(Body::empty())
+        .expect("request");
+    let response = tokio::time::timeout(BOUND, api.clone().oneshot(request))
+        .await
+        .expect("answered well within the pool timeout")
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let (status, body) = call(&api, "GET", "/readyz", "").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, _) = call(&api, "GET", "/healthz", "").await;
+    assert_eq!(status, StatusCode::OK, "alive even when the database is not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_running_assemblies_for_another_instance() {
+    let db = holdfast_tempdb::shared()
+        .expect("cluster")
+        .create_database()
+        .expect("database");
+    // A minute per segment: the assembly is certainly running when the service stops.
+    let first = Service::start(&args(&db.url, 60_000))
+        .await
+        .expect("first instance");
+    let api = router(&first);
+    let (_, body) = call(&api, "POST", "/api/episodes", &episode(3)).await;
+    let id = body["id"].as_i64().expect("id");
+    let (_, body) = call(&api, "POST", &format!("/api/episodes/{id}/assemble"), "").await;
+    let task = body["task_id"].as_i64().expect("task");
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let (_, body) = call(&api, "GET", &format!("/api/tasks/{task}"), "").await;
+        if body["state"] == "running" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never started: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.stop().await.expect("stop");
+
+    let pool = Pool::new(PoolConfig::from_url(&db.url).expect("url")).expect("pool");
+    let conn = pool.get().await.expect("get");
+    let t = Queue::new("holdfast")
+        .expect("queue")
+        .get(&conn, task)
+        .await
+        .expect("get")
+        .expect("task");
+    assert_eq!(
+        (t.state, t.attempt, t.lease_owner),
+        (TaskState::Available, 0, None),
+        "released, not counted"
+    );
+
+    // Another instance picks it up and finishes it.
+    let second = Service::start(&args(&db.url, 1)).await.expect("second instance");
+    let api = router(&second);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let (_, body) = call(&api, "GET", &format!("/api/episodes/{id}"), "").await;
+        if body["status"] == "assembled" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not finished by the second instance: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.stop().await.expect("stop");
+}
