@@ -2,6 +2,7 @@
 //! against one throwaway server and prints ratios, because this machine is noisy.
 
 mod affinity;
+mod api_latency;
 mod contenders;
 mod pools;
 mod proxy_faults;
@@ -33,6 +34,8 @@ enum Bench {
     Tx(tx_cost::Args),
     /// No-op tasks per second against the same SQL in pgbench.
     Tasks(task_throughput::Args),
+    /// API latency with and without assemblies running.
+    Api(api_latency::Args),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,5 +46,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Proxy(args) => proxy_faults::run(args),
         Bench::Tx(args) => tx_cost::run(args),
         Bench::Tasks(args) => task_throughput::run(args),
+        Bench::Api(args) => api_latency::run(args),
     }
 }

@@ -12,6 +12,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Play the incident's smoke test against a throwaway database with faults, and report.
+    Demo(holdfast_service::demo::DemoArgs),
     /// Run the episode-assembly service: HTTP API and assembly workers.
     Serve(holdfast_service::config::ServeArgs),
     /// Run the fault-injection proxy with an HTTP+JSON control port.
@@ -28,8 +30,25 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Command::Demo(args) = cli.command {
+        return match runtime.block_on(holdfast_service::demo::run(args)) {
+            Ok(report) => {
+                print!("{}", report.render());
+                if report.passed() {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("holdfast demo: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(_) => Ok(()),
             Command::Serve(args) => holdfast_service::serve::run(args, shutdown_signal()).await,
             Command::Faults(args) => holdfast_service::fault_control::run(args, shutdown_signal()).await,
         }

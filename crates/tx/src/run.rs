@@ -146,6 +146,7 @@ where
             policy.max_attempts,
             pause.as_secs_f64()
         );
+        metrics::counter!("holdfast_tx_retries_total", "class" => what).increment(1);
         tokio::time::sleep(pause).await;
         attempt += 1;
     }

@@ -178,7 +178,14 @@ impl Tx {
             xid,
             "connection lost after COMMIT was sent: asking the server whether it committed"
         );
-        match resolve(&pool, xid, backend, RESOLVE_BUDGET).await {
+        let resolution = resolve(&pool, xid, backend, RESOLVE_BUDGET).await;
+        let outcome = match &resolution {
+            Resolution::Committed => "committed",
+            Resolution::Aborted => "aborted",
+            Resolution::Unknown(_) => "unknown",
+        };
+        metrics::counter!("holdfast_tx_commit_outcomes_resolved_total", "outcome" => outcome).increment(1);
+        match resolution {
             Resolution::Committed => {
                 tracing::info!(xid, "the COMMIT whose reply was lost did commit");
                 Ok(())
