@@ -18,43 +18,68 @@ use holdfast::tasks::WorkerConfig;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// PostgreSQL URL of the application database.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// A connection route of their own for the assembly workers (the incident's "separate
     /// database instance for background tasks": another host, port, pooler or role). It must
     /// reach the same database, where episodes and the queue live together, so that starting
     /// an assembly stays one transaction. Default: DATABASE_URL.
-    #[arg(long, env = "TASKS_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TASKS_DATABASE_URL",
+        value_name = "TASKS_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub tasks_database_url: Option<String>,
     /// HTTP listen address.
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "LISTEN", value_name = "LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// API pool: connections kept open.
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    #[arg(long, env = "DB_POOL_SIZE", value_name = "DB_POOL_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub pool_size: u32,
     /// API pool: extra connections under load.
-    #[arg(long, env = "DB_MAX_OVERFLOW", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10000))]
+    #[arg(long, env = "DB_MAX_OVERFLOW", value_name = "DB_MAX_OVERFLOW", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10000))]
     pub max_overflow: u32,
     /// How long an API request waits for a connection before answering 503, in milliseconds.
-    #[arg(long, env = "API_POOL_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, env = "API_POOL_TIMEOUT_MS", value_name = "API_POOL_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub api_pool_timeout_ms: u64,
     /// `statement_timeout` of API connections, in milliseconds (0: the server's).
-    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 300_000)]
+    #[arg(
+        long,
+        env = "DB_STATEMENT_TIMEOUT_MS",
+        value_name = "DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 300_000
+    )]
     pub statement_timeout_ms: u64,
     /// Assemblies run at once per instance.
-    #[arg(long, env = "ASSEMBLY_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, env = "ASSEMBLY_WORKERS", value_name = "ASSEMBLY_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub assembly_workers: u32,
     /// Simulated mixing time per segment, in milliseconds (assemblies are long on purpose).
-    #[arg(long, env = "ASSEMBLY_STEP_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    #[arg(long, env = "ASSEMBLY_STEP_MS", value_name = "ASSEMBLY_STEP_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub assembly_step_ms: u64,
     /// Lease of a running assembly, in milliseconds (heartbeats every third of it).
-    #[arg(long, env = "TASK_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(300..=86_400_000))]
+    #[arg(long, env = "TASK_LEASE_MS", value_name = "TASK_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(300..=86_400_000))]
     pub task_lease_ms: u64,
     /// Schema of the task queue.
-    #[arg(long, env = "TASK_SCHEMA", default_value = "holdfast")]
+    #[arg(
+        long,
+        env = "TASK_SCHEMA",
+        value_name = "TASK_SCHEMA",
+        default_value = "holdfast"
+    )]
     pub task_schema: String,
     /// How long shutdown lets running assemblies finish before releasing them, in ms.
-    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "SHUTDOWN_GRACE_MS",
+        value_name = "SHUTDOWN_GRACE_MS",
+        default_value_t = 10_000
+    )]
     pub shutdown_grace_ms: u64,
 }
 

@@ -5,7 +5,6 @@
 //! if anything is stuck or lost.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +44,15 @@ pub struct DemoArgs {
     /// Assembly workers.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
+    /// Use this database instead of a throwaway one (the proxy still goes in front; the
+    /// restart fault is skipped, the database is not the demo's to restart).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        value_name = "DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 /// A fault the demo plays.
@@ -161,16 +169,28 @@ impl Report {
 pub async fn run(args: DemoArgs) -> Result<Report, String> {
     let started = Instant::now();
     let metrics = prometheus();
-    println!("starting a throwaway PostgreSQL and the fault proxy...");
-    let cluster = Arc::new(
-        tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::demo()))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?,
-    );
-    let server = SocketAddr::from(([127, 0, 0, 1], cluster.port()));
-    let proxy = FaultProxy::start_local(server).await.map_err(|e| e.to_string())?;
-    let via = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port());
+    let (cluster, direct) = match &args.database_url {
+        Some(url) => (None, url.clone()),
+        None => {
+            println!("starting a throwaway PostgreSQL and the fault proxy...");
+            let cluster = tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::demo()))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let url = cluster.url();
+            (Some(Arc::new(cluster)), url)
+        }
+    };
+    let target = Target::parse(&direct)?;
+    let upstream = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| format!("DATABASE_URL: cannot resolve {}: {e}", target.host))?
+        .next()
+        .ok_or_else(|| format!("DATABASE_URL: {} resolves to no address", target.host))?;
+    let proxy = FaultProxy::start_local(upstream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let via = target.through(proxy.port());
     let serve = ServeArgs {
         database_url: via,
         tasks_database_url: None,
@@ -189,7 +209,7 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
     let addr = service.addr();
     let admin = Pool::new(
         PoolConfig::new(
-            ConnectConfig::from_url(&cluster.url())
+            ConnectConfig::from_url(&direct)
                 .map_err(|e| e.to_string())?
                 .application_name("holdfast-demo"),
         )
@@ -280,14 +300,19 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
                         "{at:.1} s: reset all {n} database connections through the proxy"
                     ));
                 }
-                Fault::Restart => {
-                    let c = Arc::clone(&cluster);
-                    tokio::task::spawn_blocking(move || c.restart(StopMode::Fast))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
-                    report.events.push(format!("{at:.1} s: restarted the database"));
-                }
+                Fault::Restart => match &cluster {
+                    Some(cluster) => {
+                        let c = Arc::clone(cluster);
+                        tokio::task::spawn_blocking(move || c.restart(StopMode::Fast))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| e.to_string())?;
+                        report.events.push(format!("{at:.1} s: restarted the database"));
+                    }
+                    None => report.events.push(format!(
+                        "{at:.1} s: restart skipped (not the demo's own database)"
+                    )),
+                },
                 Fault::None => {}
             }
             next_fault += 1;
@@ -356,6 +381,56 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
     Ok(report)
 }
 
+/// Where the demo's database is, and who connects to it.
+struct Target {
+    host: String,
+    port: u16,
+    user: Option<String>,
+    password: Option<Vec<u8>>,
+    dbname: Option<String>,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, String> {
+        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+            format!(
+                "DATABASE_URL: invalid connection URL {:?}: {e}",
+                holdfast::pool::redact_url(url)
+            )
+        })?;
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => return Err("DATABASE_URL: the demo needs a TCP host to put its proxy in front of".into()),
+        };
+        Ok(Target {
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            user: config.get_user().map(str::to_string),
+            password: config.get_password().map(<[u8]>::to_vec),
+            dbname: config.get_dbname().map(str::to_string),
+        })
+    }
+
+    /// A key=value connection string to the same database through the proxy.
+    fn through(&self, port: u16) -> String {
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut s = format!("host=127.0.0.1 port={port}");
+        if let Some(user) = &self.user {
+            s.push_str(&format!(" user={}", quote(user)));
+        }
+        if let Some(password) = &self.password {
+            s.push_str(&format!(
+                " password={}",
+                quote(&String::from_utf8_lossy(password))
+            ));
+        }
+        if let Some(dbname) = &self.dbname {
+            s.push_str(&format!(" dbname={}", quote(dbname)));
+        }
+        s
+    }
+}
+
 fn final_status(status: &str) -> bool {
     status == "assembled" || status == "failed"
 }
@@ -397,7 +472,10 @@ async fn check_data(
         .get(0);
     report.lost_or_doubled = bad as u32;
     let tasks: i64 = conn
-        .query_one("SELECT count(*) FROM holdfast.tasks WHERE kind = 'assemble'", &[])
+        .query_one(
+            "SELECT count(*) FROM holdfast.tasks WHERE kind = 'assemble' AND (payload->>'episode')::bigint = ANY($1)",
+            &[&episodes],
+        )
         .await
         .map_err(|e| e.to_string())?
         .get(0);

@@ -13,6 +13,7 @@ async fn the_incidents_smoke_test_passes_through_resets_and_a_restart() {
         faults: vec![Fault::Reset, Fault::Restart],
         timeout_s: 90,
         workers: 2,
+        database_url: None,
     })
     .await
     .expect("the demo runs");
@@ -28,4 +29,31 @@ async fn the_incidents_smoke_test_passes_through_resets_and_a_restart() {
     );
     assert!(report.api_ok > 0);
     assert!(report.passed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_against_a_given_database_too() {
+    let db = holdfast_tempdb::shared()
+        .expect("cluster")
+        .create_database()
+        .expect("database");
+    let report = run(DemoArgs {
+        assemblies: 2,
+        segments: 6,
+        step_ms: 30,
+        api_clients: 1,
+        faults: vec![Fault::Reset, Fault::Restart],
+        timeout_s: 90,
+        workers: 2,
+        database_url: Some(db.url.clone()),
+    })
+    .await
+    .expect("the demo runs");
+    assert!(
+        report.events[1].contains("restart skipped"),
+        "{:?}",
+        report.events
+    );
+    assert_eq!((report.completed, report.stuck), (2, 0));
+    assert!(report.passed(), "{}", report.render());
 }
