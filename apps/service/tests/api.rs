@@ -48,8 +48,16 @@ fn router(service: &Service) -> axum::Router {
     app(AppState {
         pool: service.api_pool().clone(),
         queue: service.queue().clone(),
-        metrics: None,
+        metrics: holdfast_service::serve::prometheus(),
     })
+}
+
+async fn text(router: &axum::Router, path: &str) -> (StatusCode, String) {
+    let request = Request::builder().uri(path).body(Body::empty()).expect("request");
+    let response = router.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 async fn call(router: &axum::Router, method: &str, path: &str, body: &str) -> (StatusCode, Value) {
@@ -107,6 +115,20 @@ async fn an_episode_is_created_assembled_and_read_back() {
     // Assembling again is allowed once the first is done.
     let (status, _) = call(&api, "POST", &format!("/api/episodes/{id}/assemble"), "").await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    // Prometheus text with the pools, the tasks and the HTTP requests.
+    let (status, metrics) = text(&api, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for name in [
+        "holdfast_pool_acquired_total",
+        "holdfast_tasks_succeeded_total",
+        "holdfast_http_requests_total",
+        "holdfast_http_request_duration_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+    assert!(metrics.contains("status=\"202\""), "status codes are labelled");
+    let (status, body) = text(&api, "/readyz").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ready"));
     service.stop().await.expect("stop");
 }
 
