@@ -1,7 +1,9 @@
 //! API latency while assemblies run: p50 and p99 of `GET /api/ai/intent-hints` with no
-//! assembly running, with `--assemblies` running (each longer than the measurement), and with
-//! none again, in one run; the ratio is loaded p99 over the idle p99s.
+//! assembly running and with `--assemblies` running, alternating in rounds on one service
+//! (assemblies are started for a loaded phase and cancelled after it); the figure is the
+//! median over rounds of loaded p99 / idle p99.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use holdfast_service::config::ServeArgs;
@@ -10,17 +12,20 @@ use holdfast_service::serve::Service;
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 use serde_json::json;
 
-use crate::stats::quantile;
+use crate::stats::{median, quantile};
 
 /// Options of the API latency benchmark.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Requests per phase.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 2000)]
     requests: usize,
-    /// Assemblies running in the loaded phase.
+    /// Assemblies running in the loaded phases.
     #[arg(long, default_value_t = 10)]
     assemblies: u32,
+    /// Idle/loaded rounds.
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
 }
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -40,72 +45,129 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             statement_timeout_ms: 30_000,
             assembly_workers: args.assemblies,
             assembly_step_ms: 50,
-            task_lease_ms: 30_000,
+            // Short leases: a cancelled assembly stops within a heartbeat (a third of this).
+            task_lease_ms: 1500,
             task_schema: "holdfast".into(),
             shutdown_grace_ms: 100,
         };
         let service = Service::start(&serve).await?;
         let addr = service.addr();
-        let idle_before = phase(addr, args.requests).await;
-        // Assemblies long enough to outlast the loaded phase: many 50 ms steps each, every
-        // step a transaction through the workers' own pool.
-        let mut ids = Vec::new();
-        for n in 0..args.assemblies {
-            let body = json!({
-                "title": format!("Load {n}"),
-                "segments": (0..400).map(|i| json!({"text": format!("s{i}"), "duration_ms": 1000})).collect::<Vec<_>>(),
-            });
-            let id = request(addr, "POST", "/api/episodes", Some(&body), Duration::from_secs(10)).await.body["id"]
-                .as_i64()
-                .ok_or("episode not created")?;
-            request(addr, "POST", &format!("/api/episodes/{id}/assemble"), None, Duration::from_secs(10)).await;
-            ids.push(id);
-        }
-        // Wait until they all run.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut running = 0;
-            for id in &ids {
-                let r = request(addr, "GET", &format!("/api/episodes/{id}"), None, Duration::from_secs(5)).await;
-                if r.body["status"] == "assembling" {
-                    running += 1;
-                }
-            }
-            if running == ids.len() || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let loaded = phase(addr, args.requests).await;
-        let mut still = 0;
-        for id in &ids {
-            let r = request(addr, "GET", &format!("/api/episodes/{id}"), None, Duration::from_secs(5)).await;
-            if r.body["status"] == "assembling" {
-                still += 1;
-            }
-        }
-        service.stop().await?;
-        // The released assemblies must not run in the idle phase that follows.
-        cluster.psql("postgres", "UPDATE holdfast.tasks SET state = 'cancelled' WHERE state <> 'succeeded'")?;
-        let service = Service::start(&serve).await?;
-        let idle_after = phase(service.addr(), args.requests).await;
-        service.stop().await?;
+        phase(addr, 200).await; // warm-up
         println!(
-            "GET /api/ai/intent-hints, {} requests per phase, one client; {} assemblies in the loaded phase ({} still running at its end)",
-            args.requests, args.assemblies, still
+            "GET /api/ai/intent-hints, one client, {} requests per phase; {} assemblies running in each loaded phase",
+            args.requests, args.assemblies
         );
-        println!("{:<28}{:>10}{:>10}{:>10}", "phase", "p50 ms", "p99 ms", "errors");
-        for (name, p) in [("idle", &idle_before), ("assemblies running", &loaded), ("idle again", &idle_after)] {
-            println!("{name:<28}{:>10.3}{:>10.3}{:>10}", p.0, p.1, p.2);
+        println!("{:<8}{:>14}{:>14}{:>16}{:>16}{:>10}", "round", "idle p50 ms", "idle p99 ms", "loaded p50 ms", "loaded p99 ms", "ratio");
+        let mut ratios = Vec::new();
+        for round in 0..args.rounds {
+            let idle = phase(addr, args.requests).await;
+            let tasks = start_assemblies(addr, args.assemblies, round).await?;
+            let loaded = phase(addr, args.requests).await;
+            stop_assemblies(addr, &service, &tasks).await?;
+            let ratio = loaded.1 / idle.1;
+            ratios.push(ratio);
+            println!(
+                "{:<8}{:>14.3}{:>14.3}{:>16.3}{:>16.3}{:>10.3}",
+                round + 1,
+                idle.0,
+                idle.1,
+                loaded.0,
+                loaded.1,
+                ratio
+            );
         }
-        let idle_p99 = (idle_before.1 + idle_after.1) / 2.0;
-        println!("p99 ratio loaded / idle: {:.3} (target under 1.5)", loaded.1 / idle_p99);
+        service.stop().await?;
+        println!("median p99 ratio loaded / idle: {:.3} (target under 1.5)", median(&mut ratios));
         Ok(())
     })
 }
 
+/// Starts `n` assemblies long enough to outlast a phase, and waits until all run.
+async fn start_assemblies(
+    addr: SocketAddr,
+    n: u32,
+    round: usize,
+) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+    let t = Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    let mut episodes = Vec::new();
+    for i in 0..n {
+        let body = json!({
+            "title": format!("Load {round}-{i}"),
+            "segments": (0..500).map(|s| json!({"text": format!("s{s}"), "duration_ms": 1000})).collect::<Vec<_>>(),
+        });
+        let id = request(addr, "POST", "/api/episodes", Some(&body), t).await.body["id"]
+            .as_i64()
+            .ok_or("episode not created")?;
+        let task = request(addr, "POST", &format!("/api/episodes/{id}/assemble"), None, t)
+            .await
+            .body["task_id"]
+            .as_i64()
+            .ok_or("assembly not started")?;
+        episodes.push(id);
+        tasks.push(task);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut running = 0;
+        for id in &episodes {
+            if request(addr, "GET", &format!("/api/episodes/{id}"), None, t)
+                .await
+                .body["status"]
+                == "assembling"
+            {
+                running += 1;
+            }
+        }
+        if running == episodes.len() {
+            return Ok(tasks);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("only {running} of {} assemblies started", episodes.len()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cancels the assemblies and waits until none runs.
+async fn stop_assemblies(
+    addr: SocketAddr,
+    service: &Service,
+    tasks: &[i64],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let conn = service.api_pool().get().await?;
+    for task in tasks {
+        service.queue().cancel(&conn, *task).await?;
+    }
+    drop(conn);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut running = 0;
+        for task in tasks {
+            let r = request(
+                addr,
+                "GET",
+                &format!("/api/tasks/{task}"),
+                None,
+                Duration::from_secs(10),
+            )
+            .await;
+            if r.body["state"] == "running" {
+                running += 1;
+            }
+        }
+        if running == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err("cancelled assemblies did not stop".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `n` sequential requests; returns p50 ms, p99 ms and failures.
-async fn phase(addr: std::net::SocketAddr, n: usize) -> (f64, f64, usize) {
+async fn phase(addr: SocketAddr, n: usize) -> (f64, f64, usize) {
     let mut ms = Vec::with_capacity(n);
     let mut errors = 0;
     for _ in 0..n {
