@@ -42,6 +42,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             pool_size: 5,
             max_overflow: 10,
             api_pool_timeout_ms: 2000,
+            api_request_timeout_ms: 10_000,
             statement_timeout_ms: 30_000,
             assembly_workers: args.assemblies,
             assembly_step_ms: 50,

@@ -40,6 +40,9 @@ pub struct AppState {
     pub queue: Queue,
     /// Renders `/metrics`.
     pub metrics: Option<Arc<PrometheusHandle>>,
+    /// How long a request may take before it is answered 503 and its work dropped (its
+    /// connection goes back through the pool's reset, or is closed).
+    pub request_timeout: Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("pool", &self.pool)
             .field("queue", &self.queue)
+            .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
@@ -159,8 +163,8 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
-/// Counts every request by route and status, and times it.
-async fn track(request: Request, next: Next) -> Response {
+/// Bounds every request by the request timeout, counts it by route and status, and times it.
+async fn track(State(s): State<AppState>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -168,7 +172,14 @@ async fn track(request: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = match tokio::time::timeout(s.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(format!(
+            "the request did not finish within {} ms (API_REQUEST_TIMEOUT_MS)",
+            s.request_timeout.as_millis()
+        ))
+        .into_response(),
+    };
     let status = response.status().as_u16().to_string();
     metrics::histogram!("holdfast_http_request_duration_seconds", "route" => route.clone())
         .record(started.elapsed().as_secs_f64());

@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// How long an API request waits for a connection before answering 503, in milliseconds.
     #[arg(long, env = "API_POOL_TIMEOUT_MS", value_name = "API_POOL_TIMEOUT_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub api_pool_timeout_ms: u64,
+    /// How long an API request may take in all before it is answered 503 and its database
+    /// work dropped, in milliseconds. Bounds requests the database never answers (a hung
+    /// server or network), which `statement_timeout` cannot.
+    #[arg(long, env = "API_REQUEST_TIMEOUT_MS", value_name = "API_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub api_request_timeout_ms: u64,
     /// `statement_timeout` of API connections, in milliseconds (0: the server's).
     #[arg(
         long,
@@ -96,6 +101,11 @@ impl ServeArgs {
             .name("api");
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
+    }
+
+    /// The API's request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.api_request_timeout_ms)
     }
 
     /// The assembly work pool: one connection per worker slot.

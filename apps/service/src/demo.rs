@@ -16,7 +16,9 @@ use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
 use serde_json::json;
 
 use crate::config::ServeArgs;
+use crate::db_target::Target;
 use crate::http_client::request;
+use crate::prom;
 use crate::serve::{prometheus, Service};
 
 /// Options of `holdfast demo`.
@@ -182,11 +184,7 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
         }
     };
     let target = Target::parse(&direct)?;
-    let upstream = tokio::net::lookup_host((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| format!("DATABASE_URL: cannot resolve {}: {e}", target.host))?
-        .next()
-        .ok_or_else(|| format!("DATABASE_URL: {} resolves to no address", target.host))?;
+    let upstream = target.resolve().await?;
     let proxy = FaultProxy::start_local(upstream)
         .await
         .map_err(|e| e.to_string())?;
@@ -198,6 +196,7 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
         pool_size: 4,
         max_overflow: 4,
         api_pool_timeout_ms: 2000,
+        api_request_timeout_ms: 10_000,
         statement_timeout_ms: 30_000,
         assembly_workers: args.workers,
         assembly_step_ms: args.step_ms,
@@ -365,70 +364,22 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
     report.connections_killed = proxy.counters().faults_fired;
     if let Some(m) = &metrics {
         let text = m.render();
-        report.connections_discarded = sum(
-            &text,
-            "holdfast_pool_connections_closed_total",
-            &["broken", "ping_failed", "reset_failed"],
-        );
-        report.retries =
-            sum(&text, "holdfast_tx_retries_total", &[]) + sum(&text, "holdfast_tasks_retried_total", &[]);
-        report.commits_resolved = sum(&text, "holdfast_tx_commit_outcomes_resolved_total", &[]);
+        let broken = [
+            ("reason", "broken"),
+            ("reason", "ping_failed"),
+            ("reason", "reset_failed"),
+        ];
+        report.connections_discarded =
+            prom::sum(&text, "holdfast_pool_connections_closed_total", &broken) as u64;
+        report.retries = (prom::sum(&text, "holdfast_tx_retries_total", &[])
+            + prom::sum(&text, "holdfast_tasks_retried_total", &[])) as u64;
+        report.commits_resolved = prom::sum(&text, "holdfast_tx_commit_outcomes_resolved_total", &[]) as u64;
     }
     service.stop().await?;
     admin.close().await;
     drop(proxy);
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
-}
-
-/// Where the demo's database is, and who connects to it.
-struct Target {
-    host: String,
-    port: u16,
-    user: Option<String>,
-    password: Option<Vec<u8>>,
-    dbname: Option<String>,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            format!(
-                "DATABASE_URL: invalid connection URL {:?}: {e}",
-                holdfast::pool::redact_url(url)
-            )
-        })?;
-        let host = match config.get_hosts().first() {
-            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-            _ => return Err("DATABASE_URL: the demo needs a TCP host to put its proxy in front of".into()),
-        };
-        Ok(Target {
-            host,
-            port: config.get_ports().first().copied().unwrap_or(5432),
-            user: config.get_user().map(str::to_string),
-            password: config.get_password().map(<[u8]>::to_vec),
-            dbname: config.get_dbname().map(str::to_string),
-        })
-    }
-
-    /// A key=value connection string to the same database through the proxy.
-    fn through(&self, port: u16) -> String {
-        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-        let mut s = format!("host=127.0.0.1 port={port}");
-        if let Some(user) = &self.user {
-            s.push_str(&format!(" user={}", quote(user)));
-        }
-        if let Some(password) = &self.password {
-            s.push_str(&format!(
-                " password={}",
-                quote(&String::from_utf8_lossy(password))
-            ));
-        }
-        if let Some(dbname) = &self.dbname {
-            s.push_str(&format!(" dbname={}", quote(dbname)));
-        }
-        s
-    }
 }
 
 fn final_status(status: &str) -> bool {
@@ -497,18 +448,6 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
-}
-
-/// Sums the samples of a counter in Prometheus text, optionally only those with one of
-/// `reasons` as their `reason` label. The counters this process made (every pool and worker
-/// of the demo) are all in it.
-fn sum(text: &str, name: &str, reasons: &[&str]) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| reasons.is_empty() || reasons.iter().any(|r| l.contains(&format!("reason=\"{r}\""))))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .map(|v| v as u64)
-        .sum()
 }
 
 /// Draws a progress bar per assembly, redrawing in place; returns the lines drawn.

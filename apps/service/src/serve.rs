@@ -63,6 +63,7 @@ impl Service {
             pool: api.clone(),
             queue: queue.clone(),
             metrics,
+            request_timeout: args.request_timeout(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {

@@ -25,6 +25,7 @@ fn args(url: &str, step_ms: u64) -> ServeArgs {
         pool_size: 3,
         max_overflow: 2,
         api_pool_timeout_ms: 2000,
+        api_request_timeout_ms: 10_000,
         statement_timeout_ms: 30_000,
         assembly_workers: 2,
         assembly_step_ms: step_ms,
@@ -49,6 +50,7 @@ fn router(service: &Service) -> axum::Router {
         pool: service.api_pool().clone(),
         queue: service.queue().clone(),
         metrics: holdfast_service::serve::prometheus(),
+        request_timeout: Duration::from_secs(10),
     })
 }
 
@@ -289,6 +291,7 @@ async fn an_unreachable_database_is_a_quick_503_with_retry_after() {
         pool,
         queue: Queue::new("holdfast").expect("queue"),
         metrics: None,
+        request_timeout: Duration::from_secs(600),
     });
     let request = Request::builder()
         .uri("/api/episodes/1")
@@ -365,4 +368,45 @@ async fn shutdown_releases_running_assemblies_for_another_instance() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     second.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_database_never_answers_is_cut_off_by_the_request_timeout() {
+    let db = holdfast_tempdb::shared()
+        .expect("cluster")
+        .create_database()
+        .expect("database");
+    let target = holdfast_service::db_target::Target::parse(&db.url).expect("url");
+    let proxy = holdfast_faults::FaultProxy::start_local(target.resolve().await.expect("address"))
+        .await
+        .expect("proxy");
+    let url = target.through(proxy.port());
+    let service = Service::start(&args(&url, 10)).await.expect("service starts");
+    let api = app(AppState {
+        pool: service.api_pool().clone(),
+        queue: service.queue().clone(),
+        metrics: None,
+        request_timeout: Duration::from_millis(300),
+    });
+    let (status, _) = text(&api, "/api/ai/intent-hints?q=mu").await;
+    assert_eq!(status, StatusCode::OK);
+    // The server stays connected but nothing reaches it any more: a hung network or server.
+    proxy
+        .update(|f| {
+            f.upstream.blackhole = true;
+            f.downstream.blackhole = true;
+        })
+        .expect("blackhole");
+    let (status, body) = tokio::time::timeout(BOUND, text(&api, "/api/ai/intent-hints?q=mu"))
+        .await
+        .expect("answered, not hung");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("API_REQUEST_TIMEOUT_MS"), "{body}");
+    proxy.clear();
+    // The hung connection was dropped, not handed out again: the next request is served.
+    let (status, body) = tokio::time::timeout(BOUND, text(&api, "/api/ai/intent-hints?q=mu"))
+        .await
+        .expect("answered");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    service.stop().await.expect("stops");
 }

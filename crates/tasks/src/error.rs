@@ -23,6 +23,15 @@ pub enum TaskError {
     /// No connection was available.
     #[error(transparent)]
     Pool(#[from] holdfast_pool::PoolError),
+    /// The database did not answer in time (a hung server or network); the connection is
+    /// dropped, so the pool resets or closes it.
+    #[error("task {what} got no answer from the database within {after:?}")]
+    TimedOut {
+        /// What was asked.
+        what: &'static str,
+        /// How long it waited.
+        after: std::time::Duration,
+    },
     /// A state change inside a transaction failed.
     #[error("task state change failed: {0}")]
     Transaction(#[from] holdfast_tx::TxError<tokio_postgres::Error>),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::context::{TaskContext, TaskFailure};
+use crate::error::TaskError;
 use crate::queue::{Finish, Lease};
 use crate::task::Claimed;
 use crate::worker::{Handler, Shared};
@@ -109,7 +110,7 @@ async fn heartbeat(
     shared: &Shared,
     task: &Claimed,
     progress: Option<(f32, String)>,
-) -> Result<Lease, crate::error::TaskError> {
+) -> Result<Lease, TaskError> {
     let conn = shared.control.get().await?;
     Ok(shared
         .queue
@@ -137,16 +138,24 @@ async fn finish(shared: &Shared, task: &Claimed, outcome: Finish, lease_until: I
     let mut uncertain = false;
     loop {
         tries += 1;
-        let written = async {
+        let attempt = async {
             let conn = shared.control.get().await?;
             let result = shared.queue.finish(&conn, task, &outcome).await;
             let landed = match &result {
                 Ok(false) => Some(shared.queue.landed(&conn, task).await?),
                 _ => None,
             };
-            Ok::<_, crate::error::TaskError>((result?, landed))
-        }
-        .await;
+            Ok::<_, TaskError>((result?, landed))
+        };
+        // Each try is bounded by what is left of the lease: a write the database never
+        // answers must not hold the slot past it.
+        let left = lease_until.saturating_duration_since(Instant::now());
+        let written = tokio::time::timeout(left, attempt)
+            .await
+            .unwrap_or(Err(TaskError::TimedOut {
+                what: "final write",
+                after: left,
+            }));
         match written {
             Ok((true, _)) => return record(shared, task, &outcome),
             Ok((false, Some(true))) => {

@@ -13,6 +13,8 @@ const PAGE: i64 = 100;
 
 /// How often the tasks-by-state gauges are refreshed.
 const STATE_COUNT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+/// The least time a rescue pass may take before it is given up (the pass interval, when longer).
+const MIN_PASS_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Rescues expired leases of one queue.
 #[derive(Debug, Clone)]
@@ -54,17 +56,25 @@ impl Rescuer {
         let mut last_count: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
-            match self.run_once().await {
-                Ok(n) => metrics.rescued.increment(n),
-                Err(error) => tracing::debug!(%error, "rescue pass failed; next pass will try again"),
+            // Every pass is bounded: a connection that never answers must not stop rescuing.
+            let bound = interval.max(MIN_PASS_BOUND);
+            match tokio::time::timeout(bound, self.run_once()).await {
+                Ok(Ok(n)) => metrics.rescued.increment(n),
+                Ok(Err(error)) => tracing::debug!(%error, "rescue pass failed; next pass will try again"),
+                Err(_) => tracing::debug!(
+                    ?bound,
+                    "rescue pass got no answer in time; next pass will try again"
+                ),
             }
             // Counting by state scans the table: not more than every STATE_COUNT_INTERVAL.
             if last_count.is_none_or(|t| t.elapsed() >= STATE_COUNT_INTERVAL) {
                 last_count = Some(tokio::time::Instant::now());
-                if let Ok(conn) = self.pool.get().await {
-                    if let Ok(counts) = self.queue.counts(&conn).await {
-                        metrics.states(&counts);
-                    }
+                let count = async {
+                    let conn = self.pool.get().await.ok()?;
+                    self.queue.counts(&conn).await.ok()
+                };
+                if let Ok(Some(counts)) = tokio::time::timeout(bound, count).await {
+                    metrics.states(&counts);
                 }
             }
         }

@@ -322,11 +322,23 @@ async fn slot(
     }
 }
 
+/// Claims up to `free` tasks, bounded by the heartbeat interval: a connection that never
+/// answers (a hung server or network) must not hold the slot. A claim that landed but whose
+/// answer never came leaves a lease that expires, and the rescuer takes the task back.
 async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>, TaskError> {
-    let conn = shared.control.get().await?;
-    let claimed = shared
-        .queue
-        .claim(&conn, &shared.config.owner, shared.config.lease, free as i64)
-        .await?;
-    Ok(claimed)
+    let config = &shared.config;
+    let claim = async {
+        let conn = shared.control.get().await?;
+        let claimed = shared
+            .queue
+            .claim(&conn, &config.owner, config.lease, free as i64)
+            .await?;
+        Ok(claimed)
+    };
+    tokio::time::timeout(config.heartbeat, claim)
+        .await
+        .unwrap_or(Err(TaskError::TimedOut {
+            what: "claim",
+            after: config.heartbeat,
+        }))
 }

@@ -281,6 +281,34 @@ async fn stopping_the_database_for_a_while() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_that_swallows_everything_for_longer_than_the_lease() {
+    let (proxy, via, queue, admin) = proxied("f_hole").await;
+    let n = 10;
+    enqueue_episodes(&queue, &admin, n).await;
+    // Two slots more than tasks: idle slots keep polling, so claims are sent into the hole.
+    let fleet = fleet(&queue, &via, 2, 6);
+    all_started(&fleet, n as u32).await;
+    // Connections stay open and nothing arrives either way: heartbeats, claims, rescue passes
+    // and final writes sent now are never answered. Each must give up on its own.
+    proxy
+        .update(|f| {
+            f.upstream.blackhole = true;
+            f.downstream.blackhole = true;
+        })
+        .expect("blackhole");
+    // The outage itself: longer than the lease (1.5 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    proxy.clear();
+    fleet.go.send_replace(true);
+    assert_settled_once(&queue, &admin, n).await;
+    for w in fleet.workers {
+        tokio::time::timeout(Duration::from_secs(30), w.shutdown())
+            .await
+            .expect("shutdown is not held by a connection that never answers");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_workers_tasks_are_rescued() {
     let cluster = holdfast_tempdb::shared().expect("cluster");
     let (url, queue, admin) = database(cluster, "f_abort").await;

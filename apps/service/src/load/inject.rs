@@ -1,0 +1,160 @@
+//! Playing faults for real: through the run's own fault proxy or a `holdfast faults` control
+//! port, on the run's own database (restart), or with SQL (terminate).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast::Pool;
+use holdfast_faults::{Faults, Latency, ProxyHandle};
+use holdfast_tempdb::{StopMode, TempCluster};
+use serde_json::json;
+
+use super::plan::FaultKind;
+use crate::http_client::fetch;
+
+/// Where proxy faults go.
+#[derive(Debug)]
+pub enum Proxy {
+    /// The run's own proxy.
+    Local(ProxyHandle),
+    /// A `holdfast faults` control port.
+    Remote(SocketAddr),
+    /// No proxy in front of the database.
+    Absent,
+}
+
+/// Plays faults.
+#[derive(Debug)]
+pub struct Injector {
+    /// Where proxy faults go.
+    pub proxy: Proxy,
+    /// The run's own database, if it has one.
+    pub cluster: Option<Arc<TempCluster>>,
+    /// A direct connection to the service's database (not through the proxy).
+    pub admin: Pool,
+    /// Delay of the latency fault, each way.
+    pub latency: Duration,
+}
+
+/// The application name of the run's own sessions, which `terminate` spares.
+pub const OWN_APPLICATION_NAME: &str = "holdfast-load";
+
+impl Injector {
+    /// Refuses, before anything starts, a plan this setup cannot play; the error says why
+    /// and what would make it playable.
+    pub fn check(&self, kinds: &[FaultKind]) -> Result<(), String> {
+        for kind in kinds {
+            if kind.needs_proxy() && matches!(self.proxy, Proxy::Absent) {
+                return Err(format!(
+                    "--faults {}: needs the fault proxy; against a running service give --faults-control (the control port of `holdfast faults` in front of its database)",
+                    kind.as_str()
+                ));
+            }
+            if *kind == FaultKind::Restart && self.cluster.is_none() {
+                return Err(
+                    "--faults restart: only the run's own database is restarted; leave out --url to let the run start its own"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a fault; returns what was done, for the report.
+    pub async fn begin(&self, kind: FaultKind) -> Result<String, String> {
+        match kind {
+            FaultKind::None => Ok("nothing".into()),
+            FaultKind::Kill => {
+                let n = match &self.proxy {
+                    Proxy::Local(proxy) => proxy.reset_all() as u64,
+                    Proxy::Remote(control) => {
+                        let reply = control_call(*control, "POST", "/reset", None).await?;
+                        reply["reset"].as_u64().unwrap_or(0)
+                    }
+                    Proxy::Absent => return Err("no proxy".into()),
+                };
+                Ok(format!("reset {n} connections through the proxy"))
+            }
+            FaultKind::Restart => {
+                let cluster = self.cluster.clone().ok_or("no database of the run's own to restart")?;
+                tokio::task::spawn_blocking(move || cluster.restart(StopMode::Fast))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("restarting the database: {e}"))?;
+                Ok("restarted the database (fast shutdown)".into())
+            }
+            FaultKind::Terminate => {
+                let conn = self.admin.get().await.map_err(|e| e.to_string())?;
+                let n: i64 = conn
+                    .query_one(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+                         FROM pg_stat_activity
+                         WHERE datname = current_database() AND backend_type = 'client backend'
+                           AND pid <> pg_backend_pid() AND application_name <> $1",
+                        &[&OWN_APPLICATION_NAME],
+                    )
+                    .await
+                    .map_err(|e| format!("terminating backends: {e}"))?
+                    .get(0);
+                Ok(format!("terminated {n} backends"))
+            }
+            FaultKind::Blackhole => {
+                let mut faults = Faults::none();
+                faults.upstream.blackhole = true;
+                faults.downstream.blackhole = true;
+                self.set(faults).await?;
+                Ok("the proxy swallows every byte both ways".into())
+            }
+            FaultKind::Latency => {
+                let ms = self.latency.as_millis() as u64;
+                let mut faults = Faults::none();
+                let delay = Latency {
+                    base_ms: ms,
+                    jitter_ms: 0,
+                };
+                faults.upstream.latency = Some(delay);
+                faults.downstream.latency = Some(delay);
+                self.set(faults).await?;
+                Ok(format!("the proxy delays every chunk by {ms} ms each way"))
+            }
+        }
+    }
+
+    /// Ends a lasting fault (instant ones need nothing).
+    pub async fn end(&self, kind: FaultKind) -> Result<(), String> {
+        if kind.lasts() {
+            self.set(Faults::none()).await?;
+        }
+        Ok(())
+    }
+
+    async fn set(&self, faults: Faults) -> Result<(), String> {
+        match &self.proxy {
+            Proxy::Local(proxy) => proxy.set(faults).map_err(|e| e.to_string()),
+            Proxy::Remote(control) => {
+                let body = serde_json::to_value(&faults).map_err(|e| e.to_string())?;
+                control_call(*control, "PUT", "/faults", Some(&body)).await.map(drop)
+            }
+            Proxy::Absent => Err("no proxy".into()),
+        }
+    }
+}
+
+async fn control_call(
+    control: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let reply = fetch(control, method, path, body, Duration::from_secs(5))
+        .await
+        .map_err(|f| format!("--faults-control {control}: {method} {path}: {}", f.as_str()))?;
+    if !(200..300).contains(&reply.status) {
+        return Err(format!(
+            "--faults-control {control}: {method} {path} answered {}: {}",
+            reply.status, reply.text
+        ));
+    }
+    Ok(serde_json::from_str(&reply.text).unwrap_or(json!(null)))
+}

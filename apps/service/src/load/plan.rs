@@ -1,0 +1,134 @@
+//! Fault plans: which faults a load run plays and when. The schedule comes from a seed, so a
+//! run can be played again exactly: the same faults at the same moments.
+
+use serde::Serialize;
+
+/// A fault a load run can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// No fault: a clean run.
+    None,
+    /// Kill every database connection through the proxy (TCP reset).
+    Kill,
+    /// Restart the database (fast shutdown, then start). Only the run's own database.
+    Restart,
+    /// `pg_terminate_backend` every session of the service's database.
+    Terminate,
+    /// The proxy swallows every byte both ways for `--fault-length-s`: connections stay
+    /// open, nothing arrives (a hung network or server).
+    Blackhole,
+    /// The proxy delays every chunk both ways by `--latency-ms` for `--fault-length-s`.
+    Latency,
+}
+
+impl FaultKind {
+    /// Its name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::None => "none",
+            FaultKind::Kill => "kill",
+            FaultKind::Restart => "restart",
+            FaultKind::Terminate => "terminate",
+            FaultKind::Blackhole => "blackhole",
+            FaultKind::Latency => "latency",
+        }
+    }
+
+    /// Whether the fault lasts a while (and is lifted at its end) rather than happening at
+    /// an instant.
+    pub fn lasts(self) -> bool {
+        matches!(self, FaultKind::Blackhole | FaultKind::Latency)
+    }
+
+    /// Whether the fault acts through the fault proxy.
+    pub fn needs_proxy(self) -> bool {
+        matches!(self, FaultKind::Kill | FaultKind::Blackhole | FaultKind::Latency)
+    }
+}
+
+/// One fault of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Planned {
+    /// What.
+    pub kind: FaultKind,
+    /// When, in seconds from the start of the run.
+    pub at_s: f64,
+    /// For how long (0 for an instant fault).
+    pub length_s: f64,
+}
+
+/// Faults for a run of `duration_s` seconds: one about every `every_s` seconds (each moment
+/// jittered by up to a quarter of that, from `seed`), the kind picked from `kinds` (also
+/// from `seed`). No fault in the first tenth of the run, and every fault over before the
+/// last quarter, so that recovery is seen. `None` in `kinds` is ignored.
+pub fn schedule(kinds: &[FaultKind], seed: u64, duration_s: f64, every_s: f64, length_s: f64) -> Vec<Planned> {
+    let kinds: Vec<FaultKind> = kinds.iter().copied().filter(|k| *k != FaultKind::None).collect();
+    if kinds.is_empty() || every_s <= 0.0 {
+        return Vec::new();
+    }
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let first = (duration_s * 0.1).max(1.0);
+    let last_end = duration_s * 0.75;
+    let mut plan = Vec::new();
+    let mut slot = first + every_s * 0.5;
+    let mut free_from = first;
+    loop {
+        let jitter = (rng.f64() - 0.5) * 0.5 * every_s;
+        // Never while the previous fault lasts, nor the moment it ends.
+        let at = (slot + jitter).max(free_from);
+        let kind = kinds[rng.usize(..kinds.len())];
+        let length = if kind.lasts() { length_s } else { 0.0 };
+        if at + length > last_end {
+            break;
+        }
+        free_from = at + length + 0.5;
+        plan.push(Planned {
+            kind,
+            at_s: round_ms(at),
+            length_s: length,
+        });
+        slot += every_s;
+    }
+    plan
+}
+
+fn round_ms(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
+        let kinds = [FaultKind::Kill, FaultKind::Terminate, FaultKind::Blackhole];
+        let a = schedule(&kinds, 7, 60.0, 6.0, 2.0);
+        assert_eq!(a, schedule(&kinds, 7, 60.0, 6.0, 2.0));
+        assert_ne!(a, schedule(&kinds, 8, 60.0, 6.0, 2.0));
+        assert!(a.len() >= 5, "{a:?}");
+    }
+
+    #[test]
+    fn faults_keep_clear_of_the_start_and_the_last_quarter_and_are_in_order() {
+        for seed in 0..200 {
+            let plan = schedule(&[FaultKind::Blackhole, FaultKind::Kill], seed, 20.0, 4.0, 2.0);
+            assert!(!plan.is_empty(), "seed {seed}");
+            for (i, f) in plan.iter().enumerate() {
+                assert!(f.at_s >= 2.0 && f.at_s + f.length_s <= 15.0, "seed {seed}: {f:?}");
+                assert_eq!(f.length_s, if f.kind == FaultKind::Blackhole { 2.0 } else { 0.0 });
+                if i > 0 {
+                    let before = plan[i - 1];
+                    assert!(f.at_s > before.at_s + before.length_s, "seed {seed}: {plan:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_fault_kinds_means_no_faults() {
+        assert!(schedule(&[FaultKind::None], 1, 60.0, 5.0, 2.0).is_empty());
+        assert!(schedule(&[], 1, 60.0, 5.0, 2.0).is_empty());
+    }
+}
