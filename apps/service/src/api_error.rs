@@ -74,6 +74,12 @@ impl From<TxError<ApiError>> for ApiError {
             TxError::Closure(inner) => inner,
             TxError::Pool(p) => p.into(),
             TxError::Database(d) => d.into(),
+            // The database went away with the COMMIT unanswered and could not be asked
+            // afterwards: an outage, said as such (the client learns the write may or may not
+            // have landed), not a fault of ours.
+            TxError::CommitOutcomeUnknown { .. } => ApiError::Unavailable(format!(
+                "the database became unreachable while committing; whether the change was saved is unknown: {e}"
+            )),
             other if other.is_retryable() => ApiError::Unavailable(other.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
@@ -99,5 +105,24 @@ impl ClassifyError for ApiError {
             ApiError::Unavailable(_) => ErrorClass::Disconnected,
             _ => ErrorClass::Permanent,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_whose_outcome_is_unknown_is_a_503_that_says_so_not_a_500() {
+        let e: ApiError = TxError::<ApiError>::CommitOutcomeUnknown {
+            xid: Some(7),
+            reason: "cannot reach the server".into(),
+        }
+        .into();
+        assert!(
+            matches!(&e, ApiError::Unavailable(m) if m.contains("unknown")),
+            "{e:?}"
+        );
+        assert_eq!(e.into_response().status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod domain;
 pub mod fault_control;
 pub mod http_client;
+pub mod load;
 pub mod logging;
 pub mod prom;
 pub mod schema;

@@ -14,6 +14,8 @@ struct Cli {
 enum Command {
     /// Play the incident's smoke test against a throwaway database with faults, and report.
     Demo(holdfast_service::demo::DemoArgs),
+    /// Drive the service with assemblies, API clients and a fault plan; check and report.
+    Load(holdfast_service::load::LoadArgs),
     /// Run the episode-assembly service: HTTP API and assembly workers.
     Serve(holdfast_service::config::ServeArgs),
     /// Run the fault-injection proxy with an HTTP+JSON control port.
@@ -46,9 +48,31 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Command::Load(args) = cli.command {
+        let report_path = args.report.clone();
+        return match runtime.block_on(holdfast_service::load::run(args)) {
+            Ok(report) => {
+                print!("{}", report.render_text());
+                println!(
+                    "report: {} (data: {})",
+                    report_path.display(),
+                    report_path.with_extension("json").display()
+                );
+                if report.passed {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("holdfast load: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Demo(_) => Ok(()),
+            Command::Demo(_) | Command::Load(_) => Ok(()),
             Command::Serve(args) => holdfast_service::serve::run(args, shutdown_signal()).await,
             Command::Faults(args) => holdfast_service::fault_control::run(args, shutdown_signal()).await,
         }

@@ -30,8 +30,10 @@ impl Default for Keepalive {
     }
 }
 
-/// Default bound on the whole connect (TCP, start-up, authentication).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound on the whole connect (TCP, start-up, authentication). Generous for a
+/// healthy server (connects take milliseconds), short enough that connects started into a
+/// hung network do not hold the pool's opener slots long after it healed.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `TCP_USER_TIMEOUT`: unacknowledged writes fail after this long.
 pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `application_name`, so holdfast's sessions are easy to find in

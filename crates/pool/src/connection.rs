@@ -19,7 +19,8 @@ use crate::socket::Socket;
 /// One open connection: a tokio-postgres [`Client`] (it derefs to it) plus the
 /// [`WireState`] its tap keeps and the task that drives it.
 ///
-/// Dropping it closes the connection (the driver sends `Terminate`).
+/// Dropping it closes the connection: with no reply owed, the driver ends the session with
+/// `Terminate`; with a reply still owed, the socket is closed at once (see `Drop`).
 #[derive(Debug)]
 pub struct Connection {
     client: Client,
@@ -116,6 +117,19 @@ impl Connection {
     /// Closes the socket at once, without a `Terminate` (for connections that may be stuck).
     pub fn abort(self) {
         self.driver.abort();
+    }
+}
+
+impl Drop for Connection {
+    /// tokio-postgres keeps the socket open after its `Client` is dropped until every reply
+    /// owed has arrived, and nobody reads them any more. If the server or the network hung,
+    /// that is forever: the socket, the driver task and the server session (perhaps idle in a
+    /// transaction, holding locks) would all leak. So a connection dropped while owed a reply
+    /// is closed at once; the server rolls back what it had open.
+    fn drop(&mut self) {
+        if self.state.in_flight() > 0 {
+            self.driver.abort();
+        }
     }
 }
 

@@ -109,6 +109,10 @@ pub(crate) struct Internals {
     pub(crate) open: usize,
     /// Connects in progress.
     pub(crate) opening: usize,
+    /// Of those, connects running longer than `STALLED_CONNECT` (probably sent into a hung
+    /// network): still counted against the maximum, but no longer against `max_connecting`
+    /// nor as covering a waiter, so that a fresh attempt starts while they hang.
+    pub(crate) stalled: usize,
     /// Connections held by callers.
     pub(crate) in_use: usize,
     pub(crate) closed: bool,
@@ -183,11 +187,12 @@ impl Internals {
     /// How many more connections the current demand calls for, within the limits.
     pub(crate) fn connects_wanted(&self, max_size: usize, max_connecting: usize, min_idle: usize) -> usize {
         // Waiters not yet covered by connects in progress, or the warm-up shortfall.
-        let for_waiters = self.waiters.len().saturating_sub(self.opening);
-        let for_min_idle = min_idle.saturating_sub(self.idle.len() + self.opening);
+        let live = self.opening.saturating_sub(self.stalled);
+        let for_waiters = self.waiters.len().saturating_sub(live);
+        let for_min_idle = min_idle.saturating_sub(self.idle.len() + live);
         let wanted = for_waiters.max(for_min_idle);
         let room = max_size.saturating_sub(self.total());
-        let slots = max_connecting.saturating_sub(self.opening);
+        let slots = max_connecting.saturating_sub(live);
         wanted.min(room).min(slots)
     }
 
@@ -231,6 +236,15 @@ mod tests {
         assert_eq!(i.connects_wanted(15, 2, 0), 2, "max_connecting");
         i.opening = 2;
         assert_eq!(i.connects_wanted(15, 2, 0), 0);
+        i.stalled = 2;
+        assert_eq!(
+            i.connects_wanted(15, 2, 0),
+            2,
+            "stalled connects leave max_connecting free"
+        );
+        assert_eq!(i.connects_wanted(4, 2, 0), 2, "but count against the maximum");
+        assert_eq!(i.connects_wanted(3, 2, 0), 1);
+        i.stalled = 0;
         i.opening = 0;
         i.open = 14;
         assert_eq!(i.connects_wanted(15, 2, 0), 1, "room left under the maximum");

@@ -2,7 +2,8 @@
 //! openers (at most `max_connecting` at a time) connect on their behalf. A connect that is
 //! no longer wanted when it finishes still lands in the idle set, so a cancelled caller
 //! wastes nothing. While the database is down, openers wait out an exponential backoff with
-//! full jitter first: one reconnect loop, no herd.
+//! full jitter first: one reconnect loop, no herd. A connect that stalls (a hung network)
+//! stops counting against `max_connecting`, so another attempt starts beside it.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -11,6 +12,10 @@ use crate::connection::connect;
 use crate::error::{ConnectError, PoolError};
 use crate::internals::{backoff, Down};
 use crate::shared::Shared;
+
+/// How long a connect may run before it counts as stalled (see `Internals::stalled`).
+/// Connects to a healthy server take milliseconds, even with TLS across a region.
+pub(crate) const STALLED_CONNECT: Duration = Duration::from_secs(2);
 
 /// One connect attempt, after `delay`.
 pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
@@ -24,16 +29,36 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
         // Still wanted? A waiter may have been served by a returned connection meanwhile.
         let mut g = shared.lock();
         let c = &shared.config;
-        let others = g.opening - 1;
+        let others = g.opening.saturating_sub(g.stalled + 1);
         let wanted = g.waiters.len() > others || g.idle.len() + others < c.min_idle;
         if g.closed || !wanted {
             g.opening -= 1;
             return;
         }
     }
-    let result = connect(&shared.config.connect).await;
+    let attempt = connect(&shared.config.connect);
+    tokio::pin!(attempt);
+    let mut stalled = false;
+    let result = tokio::select! {
+        result = &mut attempt => result,
+        _ = tokio::time::sleep(STALLED_CONNECT) => {
+            // Probably sent into a hung network or server: let a fresh attempt start beside
+            // it (within the maximum), so the pool recovers as soon as the network does,
+            // not when this one reaches connect_timeout.
+            stalled = true;
+            {
+                let mut g = shared.lock();
+                g.stalled += 1;
+                shared.spawn_openers(&mut g);
+            }
+            attempt.await
+        }
+    };
     let mut g = shared.lock();
     g.opening -= 1;
+    if stalled {
+        g.stalled -= 1;
+    }
     let mut fresh = None;
     match result {
         Ok(conn) => {

@@ -131,7 +131,7 @@ impl PoolConfig {
         let connect_timeout = env::duration(
             source,
             "DB_CONNECT_TIMEOUT",
-            Duration::from_secs(60),
+            crate::connect_config::DEFAULT_CONNECT_TIMEOUT,
             s,
             3600,
             false,
@@ -437,7 +437,7 @@ mod tests {
         assert_eq!((c.pool_size, c.max_overflow), (5, 10));
         assert_eq!(c.recycle, Some(Duration::from_secs(300)));
         assert_eq!(c.pool_timeout, Duration::from_secs(30));
-        assert_eq!(c.connect.get_connect_timeout(), Duration::from_secs(60));
+        assert_eq!(c.connect.get_connect_timeout(), Duration::from_secs(10));
         assert_eq!(
             c.connect.get_statement_timeout(),
             Some(Duration::from_millis(300_000))

@@ -68,13 +68,21 @@ async fn reset(shared: &Shared, slot: &Slot) -> Result<(), CloseReason> {
         // A future was dropped mid-query: nobody wants the answer. Ask the server to stop,
         // then wait for the ReadyForQuery of everything outstanding.
         shared.metrics.reset(ResetKind::Drain);
-        if let Err(error) = conn.cancel_query().await {
-            tracing::debug!(pool = %config.name, conn = slot.id, %error, "cancel request failed");
-        }
-        if tokio::time::timeout(config.reset_timeout, state.wait_for(drained))
-            .await
-            .is_err()
-        {
+        let cancel = async {
+            if let Err(error) = conn.cancel_query().await {
+                tracing::debug!(pool = %config.name, conn = slot.id, %error, "cancel request failed");
+            }
+            std::future::pending::<()>().await
+        };
+        // The cancel request and the drain share one bound: a server or network that answers
+        // neither holds the connection, and its place in the pool, no longer than that.
+        let drain = async {
+            tokio::select! {
+                _ = state.wait_for(drained) => {}
+                _ = cancel => {}
+            }
+        };
+        if tokio::time::timeout(config.reset_timeout, drain).await.is_err() {
             tracing::warn!(pool = %config.name, conn = slot.id, "requests still in flight after reset_timeout: closing");
             return Err(CloseReason::ResetFailed);
         }

@@ -201,6 +201,52 @@ async fn dropped_query_future_stays_in_flight_until_the_server_answers() {
     assert_eq!(n, 2);
 }
 
+#[tokio::test]
+async fn dropping_a_connection_that_is_owed_a_reply_closes_its_socket_at_once() {
+    let (conn, url) = fresh().await;
+    let blocker = open(&url).await;
+    // The server notices a closed client socket within 50 ms even while a query waits.
+    conn.batch_execute("SET client_connection_check_interval = '50ms'")
+        .await
+        .expect("set");
+    blocker
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(8)")
+        .await
+        .expect("lock");
+    let pid = conn.backend_pid().expect("pid");
+    // Watches from outside any transaction (pg_stat_activity is a snapshot per transaction).
+    let observer = open(&url).await;
+    {
+        let query = conn.query("SELECT pg_advisory_xact_lock(8)", &[]);
+        tokio::pin!(query);
+        tokio::select! {
+            _ = &mut query => panic!("the query cannot finish while the lock is held"),
+            _ = waiting_for_lock(&observer, pid) => {}
+        }
+    }
+    // A reply is owed and will not come while the lock is held (nor ever, were the server or
+    // the network hung). Dropping the connection must close the socket now, not once a reply
+    // nobody will read arrives.
+    drop(conn);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let left: i64 = observer
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .expect("pg_stat_activity")
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend {pid} still there: the socket was left open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    blocker.batch_execute("COMMIT").await.expect("release");
+}
+
 /// Bounded wait until server process `pid` waits on a lock, as `pg_stat_activity` shows it.
 async fn waiting_for_lock(observer: &Connection, pid: i32) {
     let deadline = tokio::time::Instant::now() + BOUND;

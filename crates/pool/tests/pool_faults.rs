@@ -210,3 +210,43 @@ async fn connections_older_than_a_disconnect_are_verified_before_use() {
     );
     support::assert_no_idle_in_transaction(&pool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_sent_into_a_hung_network_do_not_hold_the_pool_once_it_heals() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let db = cluster.create_database().expect("database");
+    let proxy = holdfast_faults::FaultProxy::start_local(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        cluster.port(),
+    )))
+    .await
+    .expect("proxy");
+    // Connects into the hole hang until connect_timeout, far beyond the pool timeout.
+    proxy
+        .update(|f| {
+            f.upstream.blackhole = true;
+            f.downstream.blackhole = true;
+        })
+        .expect("blackhole");
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), db.name);
+    let mut config = config_for_url(&url, "hung-connect")
+        .pool_size(2)
+        .max_connecting(1)
+        .pool_timeout(Duration::from_secs(30));
+    config.connect = config.connect.connect_timeout(Duration::from_secs(120));
+    let pool = Pool::new(config).expect("pool");
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(drop) })
+    };
+    eventually("a connect is under way through the proxy", || async {
+        proxy.counters().connections_opened >= 1
+    })
+    .await;
+    // The network heals; the connect already sent stays hung (its bytes were swallowed).
+    proxy.clear();
+    // Served by a fresh attempt, not left waiting for the hung one's connect_timeout.
+    let served = waiter.await.expect("task");
+    assert!(served.is_ok(), "{served:?}");
+    assert!(proxy.counters().connections_opened >= 2);
+}

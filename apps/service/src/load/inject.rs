@@ -77,7 +77,10 @@ impl Injector {
                 Ok(format!("reset {n} connections through the proxy"))
             }
             FaultKind::Restart => {
-                let cluster = self.cluster.clone().ok_or("no database of the run's own to restart")?;
+                let cluster = self
+                    .cluster
+                    .clone()
+                    .ok_or("no database of the run's own to restart")?;
                 tokio::task::spawn_blocking(move || cluster.restart(StopMode::Fast))
                     .await
                     .map_err(|e| e.to_string())?
@@ -134,7 +137,9 @@ impl Injector {
             Proxy::Local(proxy) => proxy.set(faults).map_err(|e| e.to_string()),
             Proxy::Remote(control) => {
                 let body = serde_json::to_value(&faults).map_err(|e| e.to_string())?;
-                control_call(*control, "PUT", "/faults", Some(&body)).await.map(drop)
+                control_call(*control, "PUT", "/faults", Some(&body))
+                    .await
+                    .map(drop)
             }
             Proxy::Absent => Err("no proxy".into()),
         }

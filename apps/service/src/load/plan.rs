@@ -58,11 +58,32 @@ pub struct Planned {
     pub length_s: f64,
 }
 
-/// Faults for a run of `duration_s` seconds: one about every `every_s` seconds (each moment
-/// jittered by up to a quarter of that, from `seed`), the kind picked from `kinds` (also
-/// from `seed`). No fault in the first tenth of the run, and every fault over before the
-/// last quarter, so that recovery is seen. `None` in `kinds` is ignored.
-pub fn schedule(kinds: &[FaultKind], seed: u64, duration_s: f64, every_s: f64, length_s: f64) -> Vec<Planned> {
+/// How a schedule is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spacing {
+    /// The run's length, seconds.
+    pub duration_s: f64,
+    /// About how often a fault starts.
+    pub every_s: f64,
+    /// How long a lasting fault lasts.
+    pub length_s: f64,
+    /// Quiet time after each fault before the next may start (time to recover, and to see
+    /// it).
+    pub quiet_s: f64,
+}
+
+/// Faults for a run: one about every `every_s` seconds (each moment jittered by up to a
+/// quarter of that, from `seed`), the kind picked from `kinds` (also from `seed`), never
+/// within `quiet_s` of the previous one's end. No fault in the first tenth of the run, and
+/// every fault over before the last quarter, so that recovery is seen. `None` in `kinds` is
+/// ignored.
+pub fn schedule(kinds: &[FaultKind], seed: u64, spacing: Spacing) -> Vec<Planned> {
+    let Spacing {
+        duration_s,
+        every_s,
+        length_s,
+        quiet_s,
+    } = spacing;
     let kinds: Vec<FaultKind> = kinds.iter().copied().filter(|k| *k != FaultKind::None).collect();
     if kinds.is_empty() || every_s <= 0.0 {
         return Vec::new();
@@ -75,14 +96,14 @@ pub fn schedule(kinds: &[FaultKind], seed: u64, duration_s: f64, every_s: f64, l
     let mut free_from = first;
     loop {
         let jitter = (rng.f64() - 0.5) * 0.5 * every_s;
-        // Never while the previous fault lasts, nor the moment it ends.
+        // Never while the previous fault lasts, nor before its quiet time is over.
         let at = (slot + jitter).max(free_from);
         let kind = kinds[rng.usize(..kinds.len())];
         let length = if kind.lasts() { length_s } else { 0.0 };
         if at + length > last_end {
             break;
         }
-        free_from = at + length + 0.5;
+        free_from = at + length + quiet_s.max(0.5);
         plan.push(Planned {
             kind,
             at_s: round_ms(at),
@@ -97,30 +118,59 @@ fn round_ms(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }
 
+/// A fault as it was played.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Played {
+    /// What.
+    pub kind: FaultKind,
+    /// When it started, in seconds from the start of the run.
+    pub start_s: f64,
+    /// When it was over (lifted, or the restart done).
+    pub end_s: f64,
+    /// What was done, or why it could not be.
+    pub detail: String,
+    /// When the first API request sent after the fault ended succeeded (filled in at the end).
+    pub recovered_s: Option<f64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn spacing(duration_s: f64, every_s: f64, length_s: f64, quiet_s: f64) -> Spacing {
+        Spacing {
+            duration_s,
+            every_s,
+            length_s,
+            quiet_s,
+        }
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
         let kinds = [FaultKind::Kill, FaultKind::Terminate, FaultKind::Blackhole];
-        let a = schedule(&kinds, 7, 60.0, 6.0, 2.0);
-        assert_eq!(a, schedule(&kinds, 7, 60.0, 6.0, 2.0));
-        assert_ne!(a, schedule(&kinds, 8, 60.0, 6.0, 2.0));
+        let a = schedule(&kinds, 7, spacing(60.0, 6.0, 2.0, 1.0));
+        assert_eq!(a, schedule(&kinds, 7, spacing(60.0, 6.0, 2.0, 1.0)));
+        assert_ne!(a, schedule(&kinds, 8, spacing(60.0, 6.0, 2.0, 1.0)));
         assert!(a.len() >= 5, "{a:?}");
     }
 
     #[test]
     fn faults_keep_clear_of_the_start_and_the_last_quarter_and_are_in_order() {
         for seed in 0..200 {
-            let plan = schedule(&[FaultKind::Blackhole, FaultKind::Kill], seed, 20.0, 4.0, 2.0);
+            let plan = schedule(
+                &[FaultKind::Blackhole, FaultKind::Kill],
+                seed,
+                spacing(20.0, 4.0, 2.0, 1.5),
+            );
             assert!(!plan.is_empty(), "seed {seed}");
             for (i, f) in plan.iter().enumerate() {
                 assert!(f.at_s >= 2.0 && f.at_s + f.length_s <= 15.0, "seed {seed}: {f:?}");
                 assert_eq!(f.length_s, if f.kind == FaultKind::Blackhole { 2.0 } else { 0.0 });
                 if i > 0 {
                     let before = plan[i - 1];
-                    assert!(f.at_s > before.at_s + before.length_s, "seed {seed}: {plan:?}");
+                    let quiet_from = before.at_s + before.length_s + 1.5 - 0.001;
+                    assert!(f.at_s >= quiet_from, "seed {seed}: {plan:?}");
                 }
             }
         }
@@ -128,7 +178,7 @@ mod tests {
 
     #[test]
     fn no_fault_kinds_means_no_faults() {
-        assert!(schedule(&[FaultKind::None], 1, 60.0, 5.0, 2.0).is_empty());
-        assert!(schedule(&[], 1, 60.0, 5.0, 2.0).is_empty());
+        assert!(schedule(&[FaultKind::None], 1, spacing(60.0, 5.0, 2.0, 1.0)).is_empty());
+        assert!(schedule(&[], 1, spacing(60.0, 5.0, 2.0, 1.0)).is_empty());
     }
 }

@@ -119,24 +119,28 @@ impl Ledger {
     }
 
     /// Creates an episode through the API; its id if acknowledged.
-    async fn create_episode(&self, addr: SocketAddr, who: &str, segments: u32, timeout: Duration) -> Option<i64> {
-        let title = {
-            let episodes = lock(&self.episodes);
-            format!("load {} {who} {}", self.tag, episodes.len() + 1)
+    async fn create_episode(
+        &self,
+        addr: SocketAddr,
+        who: &str,
+        segments: u32,
+        timeout: Duration,
+    ) -> Option<i64> {
+        // Numbered and recorded under one lock: every title is sent once.
+        let (index, title) = {
+            let mut episodes = lock(&self.episodes);
+            let title = format!("load {} {who} {}", self.tag, episodes.len() + 1);
+            episodes.push(SentEpisode {
+                title: title.clone(),
+                segments: i64::from(segments),
+                id: None,
+            });
+            (episodes.len() - 1, title)
         };
         let body = json!({
             "title": title,
             "segments": (0..segments).map(|i| json!({"text": format!("line {i} of {title}"), "duration_ms": 1000 + i})).collect::<Vec<_>>(),
         });
-        let index = {
-            let mut episodes = lock(&self.episodes);
-            episodes.push(SentEpisode {
-                title,
-                segments: i64::from(segments),
-                id: None,
-            });
-            episodes.len() - 1
-        };
         let reply = self
             .call(addr, ("POST", "/api/episodes", Some(&body)), None, timeout)
             .await;
@@ -150,9 +154,13 @@ impl Ledger {
         id
     }
 
-    /// Snapshot of the acknowledged episode ids.
-    fn known_episodes(&self) -> Vec<i64> {
-        lock(&self.episodes).iter().filter_map(|e| e.id).collect()
+    /// An acknowledged episode picked at random, if the pick is one.
+    fn some_episode(&self, rng: &mut fastrand::Rng) -> Option<i64> {
+        let episodes = lock(&self.episodes);
+        if episodes.is_empty() {
+            return None;
+        }
+        episodes[rng.usize(..episodes.len())].id
     }
 }
 
@@ -189,7 +197,8 @@ pub async fn api_clients(
                 .map(|c| {
                     let (ledger, stop) = (Arc::clone(&ledger), Arc::clone(&stop));
                     tokio::spawn(async move {
-                        let mut rng = fastrand::Rng::with_seed(seed ^ (u64::from(c) + 1).wrapping_mul(0x9e37_79b9));
+                        let mut rng =
+                            fastrand::Rng::with_seed(seed ^ (u64::from(c) + 1).wrapping_mul(0x9e37_79b9));
                         while !stop.load(Ordering::Relaxed) {
                             one_request(addr, &ledger, &mut rng, timeout).await;
                         }
@@ -228,11 +237,10 @@ async fn one_request(addr: SocketAddr, ledger: &Ledger, rng: &mut fastrand::Rng,
         ledger.create_episode(addr, "api", 3, timeout).await;
         return;
     }
-    let known = ledger.known_episodes();
-    let path = if roll < 40 && !known.is_empty() {
-        format!("/api/episodes/{}", known[rng.usize(..known.len())])
-    } else {
-        format!("/api/ai/intent-hints?q={}", HINTS[rng.usize(..HINTS.len())])
+    let episode = if roll < 40 { ledger.some_episode(rng) } else { None };
+    let path = match episode {
+        Some(id) => format!("/api/episodes/{id}"),
+        None => format!("/api/ai/intent-hints?q={}", HINTS[rng.usize(..HINTS.len())]),
     };
     let _ = ledger.call(addr, ("GET", &path, None), None, timeout).await;
 }
@@ -273,7 +281,10 @@ pub async fn keep_assemblies(
             };
             let path = format!("/api/episodes/{episode}/assemble");
             let conflict_ok = again.then_some(409);
-            match ledger.call(addr, ("POST", &path, None), conflict_ok, timeout).await {
+            match ledger
+                .call(addr, ("POST", &path, None), conflict_ok, timeout)
+                .await
+            {
                 Ok((202, body)) => {
                     lock(&ledger.started).push(Started {
                         episode,
@@ -308,5 +319,8 @@ async fn finished(admin: &Pool, episodes: &[i64]) -> Option<Vec<i64>> {
             .ok()?;
         Some(rows.iter().map(|r| r.get(0)).collect())
     };
-    tokio::time::timeout(Duration::from_secs(2), query).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), query)
+        .await
+        .ok()
+        .flatten()
 }
