@@ -79,7 +79,7 @@ impl TempCluster {
             server: Mutex::new(None),
             next_database: AtomicU32::new(1),
         };
-        cluster.watchdog = Some(Watchdog::spawn(&cluster.root)?);
+        cluster.watchdog = Some(Watchdog::spawn(&cluster.root, &cluster.data.join("postmaster.pid"))?);
         if let Some(account) = account {
             std::os::unix::fs::chown(&cluster.root, Some(account.uid), Some(account.gid)).map_err(
                 |source| {
@@ -115,6 +115,11 @@ impl TempCluster {
     /// The directory holding the unix socket (`.s.PGSQL.<port>`).
     pub fn socket_dir(&self) -> &Path {
         &self.root
+    }
+
+    /// The server programs this cluster runs.
+    pub fn bin(&self) -> &PgBin {
+        &self.bin
     }
 
     /// The data directory.
@@ -430,7 +435,7 @@ fn ready(data: &Path, pid: u32) -> bool {
         && lines.get(7).map(|l| l.trim()) == Some("ready")
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
         .map_err(|source| io_error("bind a probe socket on", "127.0.0.1:0", source))?;
     listener
@@ -469,7 +474,7 @@ fn check_identifier(what: &'static str, value: &str) -> Result<()> {
     }
 }
 
-fn io_error(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+pub(crate) fn io_error(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
     Error::Io {
         what,
         path: path.into(),

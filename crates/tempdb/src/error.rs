@@ -16,6 +16,15 @@ pub enum Error {
         /// Where the search looked, in order.
         looked: String,
     },
+    /// The PgBouncer program was not found.
+    #[error(
+        "pgbouncer not found (looked in {looked}); install it (Debian/Ubuntu: \
+         `apt-get install -y pgbouncer`) or set PGBOUNCER to the program's path"
+    )]
+    PgBouncerNotFound {
+        /// Where the search looked, in order.
+        looked: String,
+    },
     /// Running as root, and the unprivileged account to run the server as is missing.
     #[error(
         "running as root, but the unprivileged account {user:?} that would run the server does \

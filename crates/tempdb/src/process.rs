@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-/// The signals the cluster sends its server.
+/// The signals sent to the servers we run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Signal {
     /// Smart shutdown.
@@ -11,6 +11,8 @@ pub(crate) enum Signal {
     Int,
     /// Immediate shutdown.
     Quit,
+    /// No shutdown at all.
+    Kill,
 }
 
 /// Sends `sig` to process `pid`; a process that is already gone is not an error.
@@ -20,6 +22,7 @@ pub(crate) fn signal(pid: u32, sig: Signal) {
         Signal::Term => libc::SIGTERM,
         Signal::Int => libc::SIGINT,
         Signal::Quit => libc::SIGQUIT,
+        Signal::Kill => libc::SIGKILL,
     };
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;

@@ -1,9 +1,11 @@
-//! A watchdog process that removes a cluster if the process that made it dies without
-//! cleaning up (SIGKILL, abort, a test binary that exits with a shared cluster in a static).
+//! A watchdog process that removes a cluster (or a PgBouncer) if the process that made it dies
+//! without cleaning up (SIGKILL, abort, a test binary that exits with a shared cluster in a
+//! static).
 //!
 //! It is a tiny shell script reading a pipe whose write end only we hold. When we exit, for
-//! whatever reason, the pipe closes, the script wakes up, quits the server and removes the
-//! directory. On an orderly drop the directory is already gone and the script just exits.
+//! whatever reason, the pipe closes, the script wakes up, quits the server whose pid is on the
+//! first line of its pid file, and removes the directory. On an orderly drop the directory is
+//! already gone and the script just exits.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -14,7 +16,7 @@ use crate::error::{Error, Result};
 const SCRIPT: &str = r#"
 trap '' INT TERM HUP
 while read -r _; do :; done
-pidfile="$1/data/postmaster.pid"
+pidfile="$2"
 if [ -f "$pidfile" ]; then
   pid=$(head -n 1 "$pidfile")
   kill -QUIT "$pid" 2>/dev/null
@@ -32,13 +34,14 @@ pub(crate) struct Watchdog {
 }
 
 impl Watchdog {
-    /// Starts a watchdog for the cluster in `root`.
-    pub(crate) fn spawn(root: &Path) -> Result<Watchdog> {
+    /// Starts a watchdog for the directory `root`, whose server writes its pid to `pidfile`.
+    pub(crate) fn spawn(root: &Path, pidfile: &Path) -> Result<Watchdog> {
         let child = Command::new("/bin/sh")
             .arg("-c")
             .arg(SCRIPT)
             .arg("holdfast-tempdb-watchdog")
             .arg(root)
+            .arg(pidfile)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
