@@ -7,6 +7,7 @@ use std::time::Instant;
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 use holdfast_tx::{TransactionExt, TxOptions};
+use tokio_postgres::types::Type;
 
 use crate::affinity;
 use crate::relay::Relay;
@@ -26,12 +27,15 @@ pub struct Args {
     no_pin: bool,
 }
 
+/// The statement both contenders run, prepared once per connection.
+const INSERT: &str = "INSERT INTO items (key) VALUES ($1)";
+
 async fn hand_written(pool: &Pool, n: usize) -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
         let conn = pool.get().await?;
-        let insert = conn.prepare_cached("INSERT INTO items (key) VALUES ($1)").await?;
+        let key = i as i32;
         conn.batch_execute("BEGIN").await?;
-        conn.execute(&insert, &[&(i as i32)]).await?;
+        conn.execute_cached(INSERT, &[(&key, Type::INT4)]).await?;
         conn.batch_execute("COMMIT").await?;
     }
     Ok(())
@@ -42,11 +46,9 @@ async fn with_transaction(pool: &Pool, n: usize) -> Result<(), Box<dyn std::erro
         let key = i as i32;
         pool.transaction(TxOptions::new(), move |tx| {
             Box::pin(async move {
-                let insert = tx
-                    .connection()
-                    .prepare_cached("INSERT INTO items (key) VALUES ($1)")
-                    .await?;
-                tx.execute(&insert, &[&key]).await
+                tx.connection()
+                    .execute_cached(INSERT, &[(&key, Type::INT4)])
+                    .await
             })
         })
         .await?;

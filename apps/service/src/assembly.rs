@@ -5,6 +5,7 @@
 //! number; the status changes are conditional on the task that owns the episode).
 
 use std::time::Duration;
+use tokio_postgres::types::Type;
 
 use futures_util::future::BoxFuture;
 use holdfast::tasks::{TaskContext, TaskFailure};
@@ -80,9 +81,9 @@ async fn assemble(ctx: &TaskContext, step: Duration) -> Result<(), TaskFailure> 
     // 2. Load the segments.
     let segments: Vec<(i32, String, i32)> = {
         let conn = pool.get().await?;
-        conn.query(
+        conn.query_cached(
             "SELECT position, text, duration_ms FROM segments WHERE episode_id = $1 ORDER BY position",
-            &[&episode],
+            &[(&episode, Type::INT8)],
         )
         .await?
         .iter()

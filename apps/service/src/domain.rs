@@ -4,6 +4,7 @@ use holdfast::tasks::{NewTask, Queue};
 use holdfast::{Pool, TransactionExt, TxOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_postgres::types::Type;
 
 use crate::api_error::ApiError;
 
@@ -136,14 +137,16 @@ pub async fn create_episode(pool: &Pool, episode: NewEpisode) -> Result<i64, Api
 pub async fn get_episode(pool: &Pool, id: i64) -> Result<Episode, ApiError> {
     let conn = pool.get().await?;
     let row = conn
-        .query_opt(
+        .query_cached(
             "SELECT e.id, e.title, e.status, e.progress, e.output_path, e.task_id, e.error,
                     (SELECT count(*) FROM segments s WHERE s.episode_id = e.id),
                     (SELECT count(*) FROM transcript_lines t WHERE t.episode_id = e.id)
              FROM episodes e WHERE e.id = $1",
-            &[&id],
+            &[(&id, Type::INT8)],
         )
         .await?
+        .into_iter()
+        .next()
         .ok_or_else(|| ApiError::NotFound(format!("episode {id} does not exist")))?;
     Ok(Episode {
         id: row.get(0),
@@ -208,12 +211,12 @@ pub async fn intent_hints(pool: &Pool, q: &str) -> Result<Vec<(String, String)>,
         return Err(ApiError::BadRequest("q: at most 200 characters".into()));
     }
     let conn = pool.get().await?;
-    let stmt = conn
-        .prepare_cached(
+    let rows = conn
+        .query_cached(
             "SELECT phrase, intent FROM intent_hints
              WHERE phrase ILIKE '%' || $1 || '%' ORDER BY id LIMIT 20",
+            &[(&q, Type::TEXT)],
         )
         .await?;
-    let rows = conn.query(&stmt, &[&q]).await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

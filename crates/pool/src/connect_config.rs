@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::pooler::Pooler;
 
 /// TCP keepalive probing: how soon a silent peer is probed and given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,7 @@ pub struct ConnectConfig {
     statement_timeout: Option<Duration>,
     idle_in_transaction_session_timeout: Option<Duration>,
     lock_timeout: Option<Duration>,
+    pooler: Pooler,
 }
 
 impl ConnectConfig {
@@ -112,6 +114,7 @@ impl ConnectConfig {
             statement_timeout: None,
             idle_in_transaction_session_timeout: None,
             lock_timeout: None,
+            pooler: Pooler::None,
             pg,
         }
     }
@@ -149,6 +152,12 @@ impl ConnectConfig {
     /// `lock_timeout` sent at start-up (`None`: the server's setting).
     pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.lock_timeout = timeout;
+        self
+    }
+
+    /// What sits between us and PostgreSQL (see [`Pooler`]).
+    pub fn pooler(mut self, pooler: Pooler) -> Self {
+        self.pooler = pooler;
         self
     }
 
@@ -196,6 +205,38 @@ impl ConnectConfig {
         self.statement_timeout
     }
 
+    /// What sits between us and PostgreSQL.
+    pub fn get_pooler(&self) -> Pooler {
+        self.pooler
+    }
+
+    /// The server settings (`statement_timeout`, `idle_in_transaction_session_timeout`,
+    /// `lock_timeout`) as `SET LOCAL` statements, for a transaction to run right after BEGIN.
+    /// `None` when there is nothing to set, or when they were already sent at start-up (no
+    /// transaction-mode pooler in between).
+    pub fn local_settings_sql(&self) -> Option<String> {
+        if !self.pooler.is_transaction() {
+            return None;
+        }
+        let sql: Vec<String> = self
+            .server_settings()
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| format!("SET LOCAL {name} = {}", v.as_millis())))
+            .collect();
+        (!sql.is_empty()).then(|| sql.join("; "))
+    }
+
+    fn server_settings(&self) -> [(&'static str, Option<Duration>); 3] {
+        [
+            ("statement_timeout", self.statement_timeout),
+            (
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_session_timeout,
+            ),
+            ("lock_timeout", self.lock_timeout),
+        ]
+    }
+
     /// The application name.
     pub fn get_application_name(&self) -> &str {
         self.pg.get_application_name().unwrap_or(DEFAULT_APPLICATION_NAME)
@@ -207,19 +248,16 @@ impl ConnectConfig {
     }
 
     /// The tokio-postgres configuration used for start-up: the server settings are added to
-    /// the `options` start-up parameter.
+    /// the `options` start-up parameter, except behind a transaction-mode pooler, which
+    /// rejects it (they are then set per transaction, see
+    /// [`local_settings_sql`](Self::local_settings_sql)).
     pub(crate) fn startup_config(&self) -> tokio_postgres::Config {
         let mut pg = self.pg.clone();
+        if self.pooler.is_transaction() {
+            return pg;
+        }
         let mut options = pg.get_options().unwrap_or("").to_string();
-        let settings = [
-            ("statement_timeout", self.statement_timeout),
-            (
-                "idle_in_transaction_session_timeout",
-                self.idle_in_transaction_session_timeout,
-            ),
-            ("lock_timeout", self.lock_timeout),
-        ];
-        for (name, value) in settings {
+        for (name, value) in self.server_settings() {
             if let Some(value) = value {
                 if !options.is_empty() {
                     options.push(' ');
@@ -248,6 +286,7 @@ impl fmt::Debug for ConnectConfig {
                 &self.idle_in_transaction_session_timeout,
             )
             .field("lock_timeout", &self.lock_timeout)
+            .field("pooler", &self.pooler)
             .finish()
     }
 }
@@ -322,6 +361,25 @@ mod tests {
             pg.get_options(),
             Some("-c search_path=x -c statement_timeout=300000 -c lock_timeout=1500")
         );
+    }
+
+    #[test]
+    fn behind_a_transaction_pooler_settings_move_from_start_up_to_set_local() {
+        let c = ConnectConfig::from_url("postgres://u@h/d")
+            .expect("parse")
+            .statement_timeout(Some(Duration::from_secs(300)))
+            .lock_timeout(Some(Duration::from_millis(1500)));
+        assert_eq!(c.local_settings_sql(), None, "direct: sent at start-up");
+        let c = c.pooler(Pooler::Transaction);
+        assert_eq!(c.startup_config().get_options(), None);
+        assert_eq!(
+            c.local_settings_sql().as_deref(),
+            Some("SET LOCAL statement_timeout = 300000; SET LOCAL lock_timeout = 1500")
+        );
+        let none = ConnectConfig::from_url("postgres://u@h/d")
+            .expect("parse")
+            .pooler(Pooler::Transaction);
+        assert_eq!(none.local_settings_sql(), None);
     }
 
     #[test]

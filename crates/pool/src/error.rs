@@ -51,7 +51,7 @@ pub enum ConnectError {
         source: std::io::Error,
     },
     /// The server refused the start-up or authentication, or the conversation failed.
-    #[error("connection to {target} failed during start-up: {source}")]
+    #[error("connection to {target} failed during start-up: {}", server_message(source))]
     Postgres {
         /// Host and port, or socket path.
         target: String,
@@ -119,6 +119,17 @@ pub enum PoolError {
     /// The configuration was rejected.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A feature was asked for that cannot work behind a transaction-mode pooler.
+    #[error("{feature} cannot work behind a transaction-mode pooler (DB_POOLER=transaction): {instead}")]
+    NotThroughPooler {
+        /// What was asked for.
+        feature: &'static str,
+        /// What works instead.
+        instead: &'static str,
+    },
+    /// The server or the connection failed a statement the pool ran for the caller.
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
 }
 
 impl PoolError {
@@ -131,5 +142,19 @@ impl PoolError {
             PoolError::Unavailable { cause, .. } => Some(cause),
             _ => None,
         }
+    }
+}
+
+/// The driver's error with the server's own words when there are some: tokio-postgres shows
+/// a server error as just "db error", leaving the message in its source.
+fn server_message(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => error.to_string(),
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::connect_config::ConnectConfig;
 use crate::env::{self, ProcessEnv, Source};
 use crate::error::ConfigError;
+use crate::pooler::Pooler;
 
 /// When a connection taken from the idle set is pinged before it is handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -162,6 +163,12 @@ impl PoolConfig {
                 DAY_MS,
                 true,
             )?);
+        connect = connect.pooler(
+            match env::choice(source, "DB_POOLER", "none", &["none", "transaction"])? {
+                "transaction" => Pooler::Transaction,
+                _ => Pooler::None,
+            },
+        );
         if let Some(name) = source.get("DB_APPLICATION_NAME").filter(|v| !v.is_empty()) {
             connect = connect.application_name(&name);
         }
@@ -423,6 +430,23 @@ impl PoolConfig {
                 return invalid(name(env, builder), "0".into(), "a duration above zero".into());
             }
         }
+        if self.connect.get_pooler().is_transaction() {
+            let behind = "behind a transaction-mode pooler (DB_POOLER=transaction)";
+            if let Some(query) = &self.reset_query {
+                return invalid(
+                    name("DB_RESET_QUERY", "reset_query"),
+                    query.clone(),
+                    format!("none {behind}: it would run on whichever server connection the pooler picks, not on the one that was used"),
+                );
+            }
+            if let Some(options) = self.connect.pg().get_options() {
+                return invalid(
+                    name("DATABASE_URL", "connect"),
+                    format!("options={options}"),
+                    format!("no start-up options {behind}, which rejects them; holdfast applies DB_STATEMENT_TIMEOUT_MS and the other timeouts with SET LOCAL in each transaction, and ALTER ROLE ... SET covers the rest"),
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -515,6 +539,54 @@ mod tests {
             .expect_err("no url")
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn a_transaction_pooler_refuses_what_cannot_work_through_it() {
+        let c = PoolConfig::from_source(&[
+            ("DATABASE_URL", "postgres://app@bouncer:6432/app"),
+            ("DB_POOLER", "transaction"),
+        ])
+        .expect("config");
+        assert_eq!(c.connect.get_pooler(), Pooler::Transaction);
+        assert!(
+            c.connect
+                .local_settings_sql()
+                .is_some_and(|s| s.contains("statement_timeout = 300000")),
+            "the default statement timeout still applies, per transaction"
+        );
+        let err = PoolConfig::from_source(&[
+            ("DATABASE_URL", "postgres://app@bouncer/app"),
+            ("DB_POOLER", "transaction"),
+            ("DB_RESET_QUERY", "DISCARD ALL"),
+        ])
+        .expect_err("reset query")
+        .to_string();
+        assert!(
+            err.starts_with("DB_RESET_QUERY: invalid value \"DISCARD ALL\""),
+            "{err}"
+        );
+        assert!(err.contains("DB_POOLER=transaction"), "{err}");
+        let err = PoolConfig::from_source(&[
+            (
+                "DATABASE_URL",
+                "postgres://app@bouncer/app?options=-c%20search_path%3Dx",
+            ),
+            ("DB_POOLER", "transaction"),
+        ])
+        .expect_err("options")
+        .to_string();
+        assert!(
+            err.starts_with("DATABASE_URL: invalid value \"options=-c search_path=x\""),
+            "{err}"
+        );
+        let err = PoolConfig::from_source(&[
+            ("DATABASE_URL", "postgres://app@bouncer/app"),
+            ("DB_POOLER", "statement"),
+        ])
+        .expect_err("unknown mode")
+        .to_string();
+        assert!(err.contains("one of none, transaction"), "{err}");
     }
 
     #[test]

@@ -18,4 +18,4 @@ pub use queue::Queue;
 pub use rescuer::Rescuer;
 pub use schema::{check_schema_name, latest_version, migrate};
 pub use task::{NewTask, TaskId, TaskRecord, TaskState};
-pub use worker::{Handler, Worker, WorkerConfig, WorkerHandle};
+pub use worker::{Handler, Listen, Worker, WorkerConfig, WorkerHandle};

@@ -1,6 +1,7 @@
 //! Wakes the claim loop the moment a task is enqueued: a dedicated connection LISTENs on the
-//! queue's channel. If LISTEN cannot work (a transaction-mode pooler), the worker simply
-//! polls; if the connection drops, it reconnects with backoff.
+//! queue's channel. Where LISTEN cannot work (behind a transaction-mode pooler, unless a
+//! direct connection is configured) the worker only polls; if the connection drops, it
+//! reconnects with backoff.
 
 use std::sync::Arc;
 use std::time::Duration;

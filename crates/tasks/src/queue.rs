@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_pool::{Pool, PooledConnection};
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Client;
 
 use crate::error::TaskError;
@@ -129,7 +130,8 @@ impl Queue {
                      state = CASE WHEN state IN ('available', 'retry_wait') THEN 'cancelled' ELSE state END::{s}.task_state,
                      finished_at = CASE WHEN state IN ('available', 'retry_wait') THEN now() ELSE finished_at END,
                      updated_at = now()
-                 WHERE id = $1 AND state IN ('available', 'retry_wait', 'running')"
+                 WHERE id = $1 AND state IN ('available', 'retry_wait', 'running')
+                 RETURNING id"
             ),
             get: format!(
                 "SELECT id, kind, payload, state::text, attempt, max_attempts, lease_owner, progress_percent,
@@ -191,31 +193,35 @@ impl Queue {
                 accepted: "1 or more".into(),
             });
         }
-        let row = client
-            .query_opt(
+        let rows = client
+            .query_typed(
                 &self.sql.enqueue,
                 &[
-                    &task.kind,
-                    &task.payload,
-                    &task.priority,
-                    &task.max_attempts,
-                    &task.run_at,
-                    &task.unique_key,
+                    (&task.kind, Type::TEXT),
+                    (&task.payload, Type::JSONB),
+                    (&task.priority, Type::INT2),
+                    (&task.max_attempts, Type::INT4),
+                    (&task.run_at, Type::TIMESTAMPTZ),
+                    (&task.unique_key, Type::TEXT),
                 ],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(rows.first().map(|r| r.get(0)))
     }
 
     /// Cancels a task: one waiting is cancelled at once; one running stops at its next
     /// heartbeat. Returns false when the task is unknown or already final.
     pub async fn cancel(&self, client: &Client, id: TaskId) -> Result<bool, TaskError> {
-        Ok(client.execute(&self.sql.cancel, &[&id]).await? == 1)
+        Ok(!client
+            .query_typed(&self.sql.cancel, &[(&id, Type::INT8)])
+            .await?
+            .is_empty())
     }
 
     /// Reads a task.
     pub async fn get(&self, client: &Client, id: TaskId) -> Result<Option<TaskRecord>, TaskError> {
-        let Some(r) = client.query_opt(&self.sql.get, &[&id]).await? else {
+        let rows = client.query_typed(&self.sql.get, &[(&id, Type::INT8)]).await?;
+        let Some(r) = rows.first() else {
             return Ok(None);
         };
         let state: String = r.get(3);
@@ -237,7 +243,7 @@ impl Queue {
     /// Tasks by state.
     pub async fn counts(&self, client: &Client) -> Result<HashMap<TaskState, i64>, TaskError> {
         let mut counts: HashMap<TaskState, i64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
-        for row in client.query(&self.sql.counts, &[]).await? {
+        for row in client.query_typed(&self.sql.counts, &[]).await? {
             let state: String = row.get(0);
             if let Ok(state) = state.parse() {
                 counts.insert(state, row.get(1));
@@ -256,8 +262,16 @@ impl Queue {
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
         let token = fastrand::i64(1..i64::MAX);
         let sql = self.sql.claim.replace("__LIMIT__", &limit.max(1).to_string());
-        let claim = conn.prepare_cached(&sql).await?;
-        let rows = conn.query(&claim, &[&owner, &token, &millis(lease)]).await?;
+        let rows = conn
+            .query_cached(
+                &sql,
+                &[
+                    (&owner, Type::TEXT),
+                    (&token, Type::INT8),
+                    (&millis(lease), Type::FLOAT8),
+                ],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| Claimed {
@@ -282,27 +296,27 @@ impl Queue {
             Some((p, m)) => (Some(p), Some(m)),
             None => (None, None),
         };
-        let heartbeat = conn.prepare_cached(&self.sql.heartbeat).await?;
-        let row = conn
-            .query_opt(
-                &heartbeat,
+        let rows = conn
+            .query_cached(
+                &self.sql.heartbeat,
                 &[
-                    &task.id,
-                    &task.attempt,
-                    &task.token,
-                    &millis(lease),
-                    &percent,
-                    &message,
+                    (&task.id, Type::INT8),
+                    (&task.attempt, Type::INT4),
+                    (&task.token, Type::INT8),
+                    (&millis(lease), Type::FLOAT8),
+                    (&percent, Type::FLOAT4),
+                    (&message, Type::TEXT),
                 ],
             )
             .await?;
-        Ok(match row {
+        Ok(match rows.first() {
             Some(r) => Lease::Held { cancel: r.get(0) },
             None => Lease::Lost,
         })
     }
 
-    /// The final write of an attempt: one statement, prepared once per connection. Returns
+    /// The final write of an attempt: one statement (prepared once per connection when no
+    /// transaction pooler is in between). Returns
     /// whether our lease still held (one row).
     pub(crate) async fn finish(
         &self,
@@ -310,35 +324,30 @@ impl Queue {
         task: &Claimed,
         outcome: &Finish,
     ) -> Result<bool, tokio_postgres::Error> {
-        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&task.id, &task.attempt, &task.token];
+        let key = [
+            (&task.id as &(dyn ToSql + Sync), Type::INT8),
+            (&task.attempt, Type::INT4),
+            (&task.token, Type::INT8),
+        ];
         let rows = match outcome {
-            Finish::Succeeded => {
-                conn.execute(&conn.prepare_cached(&self.sql.succeed).await?, &key)
-                    .await?
-            }
-            Finish::Cancelled => {
-                conn.execute(&conn.prepare_cached(&self.sql.cancelled).await?, &key)
-                    .await?
-            }
-            Finish::Released => {
-                conn.execute(&conn.prepare_cached(&self.sql.release).await?, &key)
-                    .await?
-            }
+            Finish::Succeeded => conn.execute_cached(&self.sql.succeed, &key).await?,
+            Finish::Cancelled => conn.execute_cached(&self.sql.cancelled, &key).await?,
+            Finish::Released => conn.execute_cached(&self.sql.release, &key).await?,
             Finish::Failed {
                 error,
                 permanent,
                 retry_in,
             } => {
-                let fail = conn.prepare_cached(&self.sql.fail).await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-                    &task.id,
-                    &task.attempt,
-                    &task.token,
-                    error,
-                    permanent,
-                    &millis(*retry_in),
+                let [id, attempt, token] = key;
+                let params = [
+                    id,
+                    attempt,
+                    token,
+                    (error, Type::TEXT),
+                    (permanent, Type::BOOL),
+                    (&millis(*retry_in), Type::FLOAT8),
                 ];
-                conn.query(&fail, &params).await?.len() as u64
+                conn.query_cached(&self.sql.fail, &params).await?.len() as u64
             }
         };
         Ok(rows == 1)
@@ -351,8 +360,13 @@ impl Queue {
         conn: &PooledConnection,
         task: &Claimed,
     ) -> Result<bool, tokio_postgres::Error> {
-        let landed = conn.prepare_cached(&self.sql.landed).await?;
-        Ok(conn.query_opt(&landed, &[&task.id, &task.token]).await?.is_some())
+        let rows = conn
+            .query_cached(
+                &self.sql.landed,
+                &[(&task.id, Type::INT8), (&task.token, Type::INT8)],
+            )
+            .await?;
+        Ok(!rows.is_empty())
     }
 
     /// Re-queues up to `page` tasks whose lease expired (or fails them when out of
@@ -362,8 +376,10 @@ impl Queue {
         conn: &PooledConnection,
         page: i64,
     ) -> Result<u64, tokio_postgres::Error> {
-        let rescue = conn.prepare_cached(&self.sql.rescue).await?;
-        Ok(conn.query(&rescue, &[&page]).await?.len() as u64)
+        Ok(conn
+            .query_cached(&self.sql.rescue, &[(&page, Type::INT8)])
+            .await?
+            .len() as u64)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use holdfast_pool::Pool;
+use holdfast_pool::{ConnectConfig, Pool};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -34,9 +34,8 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// How often to look for work when no notification comes (default 1 s).
     pub poll_interval: Duration,
-    /// LISTEN for enqueues to wake at once (default true; turn off behind PgBouncer in
-    /// transaction mode, where polling is the only way).
-    pub listen: bool,
+    /// How the worker hears of enqueues between polls (default [`Listen::Auto`]).
+    pub listen: Listen,
     /// How long shutdown waits for running tasks before releasing their leases (default 30 s).
     pub shutdown_grace: Duration,
     /// First retry delay of a failed task; doubles each attempt, with jitter (default 1 s).
@@ -62,7 +61,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
-            listen: true,
+            listen: Listen::Auto,
             shutdown_grace: Duration::from_secs(30),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
@@ -115,8 +114,34 @@ impl WorkerConfig {
         if self.poll_interval.is_zero() || self.rescue_interval.is_zero() {
             return bad("poll_interval / rescue_interval", "0".into(), "above zero");
         }
+        if let Listen::Direct(direct) = &self.listen {
+            if direct.get_pooler().is_transaction() {
+                return bad(
+                    "listen",
+                    "Listen::Direct with a connection behind a transaction-mode pooler".into(),
+                    "a direct connection to PostgreSQL (a transaction-mode pooler does not deliver \
+                     notifications), Listen::Auto or Listen::Off",
+                );
+            }
+        }
         Ok(())
     }
+}
+
+/// How a worker hears of new tasks between polls.
+#[derive(Debug, Clone, Default)]
+pub enum Listen {
+    /// LISTEN on a connection made like the control pool's, so that an enqueue wakes an idle
+    /// worker at once; poll only when that pool is behind a transaction-mode pooler, which
+    /// does not deliver notifications (the default).
+    #[default]
+    Auto,
+    /// LISTEN on a connection of its own with these settings: a direct connection to
+    /// PostgreSQL, for workers whose pools go through a transaction-mode pooler (one
+    /// connection per worker; enqueues through the pooler still notify it).
+    Direct(ConnectConfig),
+    /// Never LISTEN: poll every `poll_interval`.
+    Off,
 }
 
 /// What a worker needs while it runs, shared by its tasks.
@@ -233,12 +258,22 @@ async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claim
     // Woken by enqueue notifications: every idle slot looks at once.
     let wake = Arc::new(Notify::new());
     let mut background = JoinSet::new();
-    if config.listen {
-        background.spawn(listener::run(
-            shared.control.config().connect.clone(),
-            shared.queue.channel(),
-            Arc::clone(&wake),
-        ));
+    let listen = match &config.listen {
+        Listen::Auto if shared.control.config().connect.get_pooler().is_transaction() => {
+            tracing::info!(
+                owner = %config.owner,
+                poll_interval = ?config.poll_interval,
+                "behind a transaction-mode pooler LISTEN cannot work: polling only \
+                 (Listen::Direct gives a direct connection for it)"
+            );
+            None
+        }
+        Listen::Auto => Some(shared.control.config().connect.clone()),
+        Listen::Direct(direct) => Some(direct.clone()),
+        Listen::Off => None,
+    };
+    if let Some(connect) = listen {
+        background.spawn(listener::run(connect, shared.queue.channel(), Arc::clone(&wake)));
     }
     if config.rescue {
         let rescuer = Rescuer::new(shared.queue.clone(), shared.control.clone());

@@ -79,7 +79,10 @@ impl TempCluster {
             server: Mutex::new(None),
             next_database: AtomicU32::new(1),
         };
-        cluster.watchdog = Some(Watchdog::spawn(&cluster.root, &cluster.data.join("postmaster.pid"))?);
+        cluster.watchdog = Some(Watchdog::spawn(
+            &cluster.root,
+            &cluster.data.join("postmaster.pid"),
+        )?);
         if let Some(account) = account {
             std::os::unix::fs::chown(&cluster.root, Some(account.uid), Some(account.gid)).map_err(
                 |source| {

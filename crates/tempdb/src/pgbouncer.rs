@@ -131,7 +131,10 @@ impl TempPgBouncer {
             std::os::unix::fs::chown(&bouncer.root, Some(account.uid), Some(account.gid))
                 .map_err(|source| io_error("give the PgBouncer directory to", &bouncer.root, source))?;
         }
-        write(&bouncer.root.join("userlist.txt"), &format!("\"{SUPERUSER}\" \"\"\n"))?;
+        write(
+            &bouncer.root.join("userlist.txt"),
+            &format!("\"{SUPERUSER}\" \"\"\n"),
+        )?;
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             bouncer.port = free_port()?;
@@ -211,7 +214,16 @@ impl TempPgBouncer {
     pub fn admin(&self, command: &str) -> Result<String> {
         let output = Command::new(&self.psql)
             .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1"])
-            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", "pgbouncer", "-c", command])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "pgbouncer",
+                "-c",
+                command,
+            ])
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
             .stdin(Stdio::null())

@@ -43,7 +43,10 @@ fn forwards_in_transaction_mode_and_survives_restart_and_kill() {
     let servers = cluster
         .psql(
             "postgres",
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'", db.name),
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}'",
+                db.name
+            ),
         )
         .expect("activity");
     assert_ne!(servers, "0", "PgBouncer keeps its server connection open");
@@ -51,13 +54,24 @@ fn forwards_in_transaction_mode_and_survives_restart_and_kill() {
     let port = bouncer.port();
     bouncer.restart().expect("restart");
     assert_eq!(bouncer.port(), port);
-    assert_eq!(through(&cluster, &bouncer, &db.name, "SELECT 2").expect("after restart"), "2");
+    assert_eq!(
+        through(&cluster, &bouncer, &db.name, "SELECT 2").expect("after restart"),
+        "2"
+    );
 
     bouncer.kill().expect("kill");
     assert!(!bouncer.is_running());
-    assert!(through(&cluster, &bouncer, &db.name, "SELECT 3").is_err(), "nothing listens");
-    bouncer.start_again().expect("start after a kill (stale pid file)");
-    assert_eq!(through(&cluster, &bouncer, &db.name, "SELECT 3").expect("after kill"), "3");
+    assert!(
+        through(&cluster, &bouncer, &db.name, "SELECT 3").is_err(),
+        "nothing listens"
+    );
+    bouncer
+        .start_again()
+        .expect("start after a kill (stale pid file)");
+    assert_eq!(
+        through(&cluster, &bouncer, &db.name, "SELECT 3").expect("after kill"),
+        "3"
+    );
 }
 
 #[test]

@@ -26,6 +26,8 @@ const RESOLVE_BUDGET: Duration = Duration::from_secs(5);
 pub struct Tx {
     conn: PooledConnection,
     xid: Option<u64>,
+    /// The server process running the transaction, as the server itself reported it.
+    backend_pid: Option<i32>,
     read_only: bool,
     savepoints: AtomicU32,
 }
@@ -45,25 +47,42 @@ pub(crate) enum CommitFailure {
 }
 
 impl Tx {
-    /// Begins a transaction on `conn`. For read-write transactions the transaction id is
-    /// read in the same round trip as BEGIN, so that a lost COMMIT reply can be resolved.
+    /// Begins a transaction on `conn`. For read-write transactions the transaction id and
+    /// the server process are read in the same round trip as BEGIN, so that a lost COMMIT
+    /// reply can be resolved. Behind a transaction-mode pooler the pool's server settings
+    /// (statement timeout and the like) are set with `SET LOCAL` in that round trip too.
     pub async fn begin(conn: PooledConnection, options: &TxOptions) -> Result<Tx, tokio_postgres::Error> {
-        let begin = options.begin_sql();
-        let xid = if options.read_only || !options.resolve_lost_commits {
+        let mut begin = options.begin_sql();
+        if let Some(settings) = conn.pool().config().connect.local_settings_sql() {
+            begin.push_str("; ");
+            begin.push_str(&settings);
+        }
+        let (xid, backend_pid) = if options.read_only || !options.resolve_lost_commits {
             conn.batch_execute(&begin).await?;
-            None
+            (None, None)
         } else {
+            // pg_backend_pid(), not the pid of the start-up handshake: behind a pooler that
+            // one belongs to the pooler, and terminating it would hit an unrelated session.
             let messages = conn
-                .simple_query(&format!("{begin}; SELECT pg_current_xact_id()::text"))
+                .simple_query(&format!(
+                    "{begin}; SELECT pg_current_xact_id()::text, pg_backend_pid()"
+                ))
                 .await?;
-            messages.iter().find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
-                _ => None,
-            })
+            messages
+                .iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => Some((
+                        row.get(0).and_then(|v| v.parse().ok()),
+                        row.get(1).and_then(|v| v.parse().ok()),
+                    )),
+                    _ => None,
+                })
+                .unwrap_or((None, None))
         };
         Ok(Tx {
             conn,
             xid,
+            backend_pid,
             read_only: options.read_only,
             savepoints: AtomicU32::new(0),
         })
@@ -72,6 +91,13 @@ impl Tx {
     /// The transaction id, for read-write transactions.
     pub fn xid(&self) -> Option<u64> {
         self.xid
+    }
+
+    /// The server process running this transaction (`pg_backend_pid()`, read with BEGIN), for
+    /// read-write transactions. Behind a pooler it differs from the connection's start-up
+    /// pid, which belongs to the pooler.
+    pub fn backend_pid(&self) -> Option<i32> {
+        self.backend_pid
     }
 
     /// The pooled connection underneath.
@@ -171,7 +197,7 @@ impl Tx {
             });
         };
         let pool = self.conn.pool();
-        let backend = self.conn.backend_pid();
+        let backend = self.backend_pid;
         // The lost connection goes back to the pool (which closes it) before we ask.
         drop(self);
         tracing::warn!(

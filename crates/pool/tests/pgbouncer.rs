@@ -1,0 +1,219 @@
+//! The pool through a real PgBouncer in transaction mode: what breaks without the pooler
+//! setting, what the setting changes, and that the wire tap and the return policy still work
+//! (PgBouncer passes ReadyForQuery and its status through to the client).
+
+mod support;
+
+use std::time::Duration;
+
+use holdfast_pool::{ConnectConfig, Pool, PoolConfig, PoolError, Pooler, TxStatus};
+use holdfast_tempdb::{Database, PgBouncerOptions, TempCluster, TempPgBouncer};
+use support::{app_name, eventually, BOUND};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
+
+fn cluster() -> &'static TempCluster {
+    holdfast_tempdb::shared().expect("shared cluster")
+}
+
+/// A fresh database and a PgBouncer of this test's own in front of the shared cluster, with
+/// two server connections per database (so that which one a client gets is deterministic:
+/// PgBouncer reuses the most recently released one first).
+fn bouncer() -> (Database, TempPgBouncer) {
+    let db = cluster().create_database().expect("database");
+    let bouncer =
+        TempPgBouncer::start(cluster(), PgBouncerOptions::default().default_pool_size(2)).expect("pgbouncer");
+    (db, bouncer)
+}
+
+fn config(bouncer: &TempPgBouncer, db: &Database, test: &str, pooler: Pooler) -> PoolConfig {
+    let connect = ConnectConfig::from_url(&bouncer.url_for(&db.name))
+        .expect("url")
+        .application_name(&app_name(test))
+        .pooler(pooler);
+    PoolConfig::new(connect).pool_timeout(BOUND)
+}
+
+/// Sessions of database `db` that the server shows idle in a transaction.
+fn idle_in_transaction(db: &Database) -> String {
+    cluster()
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state LIKE 'idle in transaction%'",
+                db.name
+            ),
+        )
+        .expect("pg_stat_activity")
+}
+
+#[tokio::test]
+async fn start_up_options_are_refused_by_pgbouncer_and_not_sent_behind_a_pooler() {
+    let (db, bouncer) = bouncer();
+    let timeout = Some(Duration::from_secs(5));
+    let mut direct = config(&bouncer, &db, "options", Pooler::None).pool_timeout(Duration::from_secs(2));
+    direct.connect = direct.connect.statement_timeout(timeout);
+    let err = Pool::new(direct)
+        .expect("pool")
+        .get()
+        .await
+        .expect_err("options refused");
+    assert!(
+        err.to_string().contains("unsupported startup parameter"),
+        "PgBouncer refuses the start-up options a direct connection carries: {err}"
+    );
+
+    let mut pooled = config(&bouncer, &db, "options", Pooler::Transaction);
+    pooled.connect = pooled.connect.statement_timeout(timeout);
+    let pool = Pool::new(pooled).expect("pool");
+    let conn = pool.get().await.expect("no options sent behind the pooler");
+    conn.batch_execute("SELECT 1").await.expect("query");
+    assert_eq!(
+        pool.config().connect.local_settings_sql().as_deref(),
+        Some("SET LOCAL statement_timeout = 5000"),
+        "the timeout moves into each transaction (holdfast-tx sends it with BEGIN)"
+    );
+}
+
+#[tokio::test]
+async fn named_statements_break_across_server_connections_and_query_cached_does_not() {
+    let (db, bouncer) = bouncer();
+
+    // Without the setting: a statement prepared on one server connection is executed on
+    // another as soon as someone else holds the first one.
+    let pool = Pool::new(config(&bouncer, &db, "named", Pooler::None)).expect("pool");
+    let a = pool.get().await.expect("a");
+    let b = pool.get().await.expect("b");
+    let statement = a.prepare_cached("SELECT $1::int").await.expect("prepare");
+    // B takes the server connection A just released (the most recent one) and keeps it.
+    b.batch_execute("BEGIN; SELECT 1").await.expect("b begins");
+    let err = a
+        .query(&statement, &[&7i32])
+        .await
+        .expect_err("the statement is on the server connection B holds");
+    assert_eq!(err.code(), Some(&SqlState::INVALID_SQL_STATEMENT_NAME), "{err}");
+    b.batch_execute("ROLLBACK").await.expect("b ends");
+    drop((a, b, statement));
+    pool.close().await;
+
+    // With it: unnamed statements, parsed where they run.
+    let pool = Pool::new(config(&bouncer, &db, "named", Pooler::Transaction)).expect("pool");
+    let a = pool.get().await.expect("a");
+    let b = pool.get().await.expect("b");
+    let first = a
+        .query_cached("SELECT $1::int", &[(&7i32, Type::INT4)])
+        .await
+        .expect("first");
+    assert_eq!(first[0].get::<_, i32>(0), 7);
+    b.batch_execute("BEGIN; SELECT 1").await.expect("b begins");
+    let second = a
+        .query_cached("SELECT $1::int", &[(&8i32, Type::INT4)])
+        .await
+        .expect("runs on the other server connection");
+    assert_eq!(second[0].get::<_, i32>(0), 8);
+    b.batch_execute("ROLLBACK").await.expect("b ends");
+
+    a.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .expect("setup");
+    let updated = a
+        .execute_cached("UPDATE t SET x = x + $1", &[(&1i32, Type::INT4)])
+        .await
+        .expect("update");
+    assert_eq!(
+        updated, 3,
+        "rows affected, counted from the unnamed statement's reply"
+    );
+
+    match a.prepare_cached("SELECT 1").await {
+        Err(PoolError::NotThroughPooler { feature, instead }) => {
+            assert_eq!(feature, "prepare_cached");
+            assert!(instead.contains("query_cached"), "{instead}");
+        }
+        other => panic!("prepare_cached behind a transaction pooler must be refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_tap_sees_through_pgbouncer_and_a_dirty_return_is_rolled_back() {
+    let (db, bouncer) = bouncer();
+    let pool = Pool::new(
+        config(&bouncer, &db, "dirty", Pooler::Transaction)
+            .pool_size(1)
+            .max_overflow(0),
+    )
+    .expect("pool");
+    let conn = pool.get().await.expect("get");
+    conn.batch_execute("CREATE TABLE t (x int)")
+        .await
+        .expect("create");
+    conn.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .expect("raw begin");
+    assert_eq!(
+        conn.state().tx_status(),
+        TxStatus::InTransaction,
+        "PgBouncer forwards ReadyForQuery 'T'"
+    );
+    assert_eq!(
+        idle_in_transaction(&db),
+        "1",
+        "PgBouncer's server connection holds it"
+    );
+    drop(conn);
+
+    let conn = pool.get().await.expect("get again");
+    assert_eq!(conn.state().tx_status(), TxStatus::Idle);
+    let rows: i64 = conn
+        .query_cached("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")[0]
+        .get(0);
+    assert_eq!(
+        rows, 0,
+        "the insert was rolled back before the connection was reused"
+    );
+    assert_eq!(idle_in_transaction(&db), "0");
+    let pools = bouncer.admin("SHOW POOLS").expect("show pools");
+    let active: Vec<&str> = pools
+        .lines()
+        .filter(|l| l.starts_with(&format!("{}|", db.name)))
+        .map(|l| l.split('|').nth(4).unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        active,
+        ["0"],
+        "no server connection stays linked to a client: {pools}"
+    );
+}
+
+#[tokio::test]
+async fn a_pgbouncer_restart_is_seen_without_a_round_trip_and_the_pool_serves_again() {
+    let (db, bouncer) = bouncer();
+    let pool = Pool::new(config(&bouncer, &db, "restart", Pooler::Transaction)).expect("pool");
+    let a = pool.get().await.expect("a");
+    let b = pool.get().await.expect("b");
+    a.batch_execute("SELECT 1").await.expect("a works");
+    b.batch_execute("SELECT 1").await.expect("b works");
+
+    bouncer.restart().expect("restart pgbouncer");
+    eventually("the tap sees both connections closed by PgBouncer", || async {
+        a.state().liveness().is_dead() && b.state().liveness().is_dead()
+    })
+    .await;
+    drop((a, b));
+
+    for i in 0..5 {
+        let conn = pool
+            .get()
+            .await
+            .expect("a new connection through the new PgBouncer");
+        let n: i32 = conn
+            .query_cached("SELECT $1::int", &[(&i, Type::INT4)])
+            .await
+            .expect("query")[0]
+            .get(0);
+        assert_eq!(n, i);
+    }
+    assert_eq!(idle_in_transaction(&db), "0");
+}
