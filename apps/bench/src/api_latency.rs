@@ -38,6 +38,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let serve = ServeArgs {
             database_url: cluster.url(),
             tasks_database_url: None,
+
+            db_pooler: "none".into(),
+
+            tasks_db_pooler: None,
+
+            tasks_listen_url: None,
+
+            task_poll_ms: 1000,
             listen: "127.0.0.1:0".parse()?,
             pool_size: 5,
             max_overflow: 10,

@@ -5,11 +5,11 @@
 //! number; the status changes are conditional on the task that owns the episode).
 
 use std::time::Duration;
-use tokio_postgres::types::Type;
 
 use futures_util::future::BoxFuture;
 use holdfast::tasks::{TaskContext, TaskFailure};
 use holdfast::{TransactionExt, TxOptions};
+use tokio_postgres::types::Type;
 
 /// Transcript lines written per transaction.
 const BATCH: usize = 50;

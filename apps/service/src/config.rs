@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use holdfast::pool::{ConnectConfig, PoolConfig};
-use holdfast::tasks::WorkerConfig;
+use holdfast::pool::{ConnectConfig, PoolConfig, Pooler};
+use holdfast::tasks::{Listen, WorkerConfig};
 
 /// Options of `holdfast serve` (each also read from the environment variable named).
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +36,30 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub tasks_database_url: Option<String>,
+    /// What DATABASE_URL reaches: `none` (PostgreSQL itself, or a session-mode pooler) or
+    /// `transaction` (a transaction-mode pooler such as PgBouncer: no start-up options, no
+    /// named statements across transactions, no LISTEN through it). See docs/scale-out.md.
+    #[arg(long, env = "DB_POOLER", value_name = "DB_POOLER", default_value = "none", value_parser = ["none", "transaction"])]
+    pub db_pooler: String,
+    /// Like DB_POOLER, for TASKS_DATABASE_URL. Default: DB_POOLER when TASKS_DATABASE_URL is
+    /// not set, `none` when it is.
+    #[arg(long, env = "TASKS_DB_POOLER", value_name = "TASKS_DB_POOLER", value_parser = ["none", "transaction"])]
+    pub tasks_db_pooler: Option<String>,
+    /// A direct PostgreSQL URL (not through a transaction-mode pooler) on which the assembly
+    /// workers LISTEN, so that a new assembly starts at once instead of at the next poll.
+    /// Default: LISTEN through the tasks route, or poll only when that is a transaction-mode
+    /// pooler. One connection per instance.
+    #[arg(
+        long,
+        env = "TASKS_LISTEN_URL",
+        value_name = "TASKS_LISTEN_URL",
+        hide_env_values = true
+    )]
+    pub tasks_listen_url: Option<String>,
+    /// How often idle assembly workers look for work when no notification wakes them, in
+    /// milliseconds.
+    #[arg(long, env = "TASK_POLL_MS", value_name = "TASK_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub task_poll_ms: u64,
     /// HTTP listen address.
     #[arg(long, env = "LISTEN", value_name = "LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -91,9 +115,11 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The API pool.
     pub fn api_pool(&self) -> Result<PoolConfig, String> {
-        let connect = connect(&self.database_url, "DATABASE_URL", "holdfast-api")?.statement_timeout(
-            (self.statement_timeout_ms > 0).then(|| Duration::from_millis(self.statement_timeout_ms)),
-        );
+        let connect = connect(&self.database_url, "DATABASE_URL", "holdfast-api")?
+            .pooler(pooler(&self.db_pooler))
+            .statement_timeout(
+                (self.statement_timeout_ms > 0).then(|| Duration::from_millis(self.statement_timeout_ms)),
+            );
         let config = PoolConfig::new(connect)
             .pool_size(self.pool_size as usize)
             .max_overflow(self.max_overflow as usize)
@@ -111,33 +137,51 @@ impl ServeArgs {
     /// The assembly work pool: one connection per worker slot.
     pub fn work_pool(&self) -> Result<PoolConfig, String> {
         let (url, setting) = self.tasks_url();
-        let config = PoolConfig::new(connect(url, setting, "holdfast-assembly")?)
+        let connect = connect(url, setting, "holdfast-assembly")?.pooler(self.tasks_pooler());
+        let config = PoolConfig::new(connect)
             .pool_size(self.assembly_workers as usize)
             .max_overflow(0)
             .pool_timeout(Duration::from_secs(30))
             .name("assembly");
+        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 
     /// The task control plane's pool.
     pub fn control_pool(&self) -> Result<PoolConfig, String> {
         let (url, setting) = self.tasks_url();
-        let config = PoolConfig::new(connect(url, setting, "holdfast-tasks")?)
+        let connect = connect(url, setting, "holdfast-tasks")?.pooler(self.tasks_pooler());
+        let config = PoolConfig::new(connect)
             .pool_size(2)
             .max_overflow(1)
             .pool_timeout(Duration::from_secs(10))
             .name("tasks");
+        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 
     /// The worker.
-    pub fn worker(&self) -> WorkerConfig {
-        WorkerConfig {
+    pub fn worker(&self) -> Result<WorkerConfig, String> {
+        let listen = match &self.tasks_listen_url {
+            Some(url) => Listen::Direct(connect(url, "TASKS_LISTEN_URL", "holdfast-listen")?),
+            None => Listen::Auto,
+        };
+        Ok(WorkerConfig {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            poll_interval: Duration::from_millis(self.task_poll_ms),
+            listen,
             ..WorkerConfig::default()
         }
         .lease(Duration::from_millis(self.task_lease_ms))
-        .concurrency(self.assembly_workers as usize)
+        .concurrency(self.assembly_workers as usize))
+    }
+
+    fn tasks_pooler(&self) -> Pooler {
+        match (&self.tasks_db_pooler, &self.tasks_database_url) {
+            (Some(mode), _) => pooler(mode),
+            (None, None) => pooler(&self.db_pooler),
+            (None, Some(_)) => Pooler::None,
+        }
     }
 
     fn tasks_url(&self) -> (&str, &'static str) {
@@ -145,6 +189,15 @@ impl ServeArgs {
             Some(url) => (url, "TASKS_DATABASE_URL"),
             None => (&self.database_url, "DATABASE_URL"),
         }
+    }
+}
+
+/// clap has checked the spelling.
+fn pooler(mode: &str) -> Pooler {
+    if mode == "transaction" {
+        Pooler::Transaction
+    } else {
+        Pooler::None
     }
 }
 

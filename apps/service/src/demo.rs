@@ -192,6 +192,14 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
     let serve = ServeArgs {
         database_url: via,
         tasks_database_url: None,
+
+        db_pooler: "none".into(),
+
+        tasks_db_pooler: None,
+
+        tasks_listen_url: None,
+
+        task_poll_ms: 1000,
         listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
         pool_size: 4,
         max_overflow: 4,

@@ -51,7 +51,7 @@ impl Service {
             tracing::info!("assembly workers connect through TASKS_DATABASE_URL");
         }
         let step = Duration::from_millis(args.assembly_step_ms);
-        let worker = Worker::new(queue.clone(), control.clone(), work.clone(), args.worker())
+        let worker = Worker::new(queue.clone(), control.clone(), work.clone(), args.worker()?)
             .handle(ASSEMBLE, assembly::body(step))
             .spawn()
             .map_err(|e| e.to_string())?;

@@ -21,6 +21,14 @@ fn args(url: &str, step_ms: u64) -> ServeArgs {
     ServeArgs {
         database_url: url.to_string(),
         tasks_database_url: None,
+
+        db_pooler: "none".into(),
+
+        tasks_db_pooler: None,
+
+        tasks_listen_url: None,
+
+        task_poll_ms: 1000,
         listen: "127.0.0.1:0".parse().expect("addr"),
         pool_size: 3,
         max_overflow: 2,

@@ -155,6 +155,14 @@ async fn against_a_running_service_a_session_left_in_a_transaction_fails_the_run
     let serve = ServeArgs {
         database_url: db.url.clone(),
         tasks_database_url: None,
+
+        db_pooler: "none".into(),
+
+        tasks_db_pooler: None,
+
+        tasks_listen_url: None,
+
+        task_poll_ms: 1000,
         listen: "127.0.0.1:0".parse().expect("addr"),
         pool_size: 3,
         max_overflow: 2,

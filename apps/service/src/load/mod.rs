@@ -379,6 +379,14 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
     let serve = ServeArgs {
         database_url: target.through(proxy.port()),
         tasks_database_url: None,
+
+        db_pooler: "none".into(),
+
+        tasks_db_pooler: None,
+
+        tasks_listen_url: None,
+
+        task_poll_ms: 1000,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         pool_size: 4,
         max_overflow: 4,
