@@ -4,6 +4,7 @@
 mod affinity;
 mod api_latency;
 mod contenders;
+mod pooler_cost;
 mod pools;
 mod proxy_faults;
 mod relay;
@@ -36,6 +37,8 @@ enum Bench {
     Tasks(task_throughput::Args),
     /// API latency with and without assemblies running.
     Api(api_latency::Args),
+    /// Direct with named statements, direct with unnamed ones, and through PgBouncer.
+    Pooler(pooler_cost::Args),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,5 +50,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Tx(args) => tx_cost::run(args),
         Bench::Tasks(args) => task_throughput::run(args),
         Bench::Api(args) => api_latency::run(args),
+        Bench::Pooler(args) => pooler_cost::run(args),
     }
 }

@@ -163,7 +163,7 @@ impl ServeArgs {
     /// The worker.
     pub fn worker(&self) -> Result<WorkerConfig, String> {
         let listen = match &self.tasks_listen_url {
-            Some(url) => Listen::Direct(connect(url, "TASKS_LISTEN_URL", "holdfast-listen")?),
+            Some(url) => Listen::Direct(Box::new(connect(url, "TASKS_LISTEN_URL", "holdfast-listen")?)),
             None => Listen::Auto,
         };
         Ok(WorkerConfig {

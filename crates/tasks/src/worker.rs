@@ -139,7 +139,7 @@ pub enum Listen {
     /// LISTEN on a connection of its own with these settings: a direct connection to
     /// PostgreSQL, for workers whose pools go through a transaction-mode pooler (one
     /// connection per worker; enqueues through the pooler still notify it).
-    Direct(ConnectConfig),
+    Direct(Box<ConnectConfig>),
     /// Never LISTEN: poll every `poll_interval`.
     Off,
 }
@@ -269,7 +269,7 @@ async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claim
             None
         }
         Listen::Auto => Some(shared.control.config().connect.clone()),
-        Listen::Direct(direct) => Some(direct.clone()),
+        Listen::Direct(direct) => Some((**direct).clone()),
         Listen::Off => None,
     };
     if let Some(connect) = listen {

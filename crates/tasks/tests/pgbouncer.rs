@@ -126,7 +126,7 @@ async fn a_direct_listen_connection_wakes_workers_behind_a_pooler() {
     let (direct_url, _bouncer, queue, make) = setup("t_bouncer_listen").await;
     let mut config = fast(1);
     config.poll_interval = Duration::from_secs(3600);
-    config.listen = Listen::Direct(ConnectConfig::from_url(&direct_url).expect("url"));
+    config.listen = Listen::Direct(Box::new(ConnectConfig::from_url(&direct_url).expect("url")));
     let ran = Arc::new(tokio::sync::Notify::new());
     let r = Arc::clone(&ran);
     let worker = Worker::new(queue.clone(), make("hf-ctl", 2), make("hf-work", 2), config)
@@ -169,11 +169,11 @@ async fn a_direct_listen_connection_wakes_workers_behind_a_pooler() {
 async fn asking_to_listen_through_a_pooler_is_refused() {
     let (_direct_url, bouncer, queue, make) = setup("t_bouncer_refuse").await;
     let mut config = fast(1);
-    config.listen = Listen::Direct(
+    config.listen = Listen::Direct(Box::new(
         ConnectConfig::from_url(&bouncer.url_for("postgres"))
             .expect("url")
             .pooler(Pooler::Transaction),
-    );
+    ));
     let err = Worker::new(queue, make("hf-ctl", 1), make("hf-work", 1), config)
         .spawn()
         .expect_err("LISTEN through a transaction pooler cannot work");
