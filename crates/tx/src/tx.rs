@@ -53,31 +53,37 @@ impl Tx {
     /// (statement timeout and the like) are set with `SET LOCAL` in that round trip too.
     pub async fn begin(conn: PooledConnection, options: &TxOptions) -> Result<Tx, tokio_postgres::Error> {
         let mut begin = options.begin_sql();
-        if let Some(settings) = conn.pool().config().connect.local_settings_sql() {
+        let pool = conn.pool();
+        let connect = &pool.config().connect;
+        if let Some(settings) = connect.local_settings_sql() {
             begin.push_str("; ");
             begin.push_str(&settings);
         }
+        // The server process, for terminating it if a lost COMMIT is still in progress there.
+        // Direct, it is the pid of the start-up handshake; behind a pooler that one is the
+        // pooler's (terminating it would hit an unrelated session), so ask the server.
+        let behind_pooler = connect.get_pooler().is_transaction();
         let (xid, backend_pid) = if options.read_only || !options.resolve_lost_commits {
             conn.batch_execute(&begin).await?;
             (None, None)
         } else {
-            // pg_backend_pid(), not the pid of the start-up handshake: behind a pooler that
-            // one belongs to the pooler, and terminating it would hit an unrelated session.
-            let messages = conn
-                .simple_query(&format!(
-                    "{begin}; SELECT pg_current_xact_id()::text, pg_backend_pid()"
-                ))
-                .await?;
-            messages
-                .iter()
-                .find_map(|m| match m {
-                    SimpleQueryMessage::Row(row) => Some((
-                        row.get(0).and_then(|v| v.parse().ok()),
-                        row.get(1).and_then(|v| v.parse().ok()),
-                    )),
-                    _ => None,
-                })
-                .unwrap_or((None, None))
+            let select = if behind_pooler {
+                "SELECT pg_current_xact_id()::text, pg_backend_pid()::text"
+            } else {
+                "SELECT pg_current_xact_id()::text"
+            };
+            let messages = conn.simple_query(&format!("{begin}; {select}")).await?;
+            let row = messages.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            });
+            let xid = row.and_then(|r| r.get(0)).and_then(|v| v.parse().ok());
+            let pid = if behind_pooler {
+                row.and_then(|r| r.get(1)).and_then(|v| v.parse().ok())
+            } else {
+                conn.backend_pid()
+            };
+            (xid, pid)
         };
         Ok(Tx {
             conn,
@@ -93,9 +99,9 @@ impl Tx {
         self.xid
     }
 
-    /// The server process running this transaction (`pg_backend_pid()`, read with BEGIN), for
-    /// read-write transactions. Behind a pooler it differs from the connection's start-up
-    /// pid, which belongs to the pooler.
+    /// The server process running this transaction, for read-write transactions: the
+    /// connection's own, or behind a transaction pooler `pg_backend_pid()` read with BEGIN
+    /// (the start-up pid there belongs to the pooler).
     pub fn backend_pid(&self) -> Option<i32> {
         self.backend_pid
     }
