@@ -6,7 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::ConfigError;
+use crate::passfile::PassFile;
 use crate::pooler::Pooler;
+use crate::tls_config::{Tls, TlsOptions};
+use crate::url_params::{extract, OWN_KEYS};
 
 /// TCP keepalive probing: how soon a silent peer is probed and given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,31 +58,51 @@ pub struct ConnectConfig {
     idle_in_transaction_session_timeout: Option<Duration>,
     lock_timeout: Option<Duration>,
     pooler: Pooler,
+    tls: Tls,
+    passfile: Option<PassFile>,
 }
 
 impl ConnectConfig {
     /// Parses a `postgres://` URL or a libpq key=value string. Parameters in it
     /// (`connect_timeout`, `keepalives_idle`, `keepalives_interval`, `keepalives_retries`,
-    /// `tcp_user_timeout`, `application_name`) override holdfast's defaults.
+    /// `tcp_user_timeout`, `application_name`) override holdfast's defaults; the TLS
+    /// parameters (`sslmode` with all five libpq modes, `sslrootcert`, `sslcert`, `sslkey`,
+    /// `sslsni`) and `passfile` are read by holdfast, and the files they name are read now.
     pub fn from_url(url: &str) -> Result<ConnectConfig, ConfigError> {
         ConnectConfig::parse_setting("url", url)
     }
 
     /// Like [`from_url`](Self::from_url), naming `setting` (say `DATABASE_URL`) in errors.
     pub fn parse_setting(setting: &str, url: &str) -> Result<ConnectConfig, ConfigError> {
-        let pg = tokio_postgres::Config::from_str(url).map_err(|e| ConfigError::InvalidUrl {
+        let invalid_url = |reason: String| ConfigError::InvalidUrl {
             setting: setting.to_string(),
             url: redact_url(url),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let (rest, own) = extract(url, OWN_KEYS).map_err(invalid_url)?;
+        let pg = tokio_postgres::Config::from_str(&rest).map_err(|e| invalid_url(e.to_string()))?;
         if pg.get_hosts().is_empty() {
-            return Err(ConfigError::InvalidUrl {
-                setting: setting.to_string(),
-                url: redact_url(url),
-                reason: "no host given".to_string(),
-            });
+            return Err(invalid_url("no host given".to_string()));
         }
-        Ok(ConnectConfig::from_pg(pg))
+        let mut config = ConnectConfig::from_pg(pg);
+        let mut tls = TlsOptions::default();
+        for (key, value) in own {
+            let named = format!("{setting} {key}");
+            if key == "passfile" {
+                let file = PassFile::load(std::path::Path::new(&value)).map_err(|accepted| {
+                    ConfigError::InvalidValue {
+                        setting: named,
+                        value: value.clone(),
+                        accepted: format!("a readable password file: {accepted}"),
+                    }
+                })?;
+                config.passfile = Some(file);
+            } else {
+                tls.set(&named, &key, &value)?;
+            }
+        }
+        config.tls = tls.build_named(&|key| format!("{setting} {key}"))?;
+        Ok(config)
     }
 
     /// Wraps a tokio-postgres configuration, keeping what it sets explicitly.
@@ -115,6 +138,8 @@ impl ConnectConfig {
             idle_in_transaction_session_timeout: None,
             lock_timeout: None,
             pooler: Pooler::None,
+            tls: Tls::default(),
+            passfile: None,
             pg,
         }
     }
@@ -153,6 +178,43 @@ impl ConnectConfig {
     pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.lock_timeout = timeout;
         self
+    }
+
+    /// TLS settings (build them with [`TlsOptions::build`]).
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS settings.
+    pub fn get_tls(&self) -> &Tls {
+        &self.tls
+    }
+
+    /// Reads passwords from a password file in libpq's format (`~/.pgpass`), used when no
+    /// password is set otherwise. The file must not be readable by others.
+    pub fn passfile(mut self, path: &std::path::Path) -> Result<Self, ConfigError> {
+        let file = PassFile::load(path).map_err(|accepted| ConfigError::InvalidValue {
+            setting: "passfile".into(),
+            value: path.display().to_string(),
+            accepted: format!("a readable password file: {accepted}"),
+        })?;
+        self.passfile = Some(file);
+        Ok(self)
+    }
+
+    pub(crate) fn set_passfile(&mut self, file: PassFile) {
+        self.passfile = Some(file);
+    }
+
+    /// True when a password file is in use.
+    pub fn has_passfile(&self) -> bool {
+        self.passfile.is_some()
+    }
+
+    /// True when a password is set (in the URL or with [`password`](Self::password)).
+    pub fn has_password(&self) -> bool {
+        self.pg.get_password().is_some()
     }
 
     /// What sits between us and PostgreSQL (see [`Pooler`]).
@@ -251,8 +313,19 @@ impl ConnectConfig {
     /// the `options` start-up parameter, except behind a transaction-mode pooler, which
     /// rejects it (they are then set per transaction, see
     /// [`local_settings_sql`](Self::local_settings_sql)).
-    pub(crate) fn startup_config(&self) -> tokio_postgres::Config {
+    /// `host` and `port` are where this connect goes: without a password, the password file
+    /// is looked up for them.
+    pub(crate) fn startup_config(&self, host: &str, port: u16) -> tokio_postgres::Config {
         let mut pg = self.pg.clone();
+        if pg.get_password().is_none() {
+            if let Some(file) = &self.passfile {
+                let user = pg.get_user().unwrap_or("");
+                let dbname = pg.get_dbname().unwrap_or(user);
+                if let Some(password) = file.lookup(host, port, dbname, user) {
+                    pg.password(password);
+                }
+            }
+        }
         if self.pooler.is_transaction() {
             return pg;
         }
@@ -287,6 +360,8 @@ impl fmt::Debug for ConnectConfig {
             )
             .field("lock_timeout", &self.lock_timeout)
             .field("pooler", &self.pooler)
+            .field("tls", &self.tls)
+            .field("passfile", &self.passfile.as_ref().map(|f| f.path()))
             .finish()
     }
 }
@@ -356,7 +431,7 @@ mod tests {
             .expect("parse")
             .statement_timeout(Some(Duration::from_secs(300)))
             .lock_timeout(Some(Duration::from_millis(1500)));
-        let pg = c.startup_config();
+        let pg = c.startup_config("h", 5432);
         assert_eq!(
             pg.get_options(),
             Some("-c search_path=x -c statement_timeout=300000 -c lock_timeout=1500")
@@ -371,7 +446,7 @@ mod tests {
             .lock_timeout(Some(Duration::from_millis(1500)));
         assert_eq!(c.local_settings_sql(), None, "direct: sent at start-up");
         let c = c.pooler(Pooler::Transaction);
-        assert_eq!(c.startup_config().get_options(), None);
+        assert_eq!(c.startup_config("h", 5432).get_options(), None);
         assert_eq!(
             c.local_settings_sql().as_deref(),
             Some("SET LOCAL statement_timeout = 300000; SET LOCAL lock_timeout = 1500")

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use holdfast_wire::{Tap, WireState};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::config::Host;
-use tokio_postgres::{AsyncMessage, Client, NoTls, Notification};
+use tokio_postgres::config::{Host, SslMode as PgSslMode, SslNegotiation};
+use tokio_postgres::{AsyncMessage, Client, Notification};
 
 use crate::connect_config::ConnectConfig;
 use crate::error::ConnectError;
 use crate::socket::Socket;
+use crate::tls_stream::{failure_from_rustls, find_rustls_error, negotiate, CancelTls, Handover, Transport};
 
 /// One open connection: a tokio-postgres [`Client`] (it derefs to it) plus the
 /// [`WireState`] its tap keeps and the task that drives it.
@@ -28,6 +29,9 @@ pub struct Connection {
     driver: JoinHandle<()>,
     opened_at: Instant,
     peer: Peer,
+    /// How a cancel request reaches the server: over TLS when the session uses it.
+    cancel_tls: CancelTls,
+    tls: bool,
 }
 
 /// Where the server was reached, for cancel requests (which go over a new socket).
@@ -59,6 +63,11 @@ impl Connection {
     /// The server process serving this connection.
     pub fn backend_pid(&self) -> Option<i32> {
         self.state.backend_pid()
+    }
+
+    /// True when the session is encrypted with TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// When the connection finished start-up.
@@ -103,7 +112,7 @@ impl Connection {
             }
         };
         let token = self.client.cancel_token();
-        let cancel = token.cancel_query_raw(socket, NoTls);
+        let cancel = token.cancel_query_raw(socket, self.cancel_tls.clone());
         match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(ConnectError::Postgres { target, source }),
@@ -173,9 +182,10 @@ async fn open(
         let ports = pg.get_ports();
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let target = describe(host, port);
+        let hostaddr = pg.get_hostaddrs().get(i).copied();
         match tokio::time::timeout_at(
             deadline,
-            connect_host(config, host, port, &target, notify.clone()),
+            connect_host(config, host, hostaddr, port, &target, notify.clone()),
         )
         .await
         {
@@ -193,6 +203,7 @@ async fn open(
 async fn connect_host(
     config: &ConnectConfig,
     host: &Host,
+    hostaddr: Option<std::net::IpAddr>,
     port: u16,
     target: &str,
     notify: Option<mpsc::UnboundedSender<Notification>>,
@@ -204,17 +215,33 @@ async fn connect_host(
                 target: target.to_string(),
                 source,
             })?;
-            start(config, socket, target, Peer::Unix(path), notify).await
+            // libpq looks up "localhost" in the password file for socket connections.
+            start(
+                config,
+                socket,
+                target,
+                Peer::Unix(path),
+                "localhost",
+                port,
+                notify,
+            )
+            .await
         }
         Host::Tcp(name) => {
-            let addrs = resolve(name, port).await.map_err(|source| ConnectError::Io {
-                target: target.to_string(),
-                source,
-            })?;
+            // `hostaddr` (libpq): connect there, and verify the certificate against `host`.
+            let addrs = match hostaddr {
+                Some(ip) => vec![SocketAddr::new(ip, port)],
+                None => resolve(name, port).await.map_err(|source| ConnectError::Io {
+                    target: target.to_string(),
+                    source,
+                })?,
+            };
             let mut last = None;
             for addr in addrs {
                 match Socket::tcp(addr, config).await {
-                    Ok(socket) => return start(config, socket, target, Peer::Tcp(addr), notify).await,
+                    Ok(socket) => {
+                        return start(config, socket, target, Peer::Tcp(addr), name, port, notify).await
+                    }
                     Err(source) => last = Some(source),
                 }
             }
@@ -233,24 +260,56 @@ async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     Ok(tokio::net::lookup_host((name, port)).await?.collect())
 }
 
-/// Runs start-up and authentication over a tapped socket and spawns the driver.
+/// Negotiates TLS as configured, then runs start-up and authentication over the tapped
+/// stream and spawns the driver. `host` is the name TLS verifies and the password file is
+/// searched for.
 async fn start(
     config: &ConnectConfig,
     socket: Socket,
     target: &str,
     peer: Peer,
+    host: &str,
+    port: u16,
     notify: Option<mpsc::UnboundedSender<Notification>>,
 ) -> Result<Connection, ConnectError> {
-    let tap = Tap::new(socket);
-    let state = tap.state();
-    let (client, driver) = config
-        .startup_config()
-        .connect_raw(tap, NoTls)
+    let negotiated = negotiate(config.get_tls(), socket, host)
         .await
-        .map_err(|source| ConnectError::Postgres {
+        .map_err(|f| ConnectError::Tls {
             target: target.to_string(),
-            source,
+            problem: f.problem,
+            detail: f.detail,
         })?;
+    let tls = matches!(negotiated.transport, Transport::Tls(_));
+    let tap = Tap::new(negotiated.transport);
+    let state = tap.state();
+    let mut pg = config.startup_config(host, port);
+    if tls {
+        // TLS is already up: tokio-postgres must not send an SSLRequest of its own.
+        pg.ssl_mode(PgSslMode::Require)
+            .ssl_negotiation(SslNegotiation::Direct);
+    } else {
+        pg.ssl_mode(PgSslMode::Disable);
+    }
+    let handover = Handover {
+        binding: negotiated.binding,
+    };
+    let (client, driver) = pg.connect_raw(tap, handover).await.map_err(|source| {
+        // A certificate the server refused shows as an alert on the first read.
+        match find_rustls_error(&source) {
+            Some(e) => {
+                let f = failure_from_rustls(e, host);
+                ConnectError::Tls {
+                    target: target.to_string(),
+                    problem: f.problem,
+                    detail: f.detail,
+                }
+            }
+            None => ConnectError::Postgres {
+                target: target.to_string(),
+                source,
+            },
+        }
+    })?;
     let driver = tokio::spawn(async move {
         let mut driver = driver;
         // Driving it message by message hands notifications on; notices are dropped.
@@ -277,6 +336,11 @@ async fn start(
         driver,
         opened_at: Instant::now(),
         peer,
+        cancel_tls: CancelTls {
+            tls: config.get_tls().clone(),
+            host: host.to_string(),
+        },
+        tls,
     })
 }
 

@@ -59,6 +59,16 @@ pub enum ConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// TLS could not be set up, or the server's or our certificate was refused.
+    #[error("TLS with {target} failed: {problem}: {detail}")]
+    Tls {
+        /// Host and port.
+        target: String,
+        /// What went wrong.
+        problem: TlsProblem,
+        /// The details (never key material or a password).
+        detail: String,
+    },
     /// The configuration names no host to connect to.
     #[error("no host to connect to: set a host in the URL")]
     NoHost,
@@ -73,6 +83,36 @@ impl ConnectError {
             _ => None,
         }
     }
+}
+
+/// What went wrong setting up TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// The server does not offer TLS, and the sslmode requires it.
+    #[error("the server does not support TLS")]
+    NotSupportedByServer,
+    /// The server's certificate is not signed by an authority in `sslrootcert`.
+    #[error("the server's certificate is signed by an unknown authority (not in sslrootcert)")]
+    UnknownAuthority,
+    /// The server's certificate has expired.
+    #[error("the server's certificate has expired")]
+    CertificateExpired,
+    /// The server's certificate is not valid yet.
+    #[error("the server's certificate is not valid yet")]
+    CertificateNotYetValid,
+    /// The server's certificate does not name the host (`verify-full`).
+    #[error("the server's certificate does not match the host name")]
+    HostMismatch,
+    /// The server's certificate is unusable for another reason.
+    #[error("the server's certificate is invalid")]
+    InvalidCertificate,
+    /// The server refused our client certificate (or required one we did not send).
+    #[error("the server rejected the client certificate")]
+    ClientCertificateRejected,
+    /// The handshake failed otherwise.
+    #[error("the TLS handshake failed")]
+    Handshake,
 }
 
 /// Why `Pool::get` returned no connection.

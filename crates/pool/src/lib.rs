@@ -8,6 +8,7 @@ mod error;
 mod internals;
 mod maintenance;
 mod opener;
+mod passfile;
 mod pool;
 mod pool_config;
 mod pool_metrics;
@@ -17,6 +18,10 @@ mod reset;
 mod shared;
 mod socket;
 mod status;
+mod tls_config;
+mod tls_stream;
+mod tls_verify;
+mod url_params;
 
 pub use connect_config::{
     redact_url, ConnectConfig, Keepalive, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
@@ -24,7 +29,7 @@ pub use connect_config::{
 };
 pub use connection::{connect, connect_listening, Connection};
 pub use env::{ProcessEnv, Source};
-pub use error::{ConfigError, ConnectError, PoolError};
+pub use error::{ConfigError, ConnectError, PoolError, TlsProblem};
 pub use holdfast_wire::{CommitState, Liveness, Snapshot, TxStatus, WireState};
 pub use pool::Pool;
 pub use pool_config::{PoolConfig, PrePing, MAX_CONNECTIONS};
@@ -32,3 +37,4 @@ pub use pooled::PooledConnection;
 pub use pooler::Pooler;
 pub use socket::Socket;
 pub use status::PoolStatus;
+pub use tls_config::{RootCerts, SslMode, Tls, TlsOptions};

@@ -323,6 +323,9 @@ impl TempCluster {
             set(name, value);
         }
         append(&self.data.join("postgresql.conf"), &conf)?;
+        for (name, contents, mode) in &self.options.files {
+            self.write_server_file(name, contents, *mode)?;
+        }
 
         let mut hba = String::new();
         for line in &self.options.hba_lines {
@@ -339,6 +342,32 @@ impl TempCluster {
             .map_err(|source| io_error("open", &path, source))?;
         file.write_all(hba.as_bytes())
             .map_err(|source| io_error("write", &path, source))
+    }
+
+    /// Writes `contents` to `name` in the data directory with permissions `mode`, owned by
+    /// the account that runs the server (which checks the owner and mode of key files).
+    fn write_server_file(&self, name: &str, contents: &[u8], mode: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let relative = Path::new(name);
+        if name.is_empty()
+            || relative.is_absolute()
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(Error::InvalidFileName {
+                value: name.to_string(),
+            });
+        }
+        let path = self.data.join(relative);
+        std::fs::write(&path, contents).map_err(|source| io_error("write", &path, source))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(|source| io_error("set the permissions of", &path, source))?;
+        if let Some(account) = self.account {
+            std::os::unix::fs::chown(&path, Some(account.uid), Some(account.gid))
+                .map_err(|source| io_error("give the server account", &path, source))?;
+        }
+        Ok(())
     }
 
     fn start_on_free_port(&mut self) -> Result<()> {

@@ -92,6 +92,14 @@ pub enum Error {
     /// The operation needs a stopped server.
     #[error("the server is already running")]
     AlreadyRunning,
+    /// A server file name would land outside the data directory.
+    #[error(
+        "invalid server file name {value:?}: give a relative path inside the data directory, without `..`"
+    )]
+    InvalidFileName {
+        /// The name.
+        value: String,
+    },
     /// A name given by the caller is not a plain SQL identifier.
     #[error(
         "invalid {what} {value:?}: use 1 to 63 characters from a-z, 0-9 and _, starting with a letter or _"

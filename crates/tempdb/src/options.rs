@@ -38,6 +38,10 @@ pub struct ClusterOptions {
     /// Lines placed at the top of `pg_hba.conf`, before the default `trust` rules; for
     /// example `host all md5_user 127.0.0.1/32 md5`.
     pub hba_lines: Vec<String>,
+    /// Files written into the data directory before the server starts (certificates and
+    /// keys for `ssl = on`, say): name relative to the data directory, contents, and Unix
+    /// permission bits. They belong to the account that runs the server.
+    pub files: Vec<(String, Vec<u8>, u32)>,
     /// How long to wait for the server to accept connections.
     pub start_timeout: Duration,
     /// How long to wait for the server to stop.
@@ -51,6 +55,7 @@ impl Default for ClusterOptions {
             max_connections: 100,
             settings: Vec::new(),
             hba_lines: Vec::new(),
+            files: Vec::new(),
             start_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(60),
         }
@@ -75,6 +80,13 @@ impl ClusterOptions {
     /// Adds a `pg_hba.conf` line ahead of the default rules.
     pub fn hba_line(mut self, line: impl Into<String>) -> Self {
         self.hba_lines.push(line.into());
+        self
+    }
+
+    /// Adds a file to write into the data directory before the server starts (for example
+    /// `server_file("server.key", pem, 0o600)` with `setting("ssl_key_file", "'server.key'")`).
+    pub fn server_file(mut self, name: impl Into<String>, contents: impl Into<Vec<u8>>, mode: u32) -> Self {
+        self.files.push((name.into(), contents.into(), mode));
         self
     }
 
