@@ -2,7 +2,7 @@
 //! cuts: per direction a framer (for message boundaries) and one observer for both (for
 //! requests in flight, answers and COMMITs).
 
-use holdfast_wire::{Direction, Framer, Observer, Tag};
+use holdfast_wire::{Direction, Framer, Observer, Tag, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
 
 use crate::fault::{Action, MessageRule, Trigger};
 
@@ -42,6 +42,9 @@ pub(crate) struct Inspector {
     observer: Observer,
     pub(crate) armed: Option<Armed>,
     statements: Statements,
+    /// The session switched to TLS (or GSS) encryption: nothing more can be read, bytes are
+    /// relayed as they come and message rules no longer apply.
+    opaque: bool,
 }
 
 /// A prepared statement's name and the first bytes of its text.
@@ -118,6 +121,7 @@ impl Inspector {
             observer: Observer::new(),
             armed: None,
             statements: Statements::default(),
+            opaque: false,
         }
     }
 
@@ -135,8 +139,16 @@ impl Inspector {
     /// chunk, of which the last `new` bytes are new. `rule` is `None` when no rule applies
     /// (none set, or a once-rule already fired).
     pub(crate) fn upstream(&mut self, data: &[u8], new: usize, rule: Option<&MessageRule>) -> Upstream {
+        if self.opaque {
+            return Upstream {
+                forward: data.len(),
+                cut: false,
+                fired: false,
+            };
+        }
         let Inspector {
             frontend,
+            backend,
             observer,
             armed,
             statements,
@@ -159,6 +171,10 @@ impl Inspector {
             let commits_before = observer.state().commits_written();
             observer.frontend_bytes(&data[fed..end]);
             fed = end;
+            if let Some(SSL_REQUEST_CODE | GSSENC_REQUEST_CODE) = frame.startup_code() {
+                // The server answers with one byte, not a message.
+                backend.expect_negotiation_byte();
+            }
             statements.follow(&frame);
             let matched =
                 rule.is_some_and(|r| matches(&r.trigger, &frame, observer, commits_before, statements));
@@ -200,10 +216,18 @@ impl Inspector {
 
     /// Reads a chunk from the server.
     pub(crate) fn downstream(&mut self, data: &[u8]) -> Downstream {
+        if self.opaque {
+            return Downstream {
+                forward: data.len(),
+                close: false,
+            };
+        }
         let Inspector {
+            frontend,
             backend,
             observer,
             armed,
+            opaque,
             ..
         } = self;
         let mut start = -(backend.partial_len() as isize);
@@ -217,6 +241,14 @@ impl Inspector {
             }
             observer.backend_bytes(&data[fed..end]);
             fed = end;
+            if frame.tag == Tag::Negotiation {
+                // Refused: the client sends its start-up packet next, in the clear. Accepted:
+                // everything after this byte is encrypted.
+                match frame.prefix.first() {
+                    Some(b'N') => frontend.expect_startup_packet(),
+                    _ => *opaque = true,
+                }
+            }
             if let Some(Armed {
                 answered_at: Some(target),
                 ..
@@ -317,6 +349,43 @@ mod tests {
             action,
             once: true,
         }
+    }
+
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+    #[test]
+    fn a_refused_ssl_request_is_followed_by_a_readable_session() {
+        let mut i = Inspector::new();
+        i.upstream(&SSL_REQUEST, SSL_REQUEST.len(), None);
+        assert_eq!(i.downstream(b"N").forward, 1, "the one-byte answer goes through");
+        let startup = [0, 0, 0, 8, 0, 3, 0, 0];
+        i.upstream(&startup, startup.len(), None);
+        i.downstream(&msg(b'Z', b"I"));
+        let commit = msg(b'Q', b"COMMIT\0");
+        let r = rule(Action::CutBefore);
+        let d = i.upstream(&commit, commit.len(), Some(&r));
+        assert!(d.cut && d.fired, "rules still match after the refusal: {d:?}");
+    }
+
+    #[test]
+    fn an_accepted_ssl_request_makes_the_session_opaque() {
+        let mut i = Inspector::new();
+        i.upstream(&SSL_REQUEST, SSL_REQUEST.len(), None);
+        assert_eq!(i.downstream(b"S").forward, 1);
+        // TLS records: not PostgreSQL messages, relayed untouched, no rule fires.
+        let client_hello = [0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5];
+        let r = rule(Action::CutBefore);
+        let d = i.upstream(&client_hello, client_hello.len(), Some(&r));
+        assert_eq!(
+            d,
+            Upstream {
+                forward: client_hello.len(),
+                cut: false,
+                fired: false
+            }
+        );
+        let server_hello = [0x16, 0x03, 0x03, 0x00, 0x02, 9, 9];
+        assert_eq!(i.downstream(&server_hello).forward, server_hello.len());
     }
 
     #[test]

@@ -15,7 +15,9 @@ use tokio_postgres::{AsyncMessage, Client, Notification};
 use crate::connect_config::ConnectConfig;
 use crate::error::ConnectError;
 use crate::socket::Socket;
-use crate::tls_stream::{failure_from_rustls, find_rustls_error, negotiate, CancelTls, Handover, Transport};
+use crate::tls_stream::{
+    failure_from_rustls, find_rustls_error, negotiate, CancelTls, Handover, NegotiateError, Transport,
+};
 
 /// One open connection: a tokio-postgres [`Client`] (it derefs to it) plus the
 /// [`WireState`] its tap keeps and the task that drives it.
@@ -274,10 +276,16 @@ async fn start(
 ) -> Result<Connection, ConnectError> {
     let negotiated = negotiate(config.get_tls(), socket, host)
         .await
-        .map_err(|f| ConnectError::Tls {
-            target: target.to_string(),
-            problem: f.problem,
-            detail: f.detail,
+        .map_err(|e| match e {
+            NegotiateError::Io(source) => ConnectError::Io {
+                target: target.to_string(),
+                source,
+            },
+            NegotiateError::Tls(f) => ConnectError::Tls {
+                target: target.to_string(),
+                problem: f.problem,
+                detail: f.detail,
+            },
         })?;
     let tls = matches!(negotiated.transport, Transport::Tls(_));
     let tap = Tap::new(negotiated.transport);

@@ -115,10 +115,12 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
 }
 
 /// Errors that retrying soon will not fix: authentication, a missing database or role, a
-/// configuration that names no host. The reconnect loop waits its longest pause after them.
+/// configuration that names no host, a refused certificate. The reconnect loop waits its longest pause after them.
 fn is_fatal(error: &ConnectError) -> bool {
     match error {
         ConnectError::NoHost => true,
+        // A certificate refused, or TLS required of a server without it: settings to fix.
+        ConnectError::Tls { problem, .. } => *problem != crate::TlsProblem::Handshake,
         ConnectError::Postgres { .. } => error
             .sqlstate()
             .is_some_and(|code| matches!(code.code(), "28P01" | "28000" | "3D000" | "42704")),

@@ -44,9 +44,26 @@ pub(crate) struct TlsFailure {
     pub(crate) detail: String,
 }
 
+/// Why negotiating failed: the connection itself (reset, closed), or TLS.
+#[derive(Debug)]
+pub(crate) enum NegotiateError {
+    Io(io::Error),
+    Tls(TlsFailure),
+}
+
+impl From<TlsFailure> for NegotiateError {
+    fn from(failure: TlsFailure) -> Self {
+        NegotiateError::Tls(failure)
+    }
+}
+
 /// Asks the server for TLS when `tls` says to, and runs the handshake with `host` as the name
 /// to verify (and to send as SNI). Unix sockets never use TLS, as in libpq.
-pub(crate) async fn negotiate(tls: &Tls, mut socket: Socket, host: &str) -> Result<Negotiated, TlsFailure> {
+pub(crate) async fn negotiate(
+    tls: &Tls,
+    mut socket: Socket,
+    host: &str,
+) -> Result<Negotiated, NegotiateError> {
     let plain = |socket| Negotiated {
         transport: Transport::Plain(socket),
         binding: None,
@@ -67,29 +84,25 @@ pub(crate) async fn negotiate(tls: &Tls, mut socket: Socket, host: &str) -> Resu
         Ok(b'S') => {}
         Ok(b'N') if !tls.mode().requires_tls() => return Ok(plain(socket)),
         Ok(b'N') => {
-            return Err(TlsFailure {
+            return Err(NegotiateError::Tls(TlsFailure {
                 problem: TlsProblem::NotSupportedByServer,
                 detail: format!(
                     "it answered the SSLRequest with N, and sslmode={} needs TLS",
                     tls.mode().as_str()
                 ),
-            })
+            }))
         }
         Ok(other) => {
-            return Err(TlsFailure {
+            return Err(NegotiateError::Tls(TlsFailure {
                 problem: TlsProblem::Handshake,
                 detail: format!(
                     "the server answered the SSLRequest with {:?}, not S or N",
                     other as char
                 ),
-            })
+            }))
         }
-        Err(e) => {
-            return Err(TlsFailure {
-                problem: TlsProblem::Handshake,
-                detail: format!("asking the server for TLS: {e}"),
-            })
-        }
+        // The connection failed (reset, closed): not a TLS problem.
+        Err(e) => return Err(NegotiateError::Io(e)),
     }
     // Nothing the server sent before the handshake is read as protocol: rustls reads the
     // next bytes as TLS records, so injected plaintext fails the handshake.
@@ -110,7 +123,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     config: &Arc<ClientConfig>,
     stream: S,
     host: &str,
-) -> Result<tokio_rustls::client::TlsStream<S>, TlsFailure> {
+) -> Result<tokio_rustls::client::TlsStream<S>, NegotiateError> {
     let name = ServerName::try_from(host.to_string()).map_err(|e| TlsFailure {
         problem: TlsProblem::Handshake,
         detail: format!("{host:?} cannot be used as a TLS server name: {e}"),
@@ -118,21 +131,15 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     TlsConnector::from(Arc::clone(config))
         .connect(name, stream)
         .await
-        .map_err(|e| failure_from_io(&e, host))
-}
-
-/// Names the problem behind an I/O error that carries a rustls error.
-pub(crate) fn failure_from_io(e: &io::Error, host: &str) -> TlsFailure {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => failure_from_rustls(tls, host),
-        None => TlsFailure {
-            problem: TlsProblem::Handshake,
-            detail: e.to_string(),
-        },
-    }
+        .map_err(|e| {
+            match e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                Some(tls) => NegotiateError::Tls(failure_from_rustls(tls, host)),
+                None => NegotiateError::Io(e),
+            }
+        })
 }
 
 /// Finds a rustls error anywhere in `error`'s chain (an `io::Error` hides its inner error
@@ -325,7 +332,10 @@ impl TlsConnect<Socket> for CancelTls {
         Box::pin(async move {
             let negotiated = negotiate(&self.tls, socket, &self.host)
                 .await
-                .map_err(|f| io::Error::other(format!("{}: {}", f.problem, f.detail)))?;
+                .map_err(|e| match e {
+                    NegotiateError::Io(e) => e,
+                    NegotiateError::Tls(f) => io::Error::other(format!("{}: {}", f.problem, f.detail)),
+                })?;
             Ok(Handed {
                 stream: negotiated.transport,
                 binding: None,

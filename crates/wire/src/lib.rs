@@ -10,7 +10,7 @@ mod tap;
 mod tracker;
 
 pub use clock::CoarseInstant;
-pub use framing::{Direction, Frame, Framer, Malformed, Tag};
+pub use framing::{Direction, Frame, Framer, Malformed, Tag, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
 pub use observer::Observer;
 pub use state::{CommitState, Liveness, Snapshot, TxStatus, WireState};
 pub use tap::Tap;
