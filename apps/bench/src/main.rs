@@ -11,6 +11,7 @@ mod relay;
 mod stats;
 mod tap_cost;
 mod task_throughput;
+mod tls_cost;
 mod tx_cost;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Bench {
     Api(api_latency::Args),
     /// Direct with named statements, direct with unnamed ones, and through PgBouncer.
     Pooler(pooler_cost::Args),
+    /// SELECT 1 throughput and connect time over TLS against plain TCP.
+    Tls(tls_cost::Args),
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,5 +54,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Tasks(args) => task_throughput::run(args),
         Bench::Api(args) => api_latency::run(args),
         Bench::Pooler(args) => pooler_cost::run(args),
+        Bench::Tls(args) => tls_cost::run(args),
     }
 }

@@ -201,8 +201,13 @@ fn pooler(mode: &str) -> Pooler {
     }
 }
 
+/// A URL's settings, with TLS and passwords from the environment where the URL leaves them
+/// unset (`DB_SSLMODE`, `DB_SSLROOTCERT`, `DB_SSLCERT`, `DB_SSLKEY`, `DB_SSLSNI`,
+/// `DB_PASSWORD`, `DB_PASSFILE`).
 fn connect(url: &str, setting: &str, application_name: &str) -> Result<ConnectConfig, String> {
-    let config = ConnectConfig::parse_setting(setting, url).map_err(|e| e.to_string())?;
+    let config = ConnectConfig::parse_setting(setting, url)
+        .and_then(|c| c.apply_env(&holdfast::pool::ProcessEnv))
+        .map_err(|e| e.to_string())?;
     // The URL's own application_name wins; otherwise name the role of the connection.
     if config.get_application_name() == holdfast::pool::DEFAULT_APPLICATION_NAME {
         return Ok(config.application_name(application_name));

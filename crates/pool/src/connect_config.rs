@@ -217,6 +217,14 @@ impl ConnectConfig {
         self.pg.get_password().is_some()
     }
 
+    /// Applies the TLS and password variables of `source` (`DB_SSLMODE`, `DB_SSLROOTCERT`,
+    /// `DB_SSLCERT`, `DB_SSLKEY`, `DB_SSLSNI`, `DB_PASSWORD`, `DB_PASSFILE`, `PGPASSFILE`) to
+    /// what the URL left unset, as [`PoolConfig::from_env`](crate::PoolConfig::from_env) does.
+    pub fn apply_env(self, source: &dyn crate::env::Source) -> Result<ConnectConfig, ConfigError> {
+        let config = crate::connect_env::with_env_tls(self, source)?;
+        crate::connect_env::with_env_password(config, source)
+    }
+
     /// What sits between us and PostgreSQL (see [`Pooler`]).
     pub fn pooler(mut self, pooler: Pooler) -> Self {
         self.pooler = pooler;

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod connect_config;
+mod connect_env;
 mod connection;
 mod env;
 mod error;

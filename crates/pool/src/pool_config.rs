@@ -6,9 +6,7 @@ use std::time::Duration;
 use crate::connect_config::ConnectConfig;
 use crate::env::{self, ProcessEnv, Source};
 use crate::error::ConfigError;
-use crate::passfile::PassFile;
 use crate::pooler::Pooler;
-use crate::tls_config::TlsOptions;
 
 /// When a connection taken from the idle set is pinged before it is handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,76 +73,6 @@ pub struct PoolConfig {
     pub close_timeout: Duration,
     /// Name used in logs and metric labels (`DB_POOL_NAME`, default `default`).
     pub name: String,
-}
-
-/// TLS from `DB_SSLMODE`, `DB_SSLROOTCERT`, `DB_SSLCERT`, `DB_SSLKEY` and `DB_SSLSNI`, for
-/// what the URL leaves unset (its own parameters win, as libpq's do over `PGSSLMODE`).
-fn with_env_tls(connect: ConnectConfig, source: &dyn Source) -> Result<ConnectConfig, ConfigError> {
-    const VARS: [(&str, &str); 5] = [
-        ("DB_SSLMODE", "sslmode"),
-        ("DB_SSLROOTCERT", "sslrootcert"),
-        ("DB_SSLCERT", "sslcert"),
-        ("DB_SSLKEY", "sslkey"),
-        ("DB_SSLSNI", "sslsni"),
-    ];
-    let mut from_env = TlsOptions::default();
-    for (var, key) in VARS {
-        if let Some(value) = source.get(var).filter(|v| !v.trim().is_empty()) {
-            from_env.set(var, key, value.trim())?;
-        }
-    }
-    if from_env == TlsOptions::default() {
-        return Ok(connect);
-    }
-    let from_url = connect.get_tls().options().clone();
-    let name = |key: &str| {
-        if from_url.is_set(key) {
-            format!("DATABASE_URL {key}")
-        } else {
-            format!("DB_{}", key.to_ascii_uppercase())
-        }
-    };
-    let tls = from_url.clone().or(from_env).build_named(&name)?;
-    Ok(connect.tls(tls))
-}
-
-/// The password from `DB_PASSWORD` when the URL has none, and the password file from
-/// `DB_PASSFILE` (or `PGPASSFILE`, or `~/.pgpass` when it exists) when the URL names none.
-fn with_env_password(mut connect: ConnectConfig, source: &dyn Source) -> Result<ConnectConfig, ConfigError> {
-    if !connect.has_password() {
-        if let Some(password) = source.get("DB_PASSWORD").filter(|p| !p.is_empty()) {
-            connect = connect.password(password);
-        }
-    }
-    if connect.has_passfile() {
-        return Ok(connect);
-    }
-    let named = ["DB_PASSFILE", "PGPASSFILE"].iter().find_map(|var| {
-        source
-            .get(var)
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| (*var, v))
-    });
-    if let Some((var, path)) = named {
-        let file = PassFile::load(std::path::Path::new(path.trim())).map_err(|accepted| {
-            ConfigError::InvalidValue {
-                setting: var.to_string(),
-                value: path.clone(),
-                accepted: format!("a readable password file: {accepted}"),
-            }
-        })?;
-        connect.set_passfile(file);
-    } else if let Some(home) = source.get("HOME").filter(|h| !h.is_empty()) {
-        let default = std::path::Path::new(&home).join(".pgpass");
-        if default.is_file() {
-            match PassFile::load(&default) {
-                Ok(file) => connect.set_passfile(file),
-                // libpq ignores it too, with a warning.
-                Err(reason) => tracing::warn!(%reason, "ignoring the password file"),
-            }
-        }
-    }
-    Ok(connect)
 }
 
 /// Largest accepted `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`: beyond what any PostgreSQL server
@@ -241,8 +169,7 @@ impl PoolConfig {
                 _ => Pooler::None,
             },
         );
-        connect = with_env_tls(connect, source)?;
-        connect = with_env_password(connect, source)?;
+        connect = connect.apply_env(source)?;
         if let Some(name) = source.get("DB_APPLICATION_NAME").filter(|v| !v.is_empty()) {
             connect = connect.application_name(&name);
         }
