@@ -449,6 +449,16 @@ mod tests {
     }
 
     #[test]
+    fn system_roots_imply_verify_full() {
+        let mut o = TlsOptions::default();
+        o.set("url", "sslrootcert", "system").expect("set");
+        match o.build() {
+            Ok(tls) => assert_eq!(tls.mode(), SslMode::VerifyFull),
+            Err(e) => assert!(e.to_string().contains("install ca-certificates"), "{e}"),
+        }
+    }
+
+    #[test]
     fn libpq_rules_for_root_certificates() {
         let mut o = TlsOptions::default();
         o.set("url", "sslrootcert", "system").expect("set");

@@ -184,6 +184,12 @@ async fn client_certificates_authenticate_and_unknown_ones_are_rejected() {
             ),
         )
     };
+    let config = ConnectConfig::from_url(&with("client.crt", "client.key")).expect("config");
+    let debug = format!("{config:?}");
+    assert!(
+        debug.contains("client.key") && !debug.contains("PRIVATE KEY"),
+        "paths only: {debug}"
+    );
     let conn = open(&with("client.crt", "client.key"))
         .await
         .expect("certificate authentication");
