@@ -1,6 +1,7 @@
 //! What TLS costs: `SELECT 1` round trips on one connection, and opening a connection, over
 //! TLS (sslmode=verify-full, certificates made here) and over plain TCP to the same throwaway
-//! server, in alternating rounds.
+//! server, in alternating rounds. Also what the default `sslmode=prefer` adds to a connect to
+//! a server without TLS (the SSLRequest it refuses) against `sslmode=disable`.
 
 use std::time::Instant;
 
@@ -76,6 +77,7 @@ pub fn run(args: Args) -> BenchResult<()> {
             .setting("ssl_cert_file", "'server.crt'")
             .setting("ssl_key_file", "'server.key'"),
     )?;
+    let no_tls = TempCluster::start(ClusterOptions::default())?;
     let root = cluster.socket_dir().join("bench-root.crt");
     std::fs::write(&root, ca)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -86,6 +88,11 @@ pub fn run(args: Args) -> BenchResult<()> {
         let configs = [
             ConnectConfig::from_url(&format!("{base}?sslmode=disable"))?,
             ConnectConfig::from_url(&format!("{base}?sslmode=verify-full&sslrootcert={}", root.display()))?,
+        ];
+        let no_tls_base = format!("postgres://postgres@127.0.0.1:{}/postgres", no_tls.port());
+        let refused = [
+            ConnectConfig::from_url(&format!("{no_tls_base}?sslmode=disable"))?,
+            ConnectConfig::from_url(&format!("{no_tls_base}?sslmode=prefer"))?,
         ];
         let conns = [connect(&configs[0]).await?, connect(&configs[1]).await?];
         if conns[0].is_tls() || !conns[1].is_tls() {
@@ -98,6 +105,8 @@ pub fn run(args: Args) -> BenchResult<()> {
         let mut connects = [Vec::new(), Vec::new()];
         let mut rate_ratios = Vec::new();
         let mut connect_ratios = Vec::new();
+        let mut refused_times = [Vec::new(), Vec::new()];
+        let mut refused_ratios = Vec::new();
         for round in 0..args.rounds {
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             let mut rate = [0.0; 2];
@@ -113,6 +122,13 @@ pub fn run(args: Args) -> BenchResult<()> {
             }
             rate_ratios.push(rate[1] / rate[0]);
             connect_ratios.push(time[1] / time[0]);
+            let mut refused_time = [0.0; 2];
+            for i in order {
+                let mut t = connect_times(&refused[i], args.connects).await?;
+                refused_time[i] = median(&mut t);
+                refused_times[i].push(refused_time[i]);
+            }
+            refused_ratios.push(refused_time[1] / refused_time[0]);
         }
         let pinning = if args.no_pin { "unpinned" } else { "client and server pinned to CPU 0" };
         println!(
@@ -140,6 +156,14 @@ pub fn run(args: Args) -> BenchResult<()> {
             median(&mut connect_ratios),
             quantile(&mut connect_ratios, 0.1),
             quantile(&mut connect_ratios, 0.9)
+        );
+        println!(
+            "server without TLS: connect with sslmode=prefer {:.3} ms, sslmode=disable {:.3} ms; ratio per round median {:.3} (p10 {:.3}, p90 {:.3})",
+            median(&mut refused_times[1]) * 1000.0,
+            median(&mut refused_times[0]) * 1000.0,
+            median(&mut refused_ratios),
+            quantile(&mut refused_ratios, 0.1),
+            quantile(&mut refused_ratios, 0.9)
         );
         Ok(())
     })
