@@ -5,23 +5,20 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::account::{server_account, Account};
 use crate::binaries::PgBin;
 use crate::error::{Error, Result};
 use crate::options::{ClusterOptions, Purpose, StopMode};
-use crate::process::{output_tail, signal, Signal};
+use crate::process::{output_tail, signal, Signal, Supervised, POLL};
 use crate::watchdog::Watchdog;
 
 /// The superuser role of every throwaway cluster (trust authentication, no password).
 pub const SUPERUSER: &str = "postgres";
 
-/// How often start-up and shutdown are checked on.
-const POLL: Duration = Duration::from_millis(5);
 /// How many ports are tried when the chosen one turns out to be taken.
 const PORT_ATTEMPTS: usize = 5;
 
@@ -46,7 +43,7 @@ pub struct TempCluster {
     port: u16,
     account: Option<Account>,
     options: ClusterOptions,
-    server: Mutex<Option<Child>>,
+    server: Supervised,
     next_database: AtomicU32,
     watchdog: Option<Watchdog>,
 }
@@ -76,7 +73,7 @@ impl TempCluster {
             port: 0,
             account,
             options,
-            server: Mutex::new(None),
+            server: Supervised::default(),
             next_database: AtomicU32::new(1),
         };
         cluster.watchdog = Some(Watchdog::spawn(
@@ -139,15 +136,7 @@ impl TempCluster {
 
     /// True while the server process is running.
     pub fn is_running(&self) -> bool {
-        let mut server = self.lock_server();
-        match server.as_mut().map(|child| child.try_wait()) {
-            Some(Ok(None)) => true,
-            Some(_) => {
-                *server = None;
-                false
-            }
-            None => false,
-        }
+        self.server.is_running()
     }
 
     /// Stops the server with a fast shutdown (sessions end, transactions roll back).
@@ -162,28 +151,12 @@ impl TempCluster {
 
     /// Stops the server in the given mode and waits until it has exited.
     pub fn stop_with(&self, mode: StopMode) -> Result<()> {
-        let mut server = self.lock_server();
-        let Some(mut child) = server.take() else {
-            return Err(Error::NotRunning);
-        };
         let sig = match mode {
             StopMode::Smart => Signal::Term,
             StopMode::Fast => Signal::Int,
             StopMode::Immediate => Signal::Quit,
         };
-        signal(child.id(), sig);
-        let deadline = Instant::now() + self.options.stop_timeout;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return Ok(()),
-                Ok(None) if Instant::now() >= deadline => {
-                    let seconds = self.options.stop_timeout.as_secs();
-                    *server = Some(child);
-                    return Err(Error::StopTimeout { seconds });
-                }
-                Ok(None) => std::thread::sleep(POLL),
-            }
-        }
+        self.server.stop(sig, self.options.stop_timeout)
     }
 
     /// Starts the server again after a stop or kill, on the same port.
@@ -252,12 +225,6 @@ impl TempCluster {
             url: self.url_for(name),
             name: name.to_string(),
         })
-    }
-
-    fn lock_server(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
-        self.server
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A command for a server program, run as the server account when we are root.
@@ -410,7 +377,7 @@ impl TempCluster {
                 source,
             })?;
         let pid = child.id();
-        let mut server = self.lock_server();
+        let mut server = self.server.lock();
         *server = Some(child);
         let deadline = Instant::now() + self.options.start_timeout;
         loop {
@@ -444,7 +411,7 @@ impl Drop for TempCluster {
     fn drop(&mut self) {
         if self.is_running() {
             let _ = self.stop_with(StopMode::Immediate);
-            if let Some(mut child) = self.lock_server().take() {
+            if let Some(mut child) = self.server.lock().take() {
                 let _ = child.kill();
                 let _ = child.wait();
             }

@@ -4,18 +4,15 @@
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::account::{server_account, Account};
 use crate::cluster::{free_port, io_error, TempCluster, SUPERUSER};
 use crate::error::{Error, Result};
-use crate::process::{output_tail, signal, Signal};
+use crate::process::{output_tail, Signal, Supervised, POLL};
 use crate::watchdog::Watchdog;
 
-/// How often start-up and shutdown are checked on.
-const POLL: Duration = Duration::from_millis(5);
 /// How many ports are tried when the chosen one turns out to be taken.
 const PORT_ATTEMPTS: usize = 5;
 
@@ -102,7 +99,7 @@ pub struct TempPgBouncer {
     port: u16,
     account: Option<Account>,
     options: PgBouncerOptions,
-    process: Mutex<Option<Child>>,
+    process: Supervised,
     watchdog: Option<Watchdog>,
 }
 
@@ -123,7 +120,7 @@ impl TempPgBouncer {
             port: 0,
             account,
             options,
-            process: Mutex::new(None),
+            process: Supervised::default(),
             watchdog: None,
         };
         bouncer.watchdog = Some(Watchdog::spawn(&bouncer.root, &bouncer.pid_file())?);
@@ -173,15 +170,7 @@ impl TempPgBouncer {
 
     /// True while the PgBouncer process is running.
     pub fn is_running(&self) -> bool {
-        let mut process = self.lock_process();
-        match process.as_mut().map(|child| child.try_wait()) {
-            Some(Ok(None)) => true,
-            Some(_) => {
-                *process = None;
-                false
-            }
-            None => false,
-        }
+        self.process.is_running()
     }
 
     /// Stops PgBouncer at once (SIGTERM, its immediate shutdown: every client and server
@@ -246,12 +235,6 @@ impl TempPgBouncer {
         self.root.join("pgbouncer.pid")
     }
 
-    fn lock_process(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
-        self.process
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn configure(&self, server_port: u16) -> Result<()> {
         let root = self.root.display();
         let o = &self.options;
@@ -293,7 +276,7 @@ impl TempPgBouncer {
             program: self.program.clone(),
             source,
         })?;
-        let mut process = self.lock_process();
+        let mut process = self.process.lock();
         *process = Some(child);
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + self.options.start_timeout;
@@ -327,27 +310,10 @@ impl TempPgBouncer {
     }
 
     fn stop_with(&self, sig: Signal) -> Result<()> {
-        let mut process = self.lock_process();
-        let Some(mut child) = process.take() else {
-            return Err(Error::NotRunning);
-        };
-        signal(child.id(), sig);
-        let deadline = Instant::now() + self.options.stop_timeout;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => {
-                    // A killed PgBouncer leaves its pid file; the next start would refuse it.
-                    let _ = std::fs::remove_file(self.pid_file());
-                    return Ok(());
-                }
-                Ok(None) if Instant::now() >= deadline => {
-                    let seconds = self.options.stop_timeout.as_secs();
-                    *process = Some(child);
-                    return Err(Error::StopTimeout { seconds });
-                }
-                Ok(None) => std::thread::sleep(POLL),
-            }
-        }
+        self.process.stop(sig, self.options.stop_timeout)?;
+        // A killed PgBouncer leaves its pid file behind; the next start would refuse it.
+        let _ = std::fs::remove_file(self.pid_file());
+        Ok(())
     }
 }
 

@@ -1,6 +1,62 @@
-//! Small process helpers: signals and the tail of a program's output.
+//! Small process helpers: the server processes we supervise, signals, and the tail of a
+//! program's output.
 
-use std::process::Output;
+use std::process::{Child, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How often a starting or stopping process is checked on.
+pub(crate) const POLL: Duration = Duration::from_millis(5);
+
+/// A server process we started (PostgreSQL, PgBouncer), or none, under a lock.
+#[derive(Debug, Default)]
+pub(crate) struct Supervised {
+    child: Mutex<Option<Child>>,
+}
+
+impl Supervised {
+    /// The process slot (a poisoned lock is still usable: it only holds a `Child`).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// True while the process runs; forgets one that has exited.
+    pub(crate) fn is_running(&self) -> bool {
+        let mut child = self.lock();
+        match child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(_) => {
+                *child = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Sends `sig` and waits up to `timeout` until the process has exited.
+    pub(crate) fn stop(&self, sig: Signal, timeout: Duration) -> Result<()> {
+        let mut slot = self.lock();
+        let Some(mut child) = slot.take() else {
+            return Err(Error::NotRunning);
+        };
+        signal(child.id(), sig);
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return Ok(()),
+                Ok(None) if Instant::now() >= deadline => {
+                    *slot = Some(child);
+                    return Err(Error::StopTimeout {
+                        seconds: timeout.as_secs(),
+                    });
+                }
+                Ok(None) => std::thread::sleep(POLL),
+            }
+        }
+    }
+}
 
 /// The signals sent to the servers we run.
 #[derive(Debug, Clone, Copy)]
