@@ -22,16 +22,20 @@ pub struct PooledConnection {
     slot: Option<Box<Slot>>,
     since: CoarseInstant,
     errors_at_checkout: u64,
+    named_at_checkout: u64,
 }
 
 impl PooledConnection {
     pub(crate) fn new(shared: Arc<Shared>, slot: Box<Slot>) -> PooledConnection {
-        let errors_at_checkout = slot.conn.state().errors();
+        let state = slot.conn.state();
+        let errors_at_checkout = state.errors();
+        let named_at_checkout = state.named_statements_outside_transactions();
         PooledConnection {
             shared,
             slot: Some(slot),
             since: CoarseInstant::now(),
             errors_at_checkout,
+            named_at_checkout,
         }
     }
 
@@ -188,6 +192,11 @@ impl DerefMut for PooledConnection {
 impl Drop for PooledConnection {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
+            if self.behind_pooler()
+                && slot.conn.state().named_statements_outside_transactions() > self.named_at_checkout
+            {
+                self.shared.named_statement_behind_pooler();
+            }
             self.shared
                 .release(slot, self.errors_at_checkout, self.since.elapsed());
         }

@@ -5,7 +5,7 @@
 //! Locking rule: the internals lock is never held across an `.await`, and nothing that can
 //! run pool code on drop (a `PooledConnection`, a waiter's receiver) is dropped under it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: PoolMetrics,
     /// Signalled whenever a connection closes, for `close()` to wait on.
     pub(crate) closed_one: Notify,
+    /// Whether the warning about named statements behind a pooler was logged (once).
+    warned_named: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -56,6 +58,22 @@ impl Shared {
             next_slot: AtomicU64::new(0),
             runtime,
             closed_one: Notify::new(),
+            warned_named: AtomicBool::new(false),
+        }
+    }
+
+    /// A loan prepared a named statement outside a transaction behind a transaction-mode
+    /// pooler: counted, and explained once in the log.
+    pub(crate) fn named_statement_behind_pooler(&self) {
+        self.metrics.named_behind_pooler.increment(1);
+        if !self.warned_named.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                pool = %self.config.name,
+                "a named prepared statement was used outside a transaction behind a transaction-mode pooler: \
+                 the pooler may run it on another server connection, where it does not exist (SQLSTATE 26000) \
+                 or another one of the same name does (42P05); use query_cached / execute_cached or \
+                 tokio-postgres' query_typed, or run it inside a transaction"
+            );
         }
     }
 

@@ -94,3 +94,37 @@ async fn counters_count_what_happened() {
     );
     support::assert_no_idle_in_transaction(&pool).await;
 }
+
+#[tokio::test]
+async fn named_statements_outside_transactions_are_counted_behind_a_pooler() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let recorder = Counters::default();
+    let mut config = support::config_for(cluster, "named").pool_size(1).max_overflow(0);
+    // The flag only changes what the client does; no pooler is needed to see the count.
+    config.connect = config.connect.pooler(holdfast_pool::Pooler::Transaction);
+    let pool = metrics::with_local_recorder(&recorder, || Pool::new(config)).expect("pool");
+    let named = "holdfast_pool_named_statements_behind_pooler_total";
+
+    let conn = pool.get().await.expect("get");
+    conn.query_cached("SELECT $1::int", &[(&1i32, tokio_postgres::types::Type::INT4)])
+        .await
+        .expect("unnamed");
+    conn.batch_execute("BEGIN").await.expect("begin");
+    conn.query("SELECT $1::int", &[&2i32])
+        .await
+        .expect("named, inside a transaction");
+    conn.batch_execute("COMMIT").await.expect("commit");
+    drop(conn);
+    assert_eq!(recorder.get(named), 0, "unnamed, or inside a transaction: fine");
+
+    let conn = pool.get().await.expect("get");
+    conn.query("SELECT $1::int", &[&3i32])
+        .await
+        .expect("named, outside a transaction");
+    drop(conn);
+    assert_eq!(
+        recorder.get(named),
+        1,
+        "what breaks behind a transaction pooler is counted"
+    );
+}

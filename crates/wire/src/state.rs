@@ -152,6 +152,7 @@ pub(crate) struct Cells {
     pub(crate) commits_written: AtomicU64,
     // Cold.
     pub(crate) errors: AtomicU64,
+    pub(crate) named_outside_transactions: AtomicU64,
     pub(crate) last_sqlstate: AtomicU64,
     pub(crate) dead_since: AtomicU64,
     pub(crate) backend_pid: AtomicU32,
@@ -236,6 +237,13 @@ impl WireState {
     /// `ErrorResponse` messages received so far.
     pub fn errors(&self) -> u64 {
         self.cells.errors.load(Ordering::Acquire)
+    }
+
+    /// Named statements prepared (`Parse` with a name) while the connection was idle
+    /// outside a transaction with nothing in flight. Behind a transaction-mode pooler such a
+    /// statement may be executed on another server connection, where it does not exist.
+    pub fn named_statements_outside_transactions(&self) -> u64 {
+        self.cells.named_outside_transactions.load(Ordering::Acquire)
     }
 
     /// SQLSTATE of the last `ErrorResponse`, if any.

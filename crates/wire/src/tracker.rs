@@ -117,6 +117,10 @@ impl Tracker {
             b'F' => self.push(true, false),
             b'P' => {
                 let (name, text) = split_cstr(frame.prefix);
+                // Pipelined behind another request the status is not known yet: not counted.
+                if !name.is_empty() && self.state.is_clean() {
+                    bump(&self.state.cells.named_outside_transactions, 1);
+                }
                 self.forget_commit_statement(name);
                 if is_commit(text) {
                     if self.commit_statements.len() == COMMIT_STATEMENTS_MAX {
@@ -404,6 +408,42 @@ mod tests {
         ] {
             assert!(!is_commit(no.as_bytes()), "{no}");
         }
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn named_statements_prepared_outside_a_transaction_are_counted() {
+        let mut o = crate::Observer::established();
+        o.backend_bytes(&msg(b'Z', b"I"));
+        let parse = |name: &str| msg(b'P', format!("{name}\0SELECT 1\0\0\0").as_bytes());
+        // Unnamed: fine anywhere.
+        o.frontend_bytes(&parse(""));
+        o.frontend_bytes(&msg(b'S', b""));
+        o.backend_bytes(&msg(b'1', b""));
+        o.backend_bytes(&msg(b'Z', b"I"));
+        assert_eq!(o.state().named_statements_outside_transactions(), 0);
+        // Named, idle outside a transaction: counted.
+        o.frontend_bytes(&parse("s1"));
+        o.frontend_bytes(&msg(b'S', b""));
+        o.backend_bytes(&msg(b'1', b""));
+        o.backend_bytes(&msg(b'Z', b"I"));
+        assert_eq!(o.state().named_statements_outside_transactions(), 1);
+        // Named inside a transaction: not counted.
+        o.frontend_bytes(&msg(b'Q', b"BEGIN\0"));
+        o.backend_bytes(&msg(b'C', b"BEGIN\0"));
+        o.backend_bytes(&msg(b'Z', b"T"));
+        o.frontend_bytes(&parse("s2"));
+        o.frontend_bytes(&msg(b'S', b""));
+        assert_eq!(o.state().named_statements_outside_transactions(), 1);
+        // Pipelined behind a request still in flight: status unknown, not counted.
+        o.frontend_bytes(&parse("s3"));
+        assert_eq!(o.state().named_statements_outside_transactions(), 1);
     }
 
     #[test]
