@@ -41,7 +41,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             fill(&cluster, &schema, args.tasks)?;
             let holdfast = run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?;
             fill(&cluster, &schema, args.tasks)?;
-            let pgbench = tokio::task::block_in_place(|| run_pgbench(&cluster, &schema, n, args.tasks))?;
+            let pgbench = tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?;
             Ok::<_, Box<dyn std::error::Error>>((holdfast, pgbench))
         })?;
         println!(
@@ -90,24 +90,31 @@ async fn run_holdfast(
     // The same number of connections as pgbench's clients carry claims and final writes.
     let control = pool(&cluster.url(), n)?;
     let work = pool(&cluster.url(), 1)?;
+    // Bodies count themselves, so that waiting for the end puts no load on the server while
+    // the workers run; only the last few final writes are then waited for in the table.
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let counter = std::sync::Arc::clone(&ran);
     let start = Instant::now();
     let worker = Worker::new(queue.clone(), control, work, config)
-        .handle("noop", |_| Box::pin(async { Ok(()) }))
+        .handle("noop", move |_| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async { Ok(()) })
+        })
         .spawn()?;
-    // Done when nothing is waiting or running: two probes of the partial indexes, cheap
-    // enough not to disturb what is measured (a full count would be).
-    let pending = format!(
-        "SELECT EXISTS (SELECT 1 FROM {s}.tasks WHERE state IN ('available', 'retry_wait'))
-             OR EXISTS (SELECT 1 FROM {s}.tasks WHERE state = 'running')",
+    while ran.load(std::sync::atomic::Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let running = format!(
+        "SELECT EXISTS (SELECT 1 FROM {s}.tasks WHERE state = 'running')",
         s = queue.schema()
     );
     loop {
         let conn = admin.get().await?;
-        if !conn.query_one(&pending, &[]).await?.get::<_, bool>(0) {
+        if !conn.query_one(&running, &[]).await?.get::<_, bool>(0) {
             break;
         }
         drop(conn);
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let conn = admin.get().await?;
     let done = queue.counts(&conn).await?[&TaskState::Succeeded];
@@ -123,16 +130,24 @@ async fn run_holdfast(
 /// marks it succeeded, with nothing around it.
 fn run_pgbench(
     cluster: &TempCluster,
-    schema: &str,
+    queue: &Queue,
     clients: usize,
     total: i64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let script = format!(
-        "\\set token random(1, 1000000000)
-WITH next AS (SELECT id FROM {schema}.tasks WHERE state IN ('available', 'retry_wait') AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) UPDATE {schema}.tasks t SET state = 'running', attempt = t.attempt + 1, lease_owner = 'pgbench', lease_token = :token, lease_expires_at = now() + 30000 * interval '1 millisecond', heartbeat_at = now(), started_at = coalesce(t.started_at, now()), updated_at = now() FROM next WHERE t.id = next.id RETURNING t.id AS id, t.attempt AS attempt \\gset
-UPDATE {schema}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = :id AND attempt = :attempt AND lease_token = :token AND state = 'running';
-"
-    );
+    // The very statements a worker runs (claim of one task, final write), with pgbench's
+    // variables in place of the parameters.
+    let one_line = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    let claim = one_line(&queue.claim_sql(1))
+        .replace("$1", "'pgbench'")
+        .replace("$2", ":token")
+        .replace("$3", ":lease");
+    let succeed = one_line(queue.succeed_sql())
+        .replace("$1", ":id")
+        .replace("$2", ":attempt")
+        .replace("$3", ":token");
+    let script =
+        format!("\\set token random(1, 1000000000)\n\\set lease 30000\n{claim} \\gset\n{succeed};\n");
+    let schema = queue.schema();
     let path = std::env::temp_dir().join(format!("holdfast-bench-{schema}.sql"));
     std::fs::write(&path, script)?;
     let per_client = total / clients as i64;

@@ -170,6 +170,18 @@ impl Queue {
         &self.schema
     }
 
+    /// The text of the claim statement for up to `limit` tasks, as workers run it (parameters:
+    /// `$1` owner, `$2` lease token, `$3` lease in milliseconds), for EXPLAIN and benchmarks.
+    pub fn claim_sql(&self, limit: i64) -> String {
+        self.sql.claim.replace("__LIMIT__", &limit.max(1).to_string())
+    }
+
+    /// The text of the final write of a task that succeeded (parameters: `$1` id, `$2`
+    /// attempt, `$3` lease token), for EXPLAIN and benchmarks.
+    pub fn succeed_sql(&self) -> &str {
+        &self.sql.succeed
+    }
+
     /// The channel enqueues notify (`<schema>_tasks`).
     pub fn channel(&self) -> String {
         format!("{}_tasks", self.schema)
@@ -261,7 +273,7 @@ impl Queue {
         limit: i64,
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
         let token = fastrand::i64(1..i64::MAX);
-        let sql = self.sql.claim.replace("__LIMIT__", &limit.max(1).to_string());
+        let sql = self.claim_sql(limit);
         let rows = conn
             .query_cached(
                 &sql,
