@@ -138,7 +138,7 @@ impl ConnectConfig {
             idle_in_transaction_session_timeout: None,
             lock_timeout: None,
             pooler: Pooler::None,
-            tls: Tls::default(),
+            tls: tls_from_pg(&pg),
             passfile: None,
             pg,
         }
@@ -374,6 +374,23 @@ impl fmt::Debug for ConnectConfig {
     }
 }
 
+/// The sslmode a tokio-postgres configuration asks for (disable, prefer or require), as
+/// holdfast's TLS settings without certificate checks.
+fn tls_from_pg(pg: &tokio_postgres::Config) -> Tls {
+    use tokio_postgres::config::SslMode as Pg;
+    let mode = match pg.get_ssl_mode() {
+        Pg::Disable => crate::SslMode::Disable,
+        Pg::Require => crate::SslMode::Require,
+        _ => crate::SslMode::Prefer,
+    };
+    let options = TlsOptions {
+        mode: Some(mode),
+        ..TlsOptions::default()
+    };
+    // Without files to read this cannot fail; stay on the default if it somehow does.
+    options.build().unwrap_or_default()
+}
+
 /// The URL with any password replaced by `***`, for messages.
 pub fn redact_url(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
@@ -463,6 +480,31 @@ mod tests {
             .expect("parse")
             .pooler(Pooler::Transaction);
         assert_eq!(none.local_settings_sql(), None);
+    }
+
+    #[test]
+    fn a_tokio_postgres_sslmode_is_kept() {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("h").ssl_mode(tokio_postgres::config::SslMode::Require);
+        assert_eq!(
+            ConnectConfig::from_pg(pg).get_tls().mode(),
+            crate::SslMode::Require
+        );
+        let mut pg = tokio_postgres::Config::new();
+        pg.host("h").ssl_mode(tokio_postgres::config::SslMode::Disable);
+        assert_eq!(
+            ConnectConfig::from_pg(pg).get_tls().mode(),
+            crate::SslMode::Disable
+        );
+        let c = ConnectConfig::from_url("postgres://u@h/d?sslmode=require").expect("url");
+        assert_eq!(c.get_tls().mode(), crate::SslMode::Require);
+        let err = ConnectConfig::from_url("postgres://u@h/d?sslmode=verify-ca&sslrootcert=system")
+            .expect_err("system roots need verify-full")
+            .to_string();
+        assert!(
+            err.starts_with("url sslmode: invalid value \"verify-ca\""),
+            "{err}"
+        );
     }
 
     #[test]
