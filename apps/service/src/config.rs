@@ -17,7 +17,10 @@ use holdfast::tasks::{Listen, WorkerConfig};
 /// Options of `holdfast serve` (each also read from the environment variable named).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// PostgreSQL URL of the application database.
+    /// PostgreSQL URL of the application database. TLS and credentials as in libpq: `sslmode`
+    /// (disable, prefer, require, verify-ca, verify-full), `sslrootcert`, `sslcert`, `sslkey`,
+    /// `sslsni`, `passfile` in the URL, or DB_SSLMODE, DB_SSLROOTCERT, DB_SSLCERT, DB_SSLKEY,
+    /// DB_SSLSNI, DB_PASSWORD, DB_PASSFILE for what the URL leaves unset.
     #[arg(
         long,
         env = "DATABASE_URL",
