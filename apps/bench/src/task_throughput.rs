@@ -7,6 +7,8 @@ use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
 use holdfast_tasks::{Queue, TaskState, Worker, WorkerConfig};
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 
+use crate::stats::{median, quantile};
+
 /// Options of the task benchmark.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,6 +18,10 @@ pub struct Args {
     /// Worker slots (task concurrency and connections) to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     workers: Vec<usize>,
+    /// Rounds per worker count; each runs holdfast and pgbench once, the order alternating,
+    /// so that drift (autovacuum, a busy neighbour) falls on both.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
 }
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -25,31 +31,45 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     println!(
-        "no-op tasks, claim to succeeded; {} tasks per measurement",
-        args.tasks
+        "no-op tasks, claim to succeeded; {} tasks per measurement, {} alternating rounds",
+        args.tasks, args.rounds
     );
     println!(
-        "{:<10}{:>16}{:>16}{:>10}",
-        "workers", "holdfast t/s", "pgbench t/s", "ratio"
+        "{:<10}{:>16}{:>16}{:>12}{:>18}",
+        "workers", "holdfast t/s", "pgbench t/s", "ratio", "ratio p10..p90"
     );
     for &n in &args.workers {
         let schema = format!("bench_{n}");
-        let (holdfast, pgbench) = runtime.block_on(async {
+        let mut rates = [Vec::new(), Vec::new()];
+        let mut ratios = Vec::new();
+        runtime.block_on(async {
             let admin = pool(&cluster.url(), 2)?;
             let queue = Queue::new(&schema)?;
             queue.migrate(&admin).await?;
-            fill(&cluster, &schema, args.tasks)?;
-            let holdfast = run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?;
-            fill(&cluster, &schema, args.tasks)?;
-            let pgbench = tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?;
-            Ok::<_, Box<dyn std::error::Error>>((holdfast, pgbench))
+            for round in 0..args.rounds.max(1) {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                let mut this = [0.0; 2];
+                for i in order {
+                    fill(&cluster, &schema, args.tasks)?;
+                    this[i] = if i == 0 {
+                        run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?
+                    } else {
+                        tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?
+                    };
+                    rates[i].push(this[i]);
+                }
+                ratios.push(this[0] / this[1]);
+            }
+            Ok::<_, Box<dyn std::error::Error>>(())
         })?;
         println!(
-            "{:<10}{:>16.0}{:>16.0}{:>10.3}",
+            "{:<10}{:>16.0}{:>16.0}{:>12.3}{:>10.3}..{:.3}",
             n,
-            holdfast,
-            pgbench,
-            holdfast / pgbench
+            median(&mut rates[0]),
+            median(&mut rates[1]),
+            median(&mut ratios),
+            quantile(&mut ratios, 0.1),
+            quantile(&mut ratios, 0.9)
         );
     }
     Ok(())
