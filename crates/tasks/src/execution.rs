@@ -1,7 +1,8 @@
 //! One attempt of one task: the body runs while heartbeats keep the lease; a heartbeat that
 //! matches no row (lease lost), a cancel request or a lease that could not be renewed in
 //! time stops the body by dropping its future. Heartbeats stop once the body is done, and
-//! the outcome is written with retries until it lands or the lease runs out.
+//! the outcome is written with retries until it lands or the lease runs out. A slot that
+//! goes on working sends the write together with its next claim (one round trip for both).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +27,16 @@ enum End {
     Released,
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Handler>) {
+/// An attempt whose body is over, with the outcome still to be written.
+pub(crate) struct Pending {
+    task: Claimed,
+    outcome: Finish,
+    lease_until: Instant,
+}
+
+/// Runs one attempt's body under its lease. Returns the outcome to write, or `None` when the
+/// lease was lost (nothing may be written then).
+pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Handler>) -> Option<Pending> {
     let config = &shared.config;
     // Conservative: the server's expiry is its own now() + lease, taken after this.
     let mut lease_until = Instant::now() + config.lease;
@@ -38,7 +48,11 @@ pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Hand
             permanent: true,
             retry_in: Duration::ZERO,
         };
-        return finish(&shared, &task, outcome, lease_until).await;
+        return Some(Pending {
+            task,
+            outcome,
+            lease_until,
+        });
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = TaskContext {
@@ -100,10 +114,61 @@ pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Hand
                 attempt = task.attempt,
                 "lease lost: the task's work was stopped and nothing more is written"
             );
-            return;
+            return None;
         }
     };
-    finish(&shared, &task, outcome, lease_until).await;
+    Some(Pending {
+        task,
+        outcome,
+        lease_until,
+    })
+}
+
+/// Writes an attempt's outcome (see [`finish`]).
+pub(crate) async fn write(shared: &Shared, pending: Pending) {
+    finish(shared, &pending.task, pending.outcome, pending.lease_until).await;
+}
+
+/// Writes an attempt's outcome and claims the next task on the same connection, the two
+/// statements pipelined: one round trip where a slot would otherwise spend two. When the
+/// write does not land at once it goes through [`finish`]'s retries; a claim that fails is
+/// simply made again by the slot.
+pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending) -> Option<Claimed> {
+    let config = &shared.config;
+    let Pending {
+        task,
+        outcome,
+        lease_until,
+    } = pending;
+    let both = async {
+        let conn = shared.control.get().await?;
+        let (written, claimed) = tokio::join!(
+            shared.queue.finish(&conn, &task, &outcome),
+            shared.queue.claim(&conn, &config.owner, config.lease, 1)
+        );
+        Ok::<_, TaskError>((written, claimed))
+    };
+    // Bounded like a claim and like a final write: a connection that never answers must
+    // not hold the slot.
+    let bound = lease_until
+        .saturating_duration_since(Instant::now())
+        .min(config.heartbeat);
+    match tokio::time::timeout(bound, both).await {
+        Ok(Ok((Ok(true), claimed))) => {
+            record(shared, &task, &outcome);
+            claimed.ok().and_then(|mut tasks| tasks.pop())
+        }
+        Ok(Ok((_, claimed))) => {
+            // Not landed, or no answer: the write is idempotent, so the retry loop sends it
+            // again and, if it matches nothing, asks the row whether it landed.
+            finish(shared, &task, outcome, lease_until).await;
+            claimed.ok().and_then(|mut tasks| tasks.pop())
+        }
+        Ok(Err(_)) | Err(_) => {
+            finish(shared, &task, outcome, lease_until).await;
+            None
+        }
+    }
 }
 
 async fn heartbeat(
@@ -133,7 +198,7 @@ fn retry_delay(shared: &Shared, attempt: i32) -> Duration {
 /// The write is idempotent: once it has landed, running it again matches no row. So a write
 /// whose reply was lost is simply sent again; if that matches nothing, the task row (which
 /// keeps our lease token) says whether an earlier try landed or the lease was lost.
-async fn finish(shared: &Shared, task: &Claimed, outcome: Finish, lease_until: Instant) {
+pub(crate) async fn finish(shared: &Shared, task: &Claimed, outcome: Finish, lease_until: Instant) {
     let mut tries = 0u32;
     let mut uncertain = false;
     loop {

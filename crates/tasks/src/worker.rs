@@ -17,8 +17,9 @@ use crate::error::TaskError;
 use crate::execution;
 use crate::listener;
 use crate::metrics::TaskMetrics;
-use crate::queue::Queue;
+use crate::queue::{Finish, Queue};
 use crate::rescuer::Rescuer;
+use crate::task::Claimed;
 
 /// A task body: given its context, does the work.
 pub type Handler = Arc<dyn Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync>;
@@ -322,26 +323,47 @@ async fn slot(
     wake: Arc<Notify>,
 ) {
     let config = &shared.config;
+    // A task claimed together with the previous one's final write.
+    let mut next: Option<Claimed> = None;
     loop {
         if *stopping.borrow() {
+            if let Some(task) = next.take() {
+                // Claimed but not started: given back without counting the attempt.
+                let lease_until = Instant::now() + config.lease;
+                execution::finish(&shared, &task, Finish::Released, lease_until).await;
+            }
             return;
         }
         // Registered before claiming, so a notification that arrives meanwhile is not lost.
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let started = Instant::now();
-        let claimed = claim(&shared, 1).await;
-        shared
-            .metrics
-            .claim_seconds
-            .record(started.elapsed().as_secs_f64());
+        let claimed = match next.take() {
+            Some(task) => Ok(vec![task]),
+            None => {
+                let started = Instant::now();
+                let claimed = claim(&shared, 1).await;
+                shared
+                    .metrics
+                    .claim_seconds
+                    .record(started.elapsed().as_secs_f64());
+                claimed
+            }
+        };
         match claimed {
             Ok(mut tasks) if !tasks.is_empty() => {
                 let task = tasks.swap_remove(0);
                 shared.metrics.claimed.increment(1);
                 let handler = handlers.get(&task.kind).cloned();
-                execution::run(Arc::clone(&shared), task, handler).await;
+                let Some(pending) = execution::run(Arc::clone(&shared), task, handler).await else {
+                    continue;
+                };
+                if *stopping.borrow() {
+                    execution::write(&shared, pending).await;
+                } else {
+                    // The final write and the next claim in one round trip.
+                    next = execution::write_and_claim(&shared, pending).await;
+                }
                 continue;
             }
             Ok(_) => {}
