@@ -27,6 +27,8 @@ pub(crate) enum Lease {
 struct Sql {
     enqueue: String,
     claim: String,
+    /// The claim of one task (what every slot sends), built once.
+    claim_one: Arc<str>,
     heartbeat: String,
     succeed: String,
     fail: String,
@@ -57,7 +59,8 @@ impl Queue {
     pub fn new(schema: &str) -> Result<Queue, TaskError> {
         check_schema_name(schema)?;
         let s = schema;
-        let sql = Sql {
+        let mut sql = Sql {
+            claim_one: Arc::from(""),
             enqueue: format!(
                 "WITH inserted AS (
                     INSERT INTO {s}.tasks (kind, payload, priority, max_attempts, run_at, unique_key)
@@ -159,6 +162,7 @@ impl Queue {
                  RETURNING t.state::text"
             ),
         };
+        sql.claim_one = sql.claim.replace("__LIMIT__", "1").into();
         Ok(Queue {
             schema: schema.into(),
             sql: Arc::new(sql),
@@ -173,7 +177,10 @@ impl Queue {
     /// The text of the claim statement for up to `limit` tasks, as workers run it (parameters:
     /// `$1` owner, `$2` lease token, `$3` lease in milliseconds), for EXPLAIN and benchmarks.
     pub fn claim_sql(&self, limit: i64) -> String {
-        self.sql.claim.replace("__LIMIT__", &limit.max(1).to_string())
+        if limit <= 1 {
+            return self.sql.claim_one.to_string();
+        }
+        self.sql.claim.replace("__LIMIT__", &limit.to_string())
     }
 
     /// The text of the final write of a task that succeeded (parameters: `$1` id, `$2`
@@ -273,7 +280,13 @@ impl Queue {
         limit: i64,
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
         let token = fastrand::i64(1..i64::MAX);
-        let sql = self.claim_sql(limit);
+        let many;
+        let sql: &str = if limit <= 1 {
+            &self.sql.claim_one
+        } else {
+            many = self.claim_sql(limit);
+            &many
+        };
         let rows = conn
             .query_cached(
                 &sql,
