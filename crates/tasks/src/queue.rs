@@ -289,7 +289,7 @@ impl Queue {
         };
         let rows = conn
             .query_cached(
-                &sql,
+                sql,
                 &[
                     (&owner, Type::TEXT),
                     (&token, Type::INT8),
