@@ -13,6 +13,7 @@ pub(crate) struct Counters {
     pub(crate) bytes_up: AtomicU64,
     pub(crate) bytes_down: AtomicU64,
     pub(crate) faults_fired: AtomicU64,
+    pub(crate) encrypted: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -30,6 +31,9 @@ pub struct CounterSnapshot {
     pub bytes_down: u64,
     /// Resets, closes, cuts and message rules carried out.
     pub faults_fired: u64,
+    /// Relayed connections that switched to TLS: connection faults apply to them, message
+    /// rules cannot (the proxy cannot read them).
+    pub encrypted_sessions: u64,
 }
 
 impl Counters {
@@ -41,6 +45,7 @@ impl Counters {
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
             faults_fired: self.faults_fired.load(Ordering::Relaxed),
+            encrypted_sessions: self.encrypted.load(Ordering::Relaxed),
         }
     }
 }

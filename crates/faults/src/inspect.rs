@@ -33,6 +33,8 @@ pub(crate) struct Downstream {
     pub(crate) forward: usize,
     /// Then close the connection.
     pub(crate) close: bool,
+    /// The session switched to TLS with this chunk.
+    pub(crate) encrypted: bool,
 }
 
 #[derive(Debug)]
@@ -220,6 +222,7 @@ impl Inspector {
             return Downstream {
                 forward: data.len(),
                 close: false,
+                encrypted: false,
             };
         }
         let Inspector {
@@ -262,10 +265,12 @@ impl Inspector {
         if done_at.is_none() && fed < data.len() {
             observer.backend_bytes(&data[fed..]);
         }
+        let encrypted = *opaque;
         match (*armed, done_at) {
             (None, _) => Downstream {
                 forward: data.len(),
                 close: false,
+                encrypted,
             },
             (Some(a), done) => {
                 let forward = match a.action {
@@ -275,6 +280,7 @@ impl Inspector {
                 Downstream {
                     forward,
                     close: done.is_some(),
+                    encrypted,
                 }
             }
         }
@@ -357,7 +363,12 @@ mod tests {
     fn a_refused_ssl_request_is_followed_by_a_readable_session() {
         let mut i = Inspector::new();
         i.upstream(&SSL_REQUEST, SSL_REQUEST.len(), None);
-        assert_eq!(i.downstream(b"N").forward, 1, "the one-byte answer goes through");
+        let refused = i.downstream(b"N");
+        assert_eq!(
+            (refused.forward, refused.encrypted),
+            (1, false),
+            "the one-byte answer goes through"
+        );
         let startup = [0, 0, 0, 8, 0, 3, 0, 0];
         i.upstream(&startup, startup.len(), None);
         i.downstream(&msg(b'Z', b"I"));
@@ -371,7 +382,12 @@ mod tests {
     fn an_accepted_ssl_request_makes_the_session_opaque() {
         let mut i = Inspector::new();
         i.upstream(&SSL_REQUEST, SSL_REQUEST.len(), None);
-        assert_eq!(i.downstream(b"S").forward, 1);
+        let accepted = i.downstream(b"S");
+        assert_eq!(
+            (accepted.forward, accepted.encrypted),
+            (1, true),
+            "counted once, when it happens"
+        );
         // TLS records: not PostgreSQL messages, relayed untouched, no rule fires.
         let client_hello = [0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5];
         let r = rule(Action::CutBefore);
@@ -385,7 +401,8 @@ mod tests {
             }
         );
         let server_hello = [0x16, 0x03, 0x03, 0x00, 0x02, 9, 9];
-        assert_eq!(i.downstream(&server_hello).forward, server_hello.len());
+        let later = i.downstream(&server_hello);
+        assert_eq!((later.forward, later.encrypted), (server_hello.len(), false));
     }
 
     #[test]
@@ -444,7 +461,8 @@ mod tests {
             d,
             Downstream {
                 forward: 0,
-                close: false
+                close: false,
+                encrypted: false,
             }
         );
         reply = msg(b'Z', b"I");
@@ -452,7 +470,8 @@ mod tests {
             i.downstream(&reply),
             Downstream {
                 forward: 0,
-                close: true
+                close: true,
+                encrypted: false,
             }
         );
     }
@@ -509,7 +528,8 @@ mod tests {
             d,
             Downstream {
                 forward: tag_len + 6,
-                close: true
+                close: true,
+                encrypted: false,
             }
         );
     }

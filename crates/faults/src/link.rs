@@ -145,6 +145,9 @@ async fn pump(
             }
             Side::Down => {
                 let decision = link.inspector().downstream(&buf[..n]);
+                if decision.encrypted {
+                    shared.counters.encrypted.fetch_add(1, Ordering::Relaxed);
+                }
                 (
                     buf[..decision.forward].to_vec(),
                     decision.close.then_some(Kill::Close),

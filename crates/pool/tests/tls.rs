@@ -433,3 +433,34 @@ async fn sni_names_the_host_unless_turned_off() {
         assert_eq!(named, expected, "sslsni={sni}: the ClientHello names the host");
     }
 }
+
+#[tokio::test]
+async fn connection_faults_reach_tls_sessions_through_the_proxy() {
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], tls().1.port()));
+    let proxy = holdfast_faults::FaultProxy::start_local(upstream)
+        .await
+        .expect("proxy");
+    let root = tls().0.path("root.crt");
+    let conn = open(&format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={root}",
+        proxy.port()
+    ))
+    .await
+    .expect("TLS through the proxy");
+    conn.batch_execute("SELECT 1").await.expect("query");
+    assert_eq!(
+        proxy.counters().encrypted_sessions,
+        1,
+        "the proxy knows it cannot read it"
+    );
+    proxy.reset_all();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !conn.state().liveness().is_dead() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reset never reached the tap"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(conn.batch_execute("SELECT 1").await.is_err());
+}
