@@ -47,6 +47,22 @@ fn idle_in_transaction(db: &Database) -> String {
         .expect("pg_stat_activity")
 }
 
+/// PgBouncer's server connections to `db`: (active, that is linked to a client; idle).
+fn server_connections(bouncer: &TempPgBouncer, db: &Database) -> (String, String) {
+    let pools = bouncer.admin_rows("SHOW POOLS").expect("show pools");
+    let column = |row: &Vec<(String, String)>, name: &str| {
+        row.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    pools
+        .iter()
+        .find(|row| column(row, "database") == db.name)
+        .map(|row| (column(row, "sv_active"), column(row, "sv_idle")))
+        .unwrap_or_else(|| panic!("no pool for {} in {pools:?}", db.name))
+}
+
 #[tokio::test]
 async fn start_up_options_are_refused_by_pgbouncer_and_not_sent_behind_a_pooler() {
     let (db, bouncer) = bouncer();
@@ -160,6 +176,11 @@ async fn the_tap_sees_through_pgbouncer_and_a_dirty_return_is_rolled_back() {
         "1",
         "PgBouncer's server connection holds it"
     );
+    assert_eq!(
+        server_connections(&bouncer, &db),
+        ("1".to_string(), "0".to_string()),
+        "linked to our client while the transaction is open"
+    );
     drop(conn);
 
     let conn = pool.get().await.expect("get again");
@@ -174,16 +195,10 @@ async fn the_tap_sees_through_pgbouncer_and_a_dirty_return_is_rolled_back() {
         "the insert was rolled back before the connection was reused"
     );
     assert_eq!(idle_in_transaction(&db), "0");
-    let pools = bouncer.admin("SHOW POOLS").expect("show pools");
-    let active: Vec<&str> = pools
-        .lines()
-        .filter(|l| l.starts_with(&format!("{}|", db.name)))
-        .map(|l| l.split('|').nth(4).unwrap_or("?"))
-        .collect();
     assert_eq!(
-        active,
-        ["0"],
-        "no server connection stays linked to a client: {pools}"
+        server_connections(&bouncer, &db),
+        ("0".to_string(), "1".to_string()),
+        "the server connection went back to PgBouncer's idle set"
     );
 }
 

@@ -201,8 +201,13 @@ impl TempPgBouncer {
     /// Runs a command on PgBouncer's admin console (`SHOW POOLS`, `SHOW CLIENTS`, ...) with
     /// `psql` and returns what it printed (unaligned, `|`-separated, tuples only).
     pub fn admin(&self, command: &str) -> Result<String> {
+        self.run_admin(command, &["-t"])
+    }
+
+    fn run_admin(&self, command: &str, extra: &[&str]) -> Result<String> {
         let output = Command::new(&self.psql)
-            .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1"])
+            .args(["-X", "-q", "-A", "-h", "127.0.0.1"])
+            .args(extra)
             .args([
                 "-p",
                 &self.port.to_string(),
@@ -229,6 +234,23 @@ impl TempPgBouncer {
             });
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// Like [`admin`](Self::admin), with each row as column name and value pairs (for
+    /// `SHOW POOLS`, whose columns change between PgBouncer versions).
+    pub fn admin_rows(&self, command: &str) -> Result<Vec<Vec<(String, String)>>> {
+        let text = self.run_admin(command, &["-P", "footer=off"])?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().map(|h| h.split('|').collect()).unwrap_or_default();
+        Ok(lines
+            .map(|line| {
+                header
+                    .iter()
+                    .zip(line.split('|'))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect())
     }
 
     fn pid_file(&self) -> PathBuf {
