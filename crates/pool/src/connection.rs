@@ -15,6 +15,7 @@ use tokio_postgres::{AsyncMessage, Client, Notification};
 use crate::connect_config::ConnectConfig;
 use crate::error::ConnectError;
 use crate::socket::Socket;
+use crate::tls_config::{SslMode, Tls};
 use crate::tls_stream::{
     failure_from_rustls, find_rustls_error, negotiate, CancelTls, Handover, NegotiateError, Transport,
 };
@@ -210,47 +211,66 @@ async fn connect_host(
     target: &str,
     notify: Option<mpsc::UnboundedSender<Notification>>,
 ) -> Result<Connection, ConnectError> {
+    let io_error = |source| ConnectError::Io {
+        target: target.to_string(),
+        source,
+    };
     match host {
         Host::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{port}"));
-            let socket = Socket::unix(&path).await.map_err(|source| ConnectError::Io {
-                target: target.to_string(),
-                source,
-            })?;
+            let socket = Socket::unix(&path).await.map_err(io_error)?;
             // libpq looks up "localhost" in the password file for socket connections.
-            start(
-                config,
-                socket,
+            let to = Endpoint {
                 target,
-                Peer::Unix(path),
-                "localhost",
+                peer: Peer::Unix(path),
+                host: "localhost",
                 port,
-                notify,
-            )
-            .await
+            };
+            start(config, config.get_tls(), socket, to, notify)
+                .await
+                .map_err(|f| f.error)
         }
         Host::Tcp(name) => {
             // `hostaddr` (libpq): connect there, and verify the certificate against `host`.
             let addrs = match hostaddr {
                 Some(ip) => vec![SocketAddr::new(ip, port)],
-                None => resolve(name, port).await.map_err(|source| ConnectError::Io {
-                    target: target.to_string(),
-                    source,
-                })?,
+                None => resolve(name, port).await.map_err(io_error)?,
             };
             let mut last = None;
             for addr in addrs {
-                match Socket::tcp(addr, config).await {
-                    Ok(socket) => {
-                        return start(config, socket, target, Peer::Tcp(addr), name, port, notify).await
+                let socket = match Socket::tcp(addr, config).await {
+                    Ok(socket) => socket,
+                    Err(source) => {
+                        last = Some(source);
+                        continue;
                     }
-                    Err(source) => last = Some(source),
-                }
+                };
+                let to = Endpoint {
+                    target,
+                    peer: Peer::Tcp(addr),
+                    host: name,
+                    port,
+                };
+                return match start(config, config.get_tls(), socket, to.clone(), notify.clone()).await {
+                    Ok(connection) => Ok(connection),
+                    // libpq's prefer: when TLS fails, or the server refuses the session over
+                    // TLS (a `hostnossl` rule), try once more without it.
+                    Err(Failed {
+                        error,
+                        retry_plain: true,
+                    }) => {
+                        tracing::debug!(target = %target, %error, "TLS failed with sslmode=prefer: trying without TLS");
+                        let socket = Socket::tcp(addr, config).await.map_err(io_error)?;
+                        start(config, &Tls::disabled(), socket, to, notify)
+                            .await
+                            .map_err(|f| f.error)
+                    }
+                    Err(f) => Err(f.error),
+                };
             }
-            Err(ConnectError::Io {
-                target: target.to_string(),
-                source: last.unwrap_or_else(|| std::io::Error::other("the host name resolved to no address")),
-            })
+            Err(io_error(last.unwrap_or_else(|| {
+                std::io::Error::other("the host name resolved to no address")
+            })))
         }
     }
 }
@@ -262,31 +282,55 @@ async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     Ok(tokio::net::lookup_host((name, port)).await?.collect())
 }
 
-/// Negotiates TLS as configured, then runs start-up and authentication over the tapped
-/// stream and spawns the driver. `host` is the name TLS verifies and the password file is
-/// searched for.
+/// Where one connect goes: for messages and cancel requests, and the host name TLS verifies
+/// and the password file is searched for.
+#[derive(Debug, Clone)]
+struct Endpoint<'a> {
+    target: &'a str,
+    peer: Peer,
+    host: &'a str,
+    port: u16,
+}
+
+/// Why a start failed, and whether libpq's `prefer` would try again without TLS.
+struct Failed {
+    error: ConnectError,
+    retry_plain: bool,
+}
+
+/// Negotiates TLS as `tls_settings` say, then runs start-up and authentication over the
+/// tapped stream and spawns the driver.
 async fn start(
     config: &ConnectConfig,
+    tls_settings: &Tls,
     socket: Socket,
-    target: &str,
-    peer: Peer,
-    host: &str,
-    port: u16,
+    to: Endpoint<'_>,
     notify: Option<mpsc::UnboundedSender<Notification>>,
-) -> Result<Connection, ConnectError> {
-    let negotiated = negotiate(config.get_tls(), socket, host)
-        .await
-        .map_err(|e| match e {
-            NegotiateError::Io(source) => ConnectError::Io {
+) -> Result<Connection, Failed> {
+    let Endpoint {
+        target,
+        peer,
+        host,
+        port,
+    } = to;
+    let prefer = tls_settings.mode() == SslMode::Prefer;
+    let negotiated = negotiate(tls_settings, socket, host).await.map_err(|e| match e {
+        NegotiateError::Io(source) => Failed {
+            error: ConnectError::Io {
                 target: target.to_string(),
                 source,
             },
-            NegotiateError::Tls(f) => ConnectError::Tls {
+            retry_plain: false,
+        },
+        NegotiateError::Tls(f) => Failed {
+            error: ConnectError::Tls {
                 target: target.to_string(),
                 problem: f.problem,
                 detail: f.detail,
             },
-        })?;
+            retry_plain: prefer,
+        },
+    })?;
     let tls = matches!(negotiated.transport, Transport::Tls(_));
     let tap = Tap::new(negotiated.transport);
     let state = tap.state();
@@ -303,7 +347,7 @@ async fn start(
     };
     let (client, driver) = pg.connect_raw(tap, handover).await.map_err(|source| {
         // A certificate the server refused shows as an alert on the first read.
-        match find_rustls_error(&source) {
+        let error = match find_rustls_error(&source) {
             Some(e) => {
                 let f = failure_from_rustls(e, host);
                 ConnectError::Tls {
@@ -316,6 +360,13 @@ async fn start(
                 target: target.to_string(),
                 source,
             },
+        };
+        let refused_over_tls = matches!(error, ConnectError::Tls { .. })
+            || error.sqlstate()
+                == Some(&tokio_postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION);
+        Failed {
+            error,
+            retry_plain: prefer && tls && refused_over_tls,
         }
     })?;
     let driver = tokio::spawn(async move {
@@ -345,7 +396,7 @@ async fn start(
         opened_at: Instant::now(),
         peer,
         cancel_tls: CancelTls {
-            tls: config.get_tls().clone(),
+            tls: tls_settings.clone(),
             host: host.to_string(),
         },
         tls,

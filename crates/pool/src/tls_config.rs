@@ -299,6 +299,19 @@ pub struct Tls {
 }
 
 impl Tls {
+    /// No TLS.
+    pub(crate) fn disabled() -> Tls {
+        Tls {
+            mode: SslMode::Disable,
+            sni: false,
+            client: None,
+            options: TlsOptions {
+                mode: Some(SslMode::Disable),
+                ..TlsOptions::default()
+            },
+        }
+    }
+
     /// The effective mode (after libpq's rules for `sslrootcert`).
     pub fn mode(&self) -> SslMode {
         self.mode

@@ -464,3 +464,17 @@ async fn connection_faults_reach_tls_sessions_through_the_proxy() {
     }
     assert!(conn.batch_execute("SELECT 1").await.is_err());
 }
+
+#[tokio::test]
+async fn prefer_falls_back_to_plaintext_when_the_server_refuses_tls_sessions() {
+    // pg_hba.conf rejects `plainuser` over TLS (and lets it in without).
+    let conn = open(&url("plainuser", "localhost", "sslmode=prefer"))
+        .await
+        .expect("prefer tries again without TLS, as libpq does");
+    assert!(!conn.is_tls());
+    assert!(!server_says_ssl(&conn).await);
+    let err = open(&url("plainuser", "localhost", "sslmode=require"))
+        .await
+        .expect_err("require has no plaintext to fall back to");
+    assert_eq!(err.sqlstate(), Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION), "{err}");
+}

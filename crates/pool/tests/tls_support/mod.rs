@@ -80,13 +80,14 @@ impl Pki {
             .setting("ssl_ca_file", "'root.crt'")
             .hba_line("hostssl all certuser 127.0.0.1/32 cert")
             .hba_line("host all certuser 127.0.0.1/32 reject")
-            .hba_line("host all scramuser 127.0.0.1/32 scram-sha-256");
+            .hba_line("host all scramuser 127.0.0.1/32 scram-sha-256")
+            .hba_line("hostssl all plainuser 127.0.0.1/32 reject");
         let cluster = TempCluster::start(options).expect("TLS cluster");
         cluster
             .psql(
                 "postgres",
                 &format!(
-                    "CREATE ROLE certuser LOGIN; CREATE ROLE scramuser LOGIN PASSWORD '{SCRAM_PASSWORD}'"
+                    "CREATE ROLE certuser LOGIN; CREATE ROLE plainuser LOGIN; CREATE ROLE scramuser LOGIN PASSWORD '{SCRAM_PASSWORD}'"
                 ),
             )
             .expect("roles");
