@@ -476,5 +476,9 @@ async fn prefer_falls_back_to_plaintext_when_the_server_refuses_tls_sessions() {
     let err = open(&url("plainuser", "localhost", "sslmode=require"))
         .await
         .expect_err("require has no plaintext to fall back to");
-    assert_eq!(err.sqlstate(), Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION), "{err}");
+    assert_eq!(
+        err.sqlstate(),
+        Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{err}"
+    );
 }

@@ -145,6 +145,16 @@ pub enum Listen {
     Off,
 }
 
+/// Where a worker LISTENs, if anywhere: `control` is how its control pool connects.
+fn listen_on(listen: &Listen, control: &ConnectConfig) -> Option<ConnectConfig> {
+    match listen {
+        Listen::Auto if control.get_pooler().is_transaction() => None,
+        Listen::Auto => Some(control.clone()),
+        Listen::Direct(direct) => Some((**direct).clone()),
+        Listen::Off => None,
+    }
+}
+
 /// What a worker needs while it runs, shared by its tasks.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -259,20 +269,15 @@ async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claim
     // Woken by enqueue notifications: every idle slot looks at once.
     let wake = Arc::new(Notify::new());
     let mut background = JoinSet::new();
-    let listen = match &config.listen {
-        Listen::Auto if shared.control.config().connect.get_pooler().is_transaction() => {
-            tracing::info!(
-                owner = %config.owner,
-                poll_interval = ?config.poll_interval,
-                "behind a transaction-mode pooler LISTEN cannot work: polling only \
-                 (Listen::Direct gives a direct connection for it)"
-            );
-            None
-        }
-        Listen::Auto => Some(shared.control.config().connect.clone()),
-        Listen::Direct(direct) => Some((**direct).clone()),
-        Listen::Off => None,
-    };
+    let listen = listen_on(&config.listen, &shared.control.config().connect);
+    if listen.is_none() && matches!(config.listen, Listen::Auto) {
+        tracing::info!(
+            owner = %config.owner,
+            poll_interval = ?config.poll_interval,
+            "behind a transaction-mode pooler LISTEN cannot work: polling only \
+             (Listen::Direct gives a direct connection for it)"
+        );
+    }
     if let Some(connect) = listen {
         background.spawn(listener::run(connect, shared.queue.channel(), Arc::clone(&wake)));
     }
@@ -398,4 +403,35 @@ async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>
             what: "claim",
             after: config.heartbeat,
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_pool::Pooler;
+
+    #[test]
+    fn listen_goes_around_a_transaction_pooler() {
+        let direct = ConnectConfig::from_url("postgres://u@db/app").expect("url");
+        let pooled = ConnectConfig::from_url("postgres://u@bouncer:6432/app")
+            .expect("url")
+            .pooler(Pooler::Transaction);
+        let host = |c: Option<ConnectConfig>| c.map(|c| format!("{:?}", c.pg().get_hosts()));
+        assert_eq!(
+            host(listen_on(&Listen::Auto, &direct)),
+            host(Some(direct.clone()))
+        );
+        assert_eq!(
+            host(listen_on(&Listen::Auto, &pooled)),
+            None,
+            "polls behind the pooler"
+        );
+        let own = Listen::Direct(Box::new(direct.clone()));
+        assert_eq!(
+            host(listen_on(&own, &pooled)),
+            host(Some(direct)),
+            "the direct route"
+        );
+        assert_eq!(host(listen_on(&Listen::Off, &pooled)), None);
+    }
 }
