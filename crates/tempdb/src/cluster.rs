@@ -13,7 +13,7 @@ use crate::account::{server_account, Account};
 use crate::binaries::PgBin;
 use crate::error::{Error, Result};
 use crate::options::{ClusterOptions, Purpose, StopMode};
-use crate::process::{output_tail, signal, Signal, Supervised, POLL};
+use crate::process::{file_tail, output_tail, signal, Signal, Supervised, POLL};
 use crate::watchdog::Watchdog;
 
 /// The superuser role of every throwaway cluster (trust authentication, no password).
@@ -129,9 +129,7 @@ impl TempCluster {
 
     /// The last `lines` lines of the server log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        file_tail(&self.log, lines)
     }
 
     /// True while the server process is running.

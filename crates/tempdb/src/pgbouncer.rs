@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::account::{server_account, Account};
 use crate::cluster::{free_port, io_error, TempCluster, SUPERUSER};
 use crate::error::{Error, Result};
-use crate::process::{output_tail, Signal, Supervised, POLL};
+use crate::process::{file_tail, output_tail, Signal, Supervised, POLL};
 use crate::watchdog::Watchdog;
 
 /// How many ports are tried when the chosen one turns out to be taken.
@@ -163,9 +163,7 @@ impl TempPgBouncer {
 
     /// The last `lines` lines of PgBouncer's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.root.join("pgbouncer.log")).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        file_tail(&self.root.join("pgbouncer.log"), lines)
     }
 
     /// True while the PgBouncer process is running.

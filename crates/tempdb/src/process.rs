@@ -90,6 +90,13 @@ pub(crate) fn signal(pid: u32, sig: Signal) {
     }
 }
 
+/// The last `lines` lines of a log file (empty if it cannot be read).
+pub(crate) fn file_tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// The last lines of a program's stderr and stdout, for error messages.
 pub(crate) fn output_tail(output: &Output) -> String {
     let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
