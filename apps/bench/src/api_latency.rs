@@ -36,28 +36,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     runtime.block_on(async {
         let serve = ServeArgs {
-            database_url: cluster.url(),
-            tasks_database_url: None,
-
-            db_pooler: "none".into(),
-
-            tasks_db_pooler: None,
-
-            tasks_listen_url: None,
-
-            task_poll_ms: 1000,
             listen: "127.0.0.1:0".parse()?,
-            pool_size: 5,
-            max_overflow: 10,
-            api_pool_timeout_ms: 2000,
-            api_request_timeout_ms: 10_000,
             statement_timeout_ms: 30_000,
             assembly_workers: args.assemblies,
             assembly_step_ms: 50,
             // Short leases: a cancelled assembly stops within a heartbeat (a third of this).
             task_lease_ms: 1500,
-            task_schema: "holdfast".into(),
             shutdown_grace_ms: 100,
+            ..ServeArgs::for_database(cluster.url())
         };
         let service = Service::start(&serve).await?;
         let addr = service.addr();

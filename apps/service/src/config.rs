@@ -15,7 +15,7 @@ use holdfast::pool::{ConnectConfig, PoolConfig, Pooler};
 use holdfast::tasks::{Listen, WorkerConfig};
 
 /// Options of `holdfast serve` (each also read from the environment variable named).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct ServeArgs {
     /// PostgreSQL URL of the application database. TLS and credentials as in libpq: `sslmode`
     /// (disable, prefer, require, verify-ca, verify-full), `sslrootcert`, `sslcert`, `sslkey`,
@@ -116,6 +116,31 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The settings `holdfast serve --database-url <url>` starts with: every other setting at
+    /// its documented default (for code that starts the service itself, such as the demo,
+    /// the load run and tests, which then change what they need).
+    pub fn for_database(database_url: impl Into<String>) -> ServeArgs {
+        ServeArgs {
+            database_url: database_url.into(),
+            tasks_database_url: None,
+            db_pooler: "none".into(),
+            tasks_db_pooler: None,
+            tasks_listen_url: None,
+            task_poll_ms: 1000,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            pool_size: 5,
+            max_overflow: 10,
+            api_pool_timeout_ms: 2000,
+            api_request_timeout_ms: 10_000,
+            statement_timeout_ms: 300_000,
+            assembly_workers: 2,
+            assembly_step_ms: 200,
+            task_lease_ms: 30_000,
+            task_schema: "holdfast".into(),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+
     /// The API pool.
     pub fn api_pool(&self) -> Result<PoolConfig, String> {
         let connect = connect(&self.database_url, "DATABASE_URL", "holdfast-api")?
@@ -216,4 +241,25 @@ fn connect(url: &str, setting: &str, application_name: &str) -> Result<ConnectCo
         return Ok(config.application_name(application_name));
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn for_database_has_the_command_lines_defaults() {
+        // The environment can set every one of these; the test process sets none of them.
+        let parsed = Cli::try_parse_from(["holdfast", "--database-url", "postgres://h/d"])
+            .expect("parse")
+            .serve;
+        assert_eq!(ServeArgs::for_database("postgres://h/d"), parsed);
+    }
 }

@@ -190,27 +190,15 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     let via = target.through(proxy.port());
     let serve = ServeArgs {
-        database_url: via,
-        tasks_database_url: None,
-
-        db_pooler: "none".into(),
-
-        tasks_db_pooler: None,
-
-        tasks_listen_url: None,
-
-        task_poll_ms: 1000,
         listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
         pool_size: 4,
         max_overflow: 4,
-        api_pool_timeout_ms: 2000,
-        api_request_timeout_ms: 10_000,
         statement_timeout_ms: 30_000,
         assembly_workers: args.workers,
         assembly_step_ms: args.step_ms,
         task_lease_ms: 3000,
-        task_schema: "holdfast".into(),
         shutdown_grace_ms: 2000,
+        ..ServeArgs::for_database(via)
     };
     let service = Service::start(&serve).await?;
     let addr = service.addr();

@@ -19,27 +19,14 @@ const BOUND: Duration = Duration::from_secs(60);
 
 fn args(url: &str, step_ms: u64) -> ServeArgs {
     ServeArgs {
-        database_url: url.to_string(),
-        tasks_database_url: None,
-
-        db_pooler: "none".into(),
-
-        tasks_db_pooler: None,
-
-        tasks_listen_url: None,
-
-        task_poll_ms: 1000,
         listen: "127.0.0.1:0".parse().expect("addr"),
         pool_size: 3,
         max_overflow: 2,
-        api_pool_timeout_ms: 2000,
-        api_request_timeout_ms: 10_000,
         statement_timeout_ms: 30_000,
-        assembly_workers: 2,
         assembly_step_ms: step_ms,
         task_lease_ms: 3000,
-        task_schema: "holdfast".into(),
         shutdown_grace_ms: 100,
+        ..ServeArgs::for_database(url)
     }
 }
 

@@ -153,27 +153,14 @@ async fn against_a_running_service_a_session_left_in_a_transaction_fails_the_run
         .create_database()
         .expect("database");
     let serve = ServeArgs {
-        database_url: db.url.clone(),
-        tasks_database_url: None,
-
-        db_pooler: "none".into(),
-
-        tasks_db_pooler: None,
-
-        tasks_listen_url: None,
-
-        task_poll_ms: 1000,
         listen: "127.0.0.1:0".parse().expect("addr"),
         pool_size: 3,
         max_overflow: 2,
-        api_pool_timeout_ms: 2000,
-        api_request_timeout_ms: 10_000,
         statement_timeout_ms: 30_000,
-        assembly_workers: 2,
         assembly_step_ms: 20,
         task_lease_ms: 3000,
-        task_schema: "holdfast".into(),
         shutdown_grace_ms: 100,
+        ..ServeArgs::for_database(db.url.clone())
     };
     let service = Service::start(&serve).await.expect("service starts");
     // Somebody else's session, left inside a transaction.

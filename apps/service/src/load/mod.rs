@@ -377,16 +377,6 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
         .map_err(|e| e.to_string())?;
     let request_timeout_ms = 3000;
     let serve = ServeArgs {
-        database_url: target.through(proxy.port()),
-        tasks_database_url: None,
-
-        db_pooler: "none".into(),
-
-        tasks_db_pooler: None,
-
-        tasks_listen_url: None,
-
-        task_poll_ms: 1000,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         pool_size: 4,
         max_overflow: 4,
@@ -396,8 +386,8 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
         assembly_workers: args.assemblies,
         assembly_step_ms: args.step_ms,
         task_lease_ms: 3000,
-        task_schema: "holdfast".into(),
         shutdown_grace_ms: 2000,
+        ..ServeArgs::for_database(target.through(proxy.port()))
     };
     let service = Service::start(&serve).await?;
     println!(
