@@ -4,6 +4,7 @@
 mod affinity;
 mod api_latency;
 mod contenders;
+mod cpu;
 mod pooler_cost;
 mod pools;
 mod proxy_faults;

@@ -1,12 +1,15 @@
 //! No-op tasks per second, claim to succeeded, against the same SQL run by pgbench with no
 //! framework around it, with the same number of connections, in one run.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
 use holdfast_tasks::{Queue, TaskState, Worker, WorkerConfig};
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 
+use crate::cpu::Cpu;
 use crate::stats::{median, quantile};
 
 /// Options of the task benchmark.
@@ -38,10 +41,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "{:<10}{:>16}{:>16}{:>12}{:>18}",
         "workers", "holdfast t/s", "pgbench t/s", "ratio", "ratio p10..p90"
     );
+    let mut cpu_lines = Vec::new();
     for &n in &args.workers {
         let schema = format!("bench_{n}");
         let mut rates = [Vec::new(), Vec::new()];
         let mut ratios = Vec::new();
+        // Microseconds of CPU per task: the client's own, and the whole machine's.
+        let mut client_us = [Vec::new(), Vec::new()];
+        let mut machine_us = [Vec::new(), Vec::new()];
         runtime.block_on(async {
             let admin = pool(&cluster.url(), 2)?;
             let queue = Queue::new(&schema)?;
@@ -51,11 +58,17 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let mut this = [0.0; 2];
                 for i in order {
                     fill(&cluster, &schema, args.tasks)?;
+                    let before = Cpu::now();
                     this[i] = if i == 0 {
                         run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?
                     } else {
                         tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?
                     };
+                    let used = Cpu::now().since(&before);
+                    let client = if i == 0 { used.own } else { used.children };
+                    let per_task = |d: Duration| d.as_secs_f64() * 1e6 / args.tasks as f64;
+                    client_us[i].push(per_task(client));
+                    machine_us[i].push(per_task(used.machine));
                     rates[i].push(this[i]);
                 }
                 ratios.push(this[0] / this[1]);
@@ -71,6 +84,22 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             quantile(&mut ratios, 0.1),
             quantile(&mut ratios, 0.9)
         );
+        cpu_lines.push(format!(
+            "{:<10}{:>16.1}{:>16.1}{:>16.1}{:>16.1}",
+            n,
+            median(&mut client_us[0]),
+            median(&mut client_us[1]),
+            median(&mut machine_us[0]),
+            median(&mut machine_us[1])
+        ));
+    }
+    println!("\nCPU per task in microseconds (medians; the machine's includes the server and any neighbour)");
+    println!(
+        "{:<10}{:>16}{:>16}{:>16}{:>16}",
+        "workers", "holdfast client", "pgbench client", "machine (hf)", "machine (pgb)"
+    );
+    for line in cpu_lines {
+        println!("{line}");
     }
     Ok(())
 }
@@ -110,20 +139,25 @@ async fn run_holdfast(
     // The same number of connections as pgbench's clients carry claims and final writes.
     let control = pool(&cluster.url(), n)?;
     let work = pool(&cluster.url(), 1)?;
-    // Bodies count themselves, so that waiting for the end puts no load on the server while
-    // the workers run; only the last few final writes are then waited for in the table.
-    let ran = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let counter = std::sync::Arc::clone(&ran);
+    // Connected before the clock starts, as pgbench's figure leaves out its connecting.
+    let warm: Vec<_> = futures_util::future::try_join_all((0..n).map(|_| control.get())).await?;
+    drop(warm);
+    // Bodies count themselves, and the last one says so, so that waiting for the end puts no
+    // load on the server or the runtime while the workers run; only the last few final
+    // writes are then waited for in the table.
+    let counter = Arc::new(AtomicI64::new(0));
+    let all_ran = Arc::new(tokio::sync::Notify::new());
+    let last = Arc::clone(&all_ran);
     let start = Instant::now();
     let worker = Worker::new(queue.clone(), control, work, config)
         .handle("noop", move |_| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if counter.fetch_add(1, Ordering::Relaxed) + 1 == total {
+                last.notify_one();
+            }
             Box::pin(async { Ok(()) })
         })
         .spawn()?;
-    while ran.load(std::sync::atomic::Ordering::Relaxed) < total {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    all_ran.notified().await;
     let running = format!(
         "SELECT EXISTS (SELECT 1 FROM {s}.tasks WHERE state = 'running')",
         s = queue.schema()

@@ -74,6 +74,8 @@ pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Hand
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         tokio::select! {
+            // The body first: one that is done at once never arms the heartbeat timer.
+            biased;
             result = &mut work => break End::Done(result),
             _ = beat.tick() => {
                 let sent = Instant::now();
