@@ -19,6 +19,12 @@ pub enum Kind {
     Sqlx,
     /// tokio-postgres clients, no pool: tasks share `size` clients round-robin.
     Raw,
+    /// holdfast's `Pool::query`: single statements pipelined on shared connections (a row
+    /// of section (b)).
+    HoldfastQuery,
+    /// One tokio-postgres client shared by every task: what a pool's single connection
+    /// does at one task, without the pool (a diagnostic row of section (b)).
+    RawOne,
 }
 
 impl Kind {
@@ -39,6 +45,8 @@ impl Kind {
             Kind::Bb8 => "bb8",
             Kind::Sqlx => "sqlx",
             Kind::Raw => "raw (no pool)",
+            Kind::RawOne => "raw, one client",
+            Kind::HoldfastQuery => "holdfast pool.query",
         }
     }
 
@@ -51,11 +59,18 @@ impl Kind {
             Kind::Bb8 => "bb8",
             Kind::Sqlx => "sqlx",
             Kind::Raw => "raw",
+            Kind::RawOne => "raw-one",
+            Kind::HoldfastQuery => "holdfast-query",
         }
     }
 
+    /// holdfast's pool, used either way.
+    pub fn is_holdfast(self) -> bool {
+        matches!(self, Kind::Holdfast | Kind::HoldfastQuery)
+    }
+
     pub fn is_pool(self) -> bool {
-        self != Kind::Raw
+        !matches!(self, Kind::Raw | Kind::RawOne)
     }
 }
 
@@ -67,6 +82,7 @@ pub struct Raw {
 
 pub enum Contender {
     Holdfast(holdfast_pool::Pool),
+    HoldfastQuery(holdfast_pool::Pool),
     Deadpool(deadpool_postgres::Pool),
     Bb8(bb8::Pool<PostgresConnectionManager<NoTls>>),
     Sqlx(sqlx::PgPool),
@@ -90,13 +106,18 @@ impl Contender {
         let mut pg: tokio_postgres::Config = url.parse().map_err(err)?;
         pg.application_name(&app);
         Ok(match kind {
-            Kind::Holdfast => {
+            Kind::Holdfast | Kind::HoldfastQuery => {
                 let connect = ConnectConfig::from_url(url).map_err(err)?.application_name(&app);
                 let config = PoolConfig::new(connect)
                     .pool_size(size)
                     .max_overflow(0)
                     .pool_timeout(Duration::from_secs(30));
-                Contender::Holdfast(holdfast_pool::Pool::new(config).map_err(err)?)
+                let pool = holdfast_pool::Pool::new(config).map_err(err)?;
+                if kind == Kind::Holdfast {
+                    Contender::Holdfast(pool)
+                } else {
+                    Contender::HoldfastQuery(pool)
+                }
             }
             Kind::DeadpoolFast | Kind::DeadpoolVerified => {
                 let recycling_method = if kind == Kind::DeadpoolFast {
@@ -133,9 +154,10 @@ impl Contender {
                     .map_err(err)?;
                 Contender::Sqlx(pool)
             }
-            Kind::Raw => {
+            Kind::Raw | Kind::RawOne => {
                 let mut clients = Vec::new();
                 let mut statements = Vec::new();
+                let size = if kind == Kind::RawOne { 1 } else { size };
                 for _ in 0..size {
                     let (client, connection) = pg.connect(NoTls).await.map_err(err)?;
                     tokio::spawn(connection);
@@ -154,7 +176,7 @@ impl Contender {
     /// Takes a connection and gives it back, no query.
     pub async fn acquire_release(&self) -> BenchResult<()> {
         match self {
-            Contender::Holdfast(p) => p.get().await.map(drop).map_err(err),
+            Contender::Holdfast(p) | Contender::HoldfastQuery(p) => p.get().await.map(drop).map_err(err),
             Contender::Deadpool(p) => p.get().await.map(drop).map_err(err),
             Contender::Bb8(p) => p.get().await.map(drop).map_err(err),
             Contender::Sqlx(p) => p.acquire().await.map(drop).map_err(err),
@@ -172,6 +194,7 @@ impl Contender {
                 let stmt = conn.prepare_cached("SELECT 1").await.map_err(err)?;
                 conn.query_one(&stmt, &[]).await.map(drop).map_err(err)
             }
+            Contender::HoldfastQuery(p) => p.query("SELECT 1", &[]).await.map(drop).map_err(err),
             Contender::Deadpool(p) => {
                 let conn = p.get().await.map_err(err)?;
                 let stmt = conn.prepare_cached("SELECT 1").await.map_err(err)?;
@@ -204,7 +227,7 @@ impl Contender {
     /// incident's mistake.
     pub async fn forget_a_transaction(&self) -> BenchResult<()> {
         match self {
-            Contender::Holdfast(p) => p
+            Contender::Holdfast(p) | Contender::HoldfastQuery(p) => p
                 .get()
                 .await
                 .map_err(err)?
@@ -254,7 +277,7 @@ impl Contender {
             Ok::<bool, String>(state.is_some_and(|s| s.starts_with("idle in transaction")))
         };
         match self {
-            Contender::Holdfast(p) => {
+            Contender::Holdfast(p) | Contender::HoldfastQuery(p) => {
                 let conn = p.get().await.map_err(err)?;
                 let pid: i32 = conn.query_one(sql, &[]).await.map_err(err)?.get(0);
                 check(pid).await
@@ -283,7 +306,7 @@ impl Contender {
 
     pub async fn close(self) {
         match self {
-            Contender::Holdfast(p) => {
+            Contender::Holdfast(p) | Contender::HoldfastQuery(p) => {
                 p.close().await;
             }
             Contender::Deadpool(p) => p.close(),

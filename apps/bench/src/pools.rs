@@ -89,11 +89,22 @@ async fn throughput(
     levels: &[usize],
     op: Op,
 ) -> BenchResult<()> {
-    let kinds: Vec<Kind> = args
+    let mut kinds: Vec<Kind> = args
         .kinds()
         .into_iter()
         .filter(|k| op == Op::SelectOne || k.is_pool())
         .collect();
+    if op == Op::SelectOne {
+        // Single statements pipelined on shared connections, holdfast's answer to raw
+        // clients shared by many tasks; and one raw client for all, which shows what of
+        // the gap to raw is that sharing rather than the pool.
+        if kinds.contains(&Kind::Holdfast) {
+            kinds.insert(1, Kind::HoldfastQuery);
+        }
+        if kinds.contains(&Kind::Raw) {
+            kinds.push(Kind::RawOne);
+        }
+    }
     let mut contenders = Vec::new();
     for kind in &kinds {
         contenders.push(Arc::new(
@@ -104,7 +115,7 @@ async fn throughput(
         "({section}) {title}: operations per second, median of {} rounds",
         args.rounds
     );
-    print!("{:<18}", "tasks");
+    print!("{:<22}", "tasks");
     for level in levels {
         print!("{:>11}", level);
     }
@@ -128,33 +139,41 @@ async fn throughput(
         }
     }
     for (k, kind) in kinds.iter().enumerate() {
-        print!("{:<18}", kind.name());
+        print!("{:<22}", kind.name());
         for rate in &table[k] {
             print!("{:>11.0}", rate);
         }
         println!();
     }
-    let Some(h) = kinds.iter().position(|k| *k == Kind::Holdfast) else {
-        return Ok(());
-    };
-    let holdfast = &table[h];
-    print!("{:<18}", "holdfast / best");
-    for li in 0..levels.len() {
-        let best = kinds
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| k.is_pool() && **k != Kind::Holdfast)
-            .map(|(i, _)| table[i][li])
-            .fold(0.0, f64::max);
-        print!("{:>11.3}", holdfast[li] / best);
-    }
-    println!();
-    if let Some(raw) = kinds.iter().position(|k| *k == Kind::Raw) {
-        print!("{:<18}", "holdfast / raw");
-        for li in 0..levels.len() {
-            print!("{:>11.3}", holdfast[li] / table[raw][li]);
+    let row = |kind: Kind| kinds.iter().position(|k| *k == kind);
+    let best_other: Vec<f64> = (0..levels.len())
+        .map(|li| {
+            kinds
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.is_pool() && !k.is_holdfast())
+                .map(|(i, _)| table[i][li])
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    for ours in [Kind::Holdfast, Kind::HoldfastQuery] {
+        let Some(h) = row(ours) else { continue };
+        let mut ratios = vec![("best other pool", best_other.clone())];
+        for raw in [Kind::Raw, Kind::RawOne] {
+            if let Some(r) = row(raw) {
+                ratios.push((raw.tag(), table[r].clone()));
+            }
         }
-        println!();
+        for (label, against) in ratios {
+            if against.iter().all(|v| *v == 0.0) {
+                continue;
+            }
+            print!("{:<22}", format!("{} / {label}", ours.tag()));
+            for li in 0..levels.len() {
+                print!("{:>11.3}", table[h][li] / against[li]);
+            }
+            println!();
+        }
     }
     println!();
     for c in contenders {

@@ -46,6 +46,10 @@ impl Pool {
         Pool { shared }
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Creates a pool from the environment (`DATABASE_URL`, `DB_POOL_SIZE`, ...).
     pub fn from_env() -> Result<Pool, PoolError> {
         Pool::new(PoolConfig::from_env()?)

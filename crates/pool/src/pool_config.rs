@@ -71,6 +71,13 @@ pub struct PoolConfig {
     /// Bound on waiting for connections in use when the pool closes
     /// (`DB_CLOSE_TIMEOUT_MS`, default 10000).
     pub close_timeout: Duration,
+    /// Statements in flight at once on one connection shared by [`Pool::query`] and
+    /// [`Pool::execute`]; more callers take another connection. 1 gives every statement a
+    /// connection of its own (`DB_PIPELINE_DEPTH`, default 8).
+    ///
+    /// [`Pool::query`]: crate::Pool::query
+    /// [`Pool::execute`]: crate::Pool::execute
+    pub pipeline_depth: usize,
     /// Name used in logs and metric labels (`DB_POOL_NAME`, default `default`).
     pub name: String,
 }
@@ -78,6 +85,9 @@ pub struct PoolConfig {
 /// Largest accepted `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`: beyond what any PostgreSQL server
 /// accepts as `max_connections`, so larger values are mistakes.
 pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Largest accepted `DB_PIPELINE_DEPTH`.
+const MAX_PIPELINE_DEPTH: usize = 1024;
 
 impl PoolConfig {
     /// Defaults (the incident's values) for connections described by `connect`.
@@ -100,6 +110,7 @@ impl PoolConfig {
             keepalive_interval: Some(Duration::from_secs(120)),
             reconnect_backoff_max: Duration::from_secs(2),
             close_timeout: Duration::from_secs(10),
+            pipeline_depth: 8,
             name: "default".to_string(),
         }
     }
@@ -265,6 +276,8 @@ impl PoolConfig {
                 false,
             )?
             .unwrap_or(defaults.close_timeout),
+            pipeline_depth: env::integer(source, "DB_PIPELINE_DEPTH", 8, 1, MAX_PIPELINE_DEPTH as u64)?
+                as usize,
             name: source
                 .get("DB_POOL_NAME")
                 .filter(|v| !v.is_empty())
@@ -357,6 +370,15 @@ impl PoolConfig {
         self
     }
 
+    /// Statements in flight at once on one shared connection ([`Pool::query`]); 1 turns
+    /// sharing off.
+    ///
+    /// [`Pool::query`]: crate::Pool::query
+    pub fn pipeline_depth(mut self, depth: usize) -> Self {
+        self.pipeline_depth = depth;
+        self
+    }
+
     /// Most connections open at once, counting those being opened.
     pub fn max_size(&self) -> usize {
         self.pool_size + self.max_overflow
@@ -407,6 +429,13 @@ impl PoolConfig {
                 name("DB_MIN_IDLE", "min_idle"),
                 self.min_idle.to_string(),
                 format!("at most the pool size ({})", self.pool_size),
+            );
+        }
+        if !(1..=MAX_PIPELINE_DEPTH).contains(&self.pipeline_depth) {
+            return invalid(
+                name("DB_PIPELINE_DEPTH", "pipeline_depth"),
+                self.pipeline_depth.to_string(),
+                format!("a whole number from 1 to {MAX_PIPELINE_DEPTH}"),
             );
         }
         if self.max_connecting == 0 {
@@ -489,8 +518,10 @@ mod tests {
             ("DB_RESET_QUERY", "DISCARD ALL"),
             ("DB_KEEPALIVE_INTERVAL", "0"),
             ("DB_APPLICATION_NAME", "api"),
+            ("DB_PIPELINE_DEPTH", "32"),
         ])
         .expect("config");
+        assert_eq!(c.pipeline_depth, 32);
         assert_eq!(
             (c.pool_size, c.max_overflow, c.min_idle, c.max_connecting),
             (8, 0, 2, 3)
@@ -520,6 +551,8 @@ mod tests {
             ("DB_POOL_RECYCLE", "soon", "(0 turns it off)"),
             ("DB_PRE_PING", "maybe", "one of auto, always, never"),
             ("DB_MIN_IDLE", "6", "at most the pool size (5)"),
+            ("DB_PIPELINE_DEPTH", "0", "a whole number from 1 to 1024"),
+            ("DB_PIPELINE_DEPTH", "deep", "a whole number from 1 to 1024"),
         ] {
             let err = PoolConfig::from_source(&[url, (var, value)])
                 .expect_err(var)

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::connection::Connection;
 use crate::internals::{CloseReason, Internals, Slot};
+use crate::pipelined::{Lanes, Outlook};
 use crate::pool_config::PoolConfig;
 use crate::pool_metrics::PoolMetrics;
 use crate::pooled::PooledConnection;
@@ -37,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) closed_one: Notify,
     /// Whether the warning about named statements behind a pooler was logged (once).
     warned_named: AtomicBool,
+    /// Connections shared by `Pool::query` and `Pool::execute`.
+    pub(crate) lanes: Lanes,
 }
 
 impl std::fmt::Debug for Shared {
@@ -58,6 +61,7 @@ impl Shared {
             next_slot: AtomicU64::new(0),
             runtime,
             closed_one: Notify::new(),
+            lanes: Lanes::default(),
             warned_named: AtomicBool::new(false),
         }
     }
@@ -82,6 +86,15 @@ impl Shared {
         self.internals
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What lanes may do now, given how many callers of `Pool::query` wait in the queue.
+    pub(crate) fn lane_outlook(&self, lane_waiters: usize) -> Outlook {
+        let g = self.lock();
+        Outlook {
+            may_join: !g.closed && g.waiters.len() <= lane_waiters,
+            has_room: !g.idle.is_empty() || g.total() < self.config.max_size(),
+        }
     }
 
     pub(crate) fn status(&self) -> PoolStatus {

@@ -1,0 +1,302 @@
+//! `Pool::query` and `Pool::execute`: one statement in autocommit, pipelined with other
+//! callers' statements on a connection they share, as tokio-postgres pipelines concurrent
+//! requests on one client.
+//!
+//! A shared connection is a *lane*: a connection taken from the pool like any other (so
+//! the size limit, FIFO fairness and the return path all apply), which callers join while
+//! it has fewer than `pipeline_depth` statements in flight. The last caller to leave gives
+//! it back. Only statements that cannot leave anything behind for the next statement on the
+//! connection run on a lane; everything else takes a connection of its own:
+//! - the statement must start with SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES or
+//!   TABLE (after comments): none of these can open a transaction block, so a caller can
+//!   never find itself inside someone else's transaction. Each statement has its own Sync,
+//!   so an error in one fails only that one.
+//! - a lane takes new statements for [`LANE_TERM`] at most, and none while anyone waits for
+//!   a connection of their own, so lanes drain and go back instead of holding connections
+//!   that others queue for.
+//! - a caller joins the least busy lane below `pipeline_depth`; when none is, it makes a new
+//!   lane while the pool has room, and otherwise joins the least busy lane anyway.
+//! - behind a transaction-mode pooler every statement takes a connection of its own.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use holdfast_wire::Liveness;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Row;
+
+use crate::error::PoolError;
+use crate::pool::Pool;
+use crate::pooled::PooledConnection;
+
+/// How long a lane takes new statements before it drains and goes back to the pool.
+pub const LANE_TERM: Duration = Duration::from_secs(1);
+
+/// Statement kinds that run on a shared connection: they cannot open a transaction block
+/// or leave one open.
+const SHAREABLE: [&str; 8] = [
+    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "WITH", "VALUES", "TABLE",
+];
+
+/// The pool's lanes.
+#[derive(Debug, Default)]
+pub(crate) struct Lanes {
+    lanes: Mutex<Vec<Lane>>,
+    next_id: AtomicU64,
+    /// Callers of `query`/`execute` waiting in the pool's queue for a connection to make a
+    /// lane of.
+    waiting: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Lane {
+    id: u64,
+    conn: Arc<PooledConnection>,
+    in_flight: usize,
+    taken: Instant,
+}
+
+impl Lanes {
+    fn lock(&self) -> MutexGuard<'_, Vec<Lane>> {
+        self.lanes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A caller's place on a lane; leaving (drop) gives the lane back when it was the last.
+struct Seat {
+    pool: Pool,
+    lane: u64,
+    conn: Arc<PooledConnection>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let lanes = &self.pool.shared().lanes;
+        let retired = {
+            let mut g = lanes.lock();
+            match g.iter().position(|l| l.id == self.lane) {
+                Some(i) => {
+                    g[i].in_flight -= 1;
+                    (g[i].in_flight == 0).then(|| g.swap_remove(i))
+                }
+                None => None,
+            }
+        };
+        // Outside the lock: the last reference going back runs the pool's return path.
+        drop(retired);
+    }
+}
+
+impl Pool {
+    /// Runs one statement in autocommit and returns its rows. Short statements from many
+    /// callers are pipelined on connections they share (see the crate README), which is
+    /// far cheaper than a connection each; statements that could leave state behind
+    /// (anything not starting with SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES or
+    /// TABLE) take a connection of their own. The statement is prepared once per
+    /// connection; the same `sql` must always come with the same parameter types.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, PoolError> {
+        if !self.shares(sql) {
+            return Ok(self.get().await?.query_cached(sql, params).await?);
+        }
+        let seat = self.seat().await?;
+        Ok(seat.conn.query_cached(sql, params).await?)
+    }
+
+    /// Like [`query`](Self::query), returning the number of rows affected.
+    pub async fn execute(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<u64, PoolError> {
+        if !self.shares(sql) {
+            return Ok(self.get().await?.execute_cached(sql, params).await?);
+        }
+        let seat = self.seat().await?;
+        Ok(seat.conn.execute_cached(sql, params).await?)
+    }
+
+    fn shares(&self, sql: &str) -> bool {
+        let config = self.config();
+        config.pipeline_depth > 1 && !config.connect.get_pooler().is_transaction() && shareable(sql)
+    }
+
+    /// A seat on the least busy lane that takes statements; or a new lane, made of a
+    /// connection taken like any other, while the pool has room; or, when it has none, the
+    /// least busy lane even past `pipeline_depth` (deeper pipelining beats queueing).
+    async fn seat(&self) -> Result<Seat, PoolError> {
+        let shared = self.shared();
+        let depth = self.config().pipeline_depth;
+        let outlook = shared.lane_outlook(shared.lanes.waiting.load(Ordering::Relaxed));
+        if outlook.may_join {
+            let now = Instant::now();
+            let mut g = shared.lanes.lock();
+            let best = g
+                .iter_mut()
+                .filter(|l| {
+                    now.duration_since(l.taken) < LANE_TERM
+                        && !l.conn.is_closed()
+                        && l.conn.state().liveness() == Liveness::Open
+                })
+                .min_by_key(|l| l.in_flight)
+                .filter(|l| l.in_flight < depth || !outlook.has_room);
+            if let Some(lane) = best {
+                lane.in_flight += 1;
+                return Ok(Seat {
+                    pool: self.clone(),
+                    lane: lane.id,
+                    conn: Arc::clone(&lane.conn),
+                });
+            }
+        }
+        let conn = {
+            let _waiting = Waiting::new(&shared.lanes.waiting);
+            Arc::new(self.get().await?)
+        };
+        let id = shared.lanes.next_id.fetch_add(1, Ordering::Relaxed);
+        shared.lanes.lock().push(Lane {
+            id,
+            conn: Arc::clone(&conn),
+            in_flight: 1,
+            taken: Instant::now(),
+        });
+        Ok(Seat {
+            pool: self.clone(),
+            lane: id,
+            conn,
+        })
+    }
+}
+
+/// What the pool allows lanes right now.
+pub(crate) struct Outlook {
+    /// Nobody but callers of `query`/`execute` waits for a connection, and the pool is
+    /// open: lanes may take more statements. Otherwise they drain and go back.
+    pub(crate) may_join: bool,
+    /// An idle connection, or room to open one.
+    pub(crate) has_room: bool,
+}
+
+/// Counts a caller of `query`/`execute` waiting in the pool's queue, for as long as it waits
+/// (cancellation included).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether `sql` is a statement that may share a connection: its first keyword, after
+/// whitespace and comments, is one of [`SHAREABLE`].
+pub(crate) fn shareable(sql: &str) -> bool {
+    let first: String = skip_comments(sql)
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    SHAREABLE.iter().any(|k| k.eq_ignore_ascii_case(&first))
+}
+
+/// `sql` from its first token: leading whitespace, `--` comments and (nested) `/* */`
+/// comments removed. An unterminated comment leaves nothing.
+fn skip_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if sql.starts_with("/*") {
+            let mut depth = 0usize;
+            let mut end = None;
+            let bytes = sql.as_bytes();
+            let mut i = 0;
+            while i + 1 < bytes.len() {
+                match (bytes[i], bytes[i + 1]) {
+                    (b'/', b'*') => {
+                        depth += 1;
+                        i += 2;
+                    }
+                    (b'*', b'/') => {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            end = Some(i);
+                            break;
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            match end {
+                Some(e) => sql = &sql[e..],
+                None => return "",
+            }
+        } else {
+            return sql;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shareable;
+
+    #[test]
+    fn only_statements_that_cannot_open_a_transaction_share() {
+        for sql in [
+            "SELECT 1",
+            "  select $1::int",
+            "INSERT INTO t VALUES (1)",
+            "update t set x = 1",
+            "DELETE FROM t",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "VALUES (1)",
+            "TABLE t",
+            "MERGE INTO t USING s ON true WHEN MATCHED THEN DO NOTHING",
+            "-- a comment\nSELECT 1",
+            "/* a /* nested */ comment */ SELECT 1",
+            "\n\t/* x */ -- y\n insert into t default values",
+            "SELECT\n1",
+            "SELECT(1)",
+        ] {
+            assert!(shareable(sql), "{sql:?} should share");
+        }
+        for sql in [
+            "BEGIN",
+            "begin; select 1",
+            "START TRANSACTION",
+            "COMMIT",
+            "END",
+            "ROLLBACK",
+            "ABORT",
+            "SAVEPOINT a",
+            "SET search_path = x",
+            "RESET ALL",
+            "LISTEN ch",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "CALL p()",
+            "DO $$ BEGIN END $$",
+            "COPY t FROM STDIN",
+            "LOCK t",
+            "PREPARE TRANSACTION 'x'",
+            "DISCARD ALL",
+            "CREATE TEMP TABLE t (x int)",
+            "/* SELECT */ BEGIN",
+            "-- SELECT\nBEGIN",
+            "/* unterminated SELECT 1",
+            "-- only a comment",
+            "",
+            "   ",
+            "SELECTX 1",
+            "selected",
+        ] {
+            assert!(!shareable(sql), "{sql:?} should not share");
+        }
+    }
+}

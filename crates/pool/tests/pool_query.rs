@@ -1,0 +1,303 @@
+//! `Pool::query` / `Pool::execute` against a real PostgreSQL: single statements pipelined on
+//! shared connections, and nothing one caller does reaches another.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use holdfast_pool::{Pool, PoolError};
+use support::{admin, assert_no_idle_in_transaction, config_for, eventually, BOUND};
+use tokio_postgres::types::Type;
+
+fn cluster() -> &'static holdfast_tempdb::TempCluster {
+    holdfast_tempdb::shared().expect("shared cluster")
+}
+
+fn pool_of(test: &str, size: usize) -> Pool {
+    Pool::new(config_for(cluster(), test).pool_size(size).max_overflow(0)).expect("pool")
+}
+
+fn sqlstate(e: &PoolError) -> Option<String> {
+    match e {
+        PoolError::Database(db) => db.code().map(|c| c.code().to_string()),
+        _ => None,
+    }
+}
+
+type Answer = tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>, PoolError>>;
+
+/// Creates table `t`, locks it from another session and starts a caller whose statement
+/// waits on that lock: the pool's one connection stays busy (a statement in flight) until
+/// the returned session commits.
+async fn busy_connection(pool: &Pool) -> (holdfast_pool::Connection, Answer) {
+    pool.execute("CREATE TABLE t (x int)", &[]).await.expect("create");
+    let locker = admin(pool).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let a = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.query("SELECT count(*) FROM t", &[]).await }
+    });
+    let app = pool.config().connect.get_application_name().to_string();
+    let watcher = admin(pool).await;
+    eventually("the first caller waits on the lock", || async {
+        watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&app],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    (locker, a)
+}
+
+#[tokio::test]
+async fn a_second_caller_is_pipelined_on_the_busy_connection_instead_of_queueing() {
+    let pool = pool_of("query-pipelined", 1);
+    let (locker, a) = busy_connection(&pool).await;
+    // B, polled once: it joins A's connection and sends its statement behind A's.
+    let b = pool.query("SELECT $1::int", &[(&7i32, Type::INT4)]);
+    futures_util::pin_mut!(b);
+    assert!(
+        b.as_mut().now_or_never().is_none(),
+        "B waits for A's answer first"
+    );
+    let status = pool.status();
+    assert_eq!(
+        (status.in_use, status.waiting),
+        (1, 0),
+        "B shares the one connection instead of queueing for it: {status}"
+    );
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    let rows = a.await.expect("A's task").expect("A");
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+    let rows = tokio::time::timeout(BOUND, b)
+        .await
+        .expect("B in time")
+        .expect("B");
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
+    assert_eq!(pool.status().in_use, 0, "the shared connection went back");
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn a_begin_never_joins_a_shared_connection() {
+    for begin in ["BEGIN", "  /* comment */ begin", "-- c\nSTART TRANSACTION"] {
+        let pool = pool_of("query-begin", 1);
+        let (locker, a) = busy_connection(&pool).await;
+        // A BEGIN and then an INSERT, each polled once while the connection is busy: had
+        // the BEGIN been pipelined on it, the INSERT behind it would run inside that
+        // transaction and be rolled back when the connection went back.
+        let begin_f = pool.execute(begin, &[]);
+        let insert_f = pool.execute("INSERT INTO t VALUES (1)", &[]);
+        futures_util::pin_mut!(begin_f, insert_f);
+        assert!(begin_f.as_mut().now_or_never().is_none());
+        assert!(insert_f.as_mut().now_or_never().is_none());
+        locker.batch_execute("COMMIT").await.expect("unlock");
+        a.await.expect("A's task").expect("A");
+        let (began, inserted) = tokio::time::timeout(BOUND, async { tokio::join!(begin_f, insert_f) })
+            .await
+            .expect("in time");
+        began.expect("begin");
+        inserted.expect("insert");
+        let other = admin(&pool).await;
+        let rows: i64 = other
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(rows, 1, "{begin:?}: the insert ran in autocommit and committed");
+        assert_no_idle_in_transaction(&pool).await;
+    }
+}
+
+#[tokio::test]
+async fn several_statements_in_one_string_are_refused() {
+    let pool = pool_of("query-multi", 1);
+    let refused = pool.query("SELECT 1; BEGIN", &[]).await;
+    assert_eq!(
+        refused.as_ref().err().and_then(sqlstate).as_deref(),
+        Some("42601"),
+        "{refused:?}"
+    );
+    assert_eq!(pool.status().in_use, 0);
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn many_callers_on_few_connections_each_get_their_own_answer() {
+    let pool = pool_of("query-many", 2);
+    let mut tasks = Vec::new();
+    for i in 0..400i32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let rows = pool
+                .query("SELECT $1::int, pg_backend_pid()", &[(&i, Type::INT4)])
+                .await
+                .expect("query");
+            (i, rows[0].get::<_, i32>(0))
+        }));
+    }
+    for task in tasks {
+        let (sent, got) = task.await.expect("task");
+        assert_eq!(sent, got, "an answer went to the wrong caller");
+    }
+    let status = pool.status();
+    assert!(status.open <= 2, "never more than the pool's size: {status}");
+    assert_eq!(status.in_use, 0, "every shared connection went back: {status}");
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn an_error_fails_only_its_own_statement() {
+    let pool = pool_of("query-errors", 1);
+    let mut tasks = Vec::new();
+    for i in 0..200i32 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let divisor = if i % 10 == 0 { 0 } else { 1 };
+            let result = pool
+                .query(
+                    "SELECT $1::int / $2::int",
+                    &[(&i, Type::INT4), (&divisor, Type::INT4)],
+                )
+                .await;
+            (i, result)
+        }));
+    }
+    for task in tasks {
+        let (i, result) = task.await.expect("task");
+        if i % 10 == 0 {
+            let code = result.as_ref().err().and_then(sqlstate);
+            assert_eq!(code.as_deref(), Some("22012"), "division by zero for {i}");
+        } else {
+            let rows = result.unwrap_or_else(|e| panic!("statement {i} failed: {e}"));
+            assert_eq!(rows[0].get::<_, i32>(0), i);
+        }
+    }
+    assert_eq!(pool.status().in_use, 0);
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn terminated_backends_cost_callers_nothing_once_seen() {
+    let pool = pool_of("query-terminate", 4);
+    let mut warm = Vec::new();
+    for _ in 0..64 {
+        let pool = pool.clone();
+        warm.push(tokio::spawn(async move { pool.query("SELECT 1", &[]).await }));
+    }
+    for w in warm {
+        w.await.expect("task").expect("warm-up");
+    }
+    let app = pool.config().connect.get_application_name().to_string();
+    let other = admin(&pool).await;
+    let killed: i64 = other
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(killed >= 1, "the pool had connections to terminate");
+    eventually("the terminated sessions are gone", || async {
+        other
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .await
+            .expect("count")
+            .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move { pool.query("SELECT 1", &[]).await }));
+    }
+    let mut errors = Vec::new();
+    for t in tasks {
+        if let Err(e) = t.await.expect("task") {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(errors.is_empty(), "callers saw errors: {errors:?}");
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn cancelled_callers_lose_no_connection_and_no_capacity() {
+    let pool = pool_of("query-cancel", 2);
+    let mut tasks = Vec::new();
+    for i in 0..2000u64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            // Dropped at a random point: before, while or after its statement is sent.
+            let give_up = Duration::from_micros(fastrand::u64(0..2000));
+            let _ = tokio::time::timeout(
+                give_up,
+                pool.query("SELECT $1::int8", &[(&(i as i64), Type::INT8)]),
+            )
+            .await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let rows = tokio::time::timeout(BOUND, pool.query("SELECT 42", &[]))
+        .await
+        .expect("in time")
+        .expect("query after cancellations");
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    eventually("every connection is back", || async {
+        let s = pool.status();
+        s.in_use == 0 && s.open <= 2
+    })
+    .await;
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn a_caller_of_get_is_served_while_shared_statements_keep_coming() {
+    let pool = pool_of("query-fair", 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..16 {
+        let (pool, stop) = (pool.clone(), Arc::clone(&stop));
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                pool.query("SELECT 1", &[]).await.expect("shared statement");
+                n += 1;
+            }
+            n
+        }));
+    }
+    // Let the shared statements run before asking for the only connection.
+    eventually("the shared load is running", || async {
+        pool.status().in_use == 1
+    })
+    .await;
+    let conn = pool.get().await.expect("an exclusive caller is served");
+    conn.batch_execute("SELECT 1").await.expect("use it");
+    drop(conn);
+    stop.store(true, Ordering::Relaxed);
+    let mut ran = 0;
+    for l in load {
+        ran += l.await.expect("load task");
+    }
+    assert!(ran > 0, "the shared load ran");
+    assert_no_idle_in_transaction(&pool).await;
+}
