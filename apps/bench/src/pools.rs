@@ -115,7 +115,7 @@ async fn throughput(
         "({section}) {title}: operations per second, median of {} rounds",
         args.rounds
     );
-    print!("{:<22}", "tasks");
+    print!("{:<34}", "tasks");
     for level in levels {
         print!("{:>11}", level);
     }
@@ -139,7 +139,7 @@ async fn throughput(
         }
     }
     for (k, kind) in kinds.iter().enumerate() {
-        print!("{:<22}", kind.name());
+        print!("{:<34}", kind.name());
         for rate in &table[k] {
             print!("{:>11.0}", rate);
         }
@@ -168,7 +168,7 @@ async fn throughput(
             if against.iter().all(|v| *v == 0.0) {
                 continue;
             }
-            print!("{:<22}", format!("{} / {label}", ours.tag()));
+            print!("{:<34}", format!("{} / {label}", ours.tag()));
             for li in 0..levels.len() {
                 print!("{:>11.3}", table[h][li] / against[li]);
             }
