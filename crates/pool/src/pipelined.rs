@@ -150,7 +150,7 @@ impl Pool {
             }
         }
         let conn = {
-            let _waiting = Waiting::new(&shared.lanes.waiting);
+            let _queued = Queued::new(&shared.lanes.waiting);
             Arc::new(self.get().await?)
         };
         let id = shared.lanes.next_id.fetch_add(1, Ordering::Relaxed);
@@ -179,16 +179,16 @@ pub(crate) struct Outlook {
 
 /// Counts a caller of `query`/`execute` waiting in the pool's queue, for as long as it waits
 /// (cancellation included).
-struct Waiting<'a>(&'a AtomicUsize);
+struct Queued<'a>(&'a AtomicUsize);
 
-impl<'a> Waiting<'a> {
+impl<'a> Queued<'a> {
     fn new(count: &'a AtomicUsize) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
-        Waiting(count)
+        Queued(count)
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
