@@ -122,6 +122,19 @@ pub(crate) struct Internals {
     pub(crate) leases: HashMap<u64, Lease>,
 }
 
+/// The size settings `connects_wanted` works within (from the pool's configuration).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// pool_size + max_overflow.
+    pub max_size: usize,
+    /// The size kept; min_idle warm-up stays within it.
+    pub pool_size: usize,
+    /// Connects at a time.
+    pub max_connecting: usize,
+    /// Idle connections kept warm.
+    pub min_idle: usize,
+}
+
 impl Internals {
     /// Connections that exist or are being opened: never above the pool's maximum.
     pub(crate) fn total(&self) -> usize {
@@ -185,11 +198,21 @@ impl Internals {
     }
 
     /// How many more connections the current demand calls for, within the limits.
-    pub(crate) fn connects_wanted(&self, max_size: usize, max_connecting: usize, min_idle: usize) -> usize {
-        // Waiters not yet covered by connects in progress, or the warm-up shortfall.
+    pub(crate) fn connects_wanted(&self, limits: Limits) -> usize {
+        let Limits {
+            max_size,
+            pool_size,
+            max_connecting,
+            min_idle,
+        } = limits;
+        // Waiters not yet covered by connects in progress, or the warm-up shortfall. Warm-up
+        // never reaches into overflow: an overflow connection is closed when it comes back
+        // to an idle set at pool_size, so opening one for min_idle would only churn.
         let live = self.opening.saturating_sub(self.stalled);
         let for_waiters = self.waiters.len().saturating_sub(live);
-        let for_min_idle = min_idle.saturating_sub(self.idle.len() + live);
+        let for_min_idle = min_idle
+            .saturating_sub(self.idle.len() + live)
+            .min(pool_size.saturating_sub(self.total()));
         let wanted = for_waiters.max(for_min_idle);
         let room = max_size.saturating_sub(self.total());
         let slots = max_connecting.saturating_sub(live);
@@ -225,34 +248,59 @@ pub(crate) fn backoff(failures: u32, max: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    fn limits(max_size: usize, max_connecting: usize, min_idle: usize) -> Limits {
+        Limits {
+            max_size,
+            pool_size: 5,
+            max_connecting,
+            min_idle,
+        }
+    }
+
     #[test]
     fn connects_wanted_respects_every_limit() {
         let mut i = Internals::default();
-        assert_eq!(i.connects_wanted(15, 2, 0), 0, "no demand");
+        assert_eq!(i.connects_wanted(limits(15, 2, 0)), 0, "no demand");
         for _ in 0..5 {
             let (tx, _rx) = oneshot::channel();
             i.enqueue(tx, Location::caller(), false);
         }
-        assert_eq!(i.connects_wanted(15, 2, 0), 2, "max_connecting");
+        assert_eq!(i.connects_wanted(limits(15, 2, 0)), 2, "max_connecting");
         i.opening = 2;
-        assert_eq!(i.connects_wanted(15, 2, 0), 0);
+        assert_eq!(i.connects_wanted(limits(15, 2, 0)), 0);
         i.stalled = 2;
         assert_eq!(
-            i.connects_wanted(15, 2, 0),
+            i.connects_wanted(limits(15, 2, 0)),
             2,
             "stalled connects leave max_connecting free"
         );
-        assert_eq!(i.connects_wanted(4, 2, 0), 2, "but count against the maximum");
-        assert_eq!(i.connects_wanted(3, 2, 0), 1);
+        assert_eq!(
+            i.connects_wanted(limits(4, 2, 0)),
+            2,
+            "but count against the maximum"
+        );
+        assert_eq!(i.connects_wanted(limits(3, 2, 0)), 1);
         i.stalled = 0;
         i.opening = 0;
         i.open = 14;
-        assert_eq!(i.connects_wanted(15, 2, 0), 1, "room left under the maximum");
+        assert_eq!(
+            i.connects_wanted(limits(15, 2, 0)),
+            1,
+            "room left under the maximum"
+        );
         i.open = 15;
-        assert_eq!(i.connects_wanted(15, 2, 0), 0);
+        assert_eq!(i.connects_wanted(limits(15, 2, 0)), 0);
         i.waiters.clear();
         i.open = 0;
-        assert_eq!(i.connects_wanted(15, 2, 3), 2, "warm-up to min_idle");
+        assert_eq!(i.connects_wanted(limits(15, 2, 3)), 2, "warm-up to min_idle");
+        i.open = 4;
+        assert_eq!(
+            i.connects_wanted(limits(15, 2, 3)),
+            1,
+            "warm-up stops at pool_size (5), all four in use"
+        );
+        i.open = 5;
+        assert_eq!(i.connects_wanted(limits(15, 2, 3)), 0, "never into overflow");
     }
 
     #[test]

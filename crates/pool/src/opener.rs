@@ -30,7 +30,9 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
         let mut g = shared.lock();
         let c = &shared.config;
         let others = g.opening.saturating_sub(g.stalled + 1);
-        let wanted = g.waiters.len() > others || g.idle.len() + others < c.min_idle;
+        // (This attempt is counted in `total`: warm-up stays within pool_size.)
+        let warm_up = g.idle.len() + others < c.min_idle && g.total() <= c.pool_size;
+        let wanted = g.waiters.len() > others || warm_up;
         if g.closed || !wanted {
             g.opening -= 1;
             return;

@@ -48,7 +48,8 @@ pub struct PoolConfig {
     /// Idle connections above `min_idle` are closed after this long unused; `None` keeps them
     /// (`DB_IDLE_TIMEOUT` seconds, default 600, 0 = never).
     pub idle_timeout: Option<Duration>,
-    /// Idle connections kept open and warm (`DB_MIN_IDLE`, default 0, at most `pool_size`).
+    /// Idle connections kept open and warm (`DB_MIN_IDLE`, default 0, at most `pool_size`);
+    /// the warm-up opens connections only while fewer than `pool_size` are open.
     pub min_idle: usize,
     /// Connects in progress at once, at most (`DB_MAX_CONNECTING`, default 2).
     pub max_connecting: usize,
@@ -322,7 +323,7 @@ impl PoolConfig {
         self
     }
 
-    /// Idle connections kept warm.
+    /// Idle connections kept warm; the warm-up stays within `pool_size`.
     pub fn min_idle(mut self, n: usize) -> Self {
         self.min_idle = n;
         self

@@ -252,7 +252,12 @@ impl Shared {
             return;
         }
         let c = &self.config;
-        let n = g.connects_wanted(c.max_size(), c.max_connecting, c.min_idle);
+        let n = g.connects_wanted(crate::internals::Limits {
+            max_size: c.max_size(),
+            pool_size: c.pool_size,
+            max_connecting: c.max_connecting,
+            min_idle: c.min_idle,
+        });
         let delay = g.backoff_remaining(Instant::now());
         for _ in 0..n {
             g.opening += 1;
