@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use holdfast_wire::{Direction, Framer, Tag};
+use holdfast_wire::{Direction, Framer, Tag, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -51,11 +51,23 @@ async fn relay(client: TcpStream, server: TcpStream, requests: Arc<AtomicU64>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let _ = framer.feed(&buf[..n], |frame| {
+            let mut negotiating = false;
+            let fed = framer.feed(&buf[..n], |frame| {
                 if matches!(frame.tag, Tag::Typed(b'Q' | b'S' | b'F')) {
                     requests.fetch_add(1, Ordering::Relaxed);
                 }
+                negotiating |= matches!(frame.startup_code(), Some(SSL_REQUEST_CODE | GSSENC_REQUEST_CODE));
             });
+            if fed.is_err() {
+                // Miscounting silently would print a wrong figure: stop relaying instead,
+                // so the benchmark fails on the dropped connection.
+                break;
+            }
+            if negotiating {
+                // The servers benchmarked here decline encryption ('N'), after which the
+                // client sends its StartupMessage in the clear.
+                framer.expect_startup_packet();
+            }
             if server_w.write_all(&buf[..n]).await.is_err() {
                 break;
             }

@@ -204,43 +204,13 @@ fn run_pgbench(
     let schema = queue.schema();
     let path = std::env::temp_dir().join(format!("holdfast-bench-{schema}.sql"));
     std::fs::write(&path, script)?;
-    let per_client = total / clients as i64;
-    let pgbench = holdfast_tempdb::PgBin::find()?.program("pgbench");
-    let out = std::process::Command::new(pgbench)
-        .args([
-            "-n",
-            "-M",
-            "prepared",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &cluster.port().to_string(),
-            "-U",
-            "postgres",
-        ])
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-j",
-            &clients.min(2).to_string(),
-            "-t",
-            &per_client.to_string(),
-        ])
-        .arg("-f")
-        .arg(&path)
-        .arg("postgres")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text
-        .lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| {
-            format!(
-                "pgbench printed no tps: {text} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?;
-    Ok(tps)
+    crate::pgbench::tps(
+        cluster,
+        &crate::pgbench::Run {
+            script: &path,
+            protocol: "prepared",
+            clients,
+            transactions: (total / clients as i64) as usize,
+        },
+    )
 }

@@ -29,6 +29,17 @@ pub struct Args {
 
 /// The statement both contenders run, prepared once per connection.
 const INSERT: &str = "INSERT INTO items (key) VALUES ($1)";
+/// The same statement in the pgbench scripts.
+const PGBENCH_INSERT: &str = "INSERT INTO items (key) VALUES (1)";
+/// Transactions per pgbench run: enough to outweigh the program's start.
+const PGBENCH_TRANSACTIONS: usize = 2000;
+
+/// A fresh directory for the pgbench scripts.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("holdfast-bench-tx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
 
 async fn hand_written(pool: &Pool, n: usize) -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
@@ -79,9 +90,40 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         with_transaction(&pool, 100).await?;
         let tx_rt = (relay.requests() - before) as f64 / 100.0;
 
+        // The same SQL with no client library: what reading the xid costs the server alone.
+        let dir = tempfile_dir()?;
+        let plain = dir.join("plain.sql");
+        let with_xid = dir.join("with_xid.sql");
+        std::fs::write(&plain, format!("BEGIN;\n{PGBENCH_INSERT};\nCOMMIT;\n"))?;
+        std::fs::write(
+            &with_xid,
+            format!("BEGIN\\; SELECT pg_current_xact_id();\n{PGBENCH_INSERT};\nCOMMIT;\n"),
+        )?;
+        let pgbench = |script: &std::path::Path| {
+            crate::pgbench::tps(
+                &cluster,
+                &crate::pgbench::Run {
+                    script,
+                    protocol: "simple",
+                    clients: 1,
+                    transactions: PGBENCH_TRANSACTIONS,
+                },
+            )
+        };
+        let mut sql_rates = [Vec::new(), Vec::new()];
+        let mut sql_ratios = Vec::new();
+
         let mut rates = [Vec::new(), Vec::new()];
         let mut ratios = Vec::new();
         for round in 0..args.rounds {
+            let mut sql = [0.0; 2];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                sql[i] = pgbench(if i == 0 { &plain } else { &with_xid })?;
+                sql_rates[i].push(sql[i]);
+            }
+            sql_ratios.push(sql[1] / sql[0]);
+
             let mut this = [0.0; 2];
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for i in order {
@@ -124,6 +166,34 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             (1.0 - med) * 100.0,
             tx_rt - hand_rt
         );
+        println!(
+            "the same SQL in pgbench -M simple, no client library, {PGBENCH_TRANSACTIONS} per round:"
+        );
+        for (i, name) in ["BEGIN / INSERT / COMMIT", "BEGIN; SELECT pg_current_xact_id()"]
+            .iter()
+            .enumerate()
+        {
+            let r = &mut sql_rates[i];
+            println!(
+                "{name:<36}{:>8.0}{:>12.0}{:>12.0}",
+                median(r),
+                quantile(r, 0.1),
+                quantile(r, 0.9)
+            );
+        }
+        let sql_med = median(&mut sql_ratios);
+        println!(
+            "ratio with xid / without, per round: median {:.4} (p10 {:.4}, p90 {:.4}); the xid read costs the server {:+.2}%",
+            sql_med,
+            quantile(&mut sql_ratios, 0.1),
+            quantile(&mut sql_ratios, 0.9),
+            (1.0 - sql_med) * 100.0
+        );
+        println!(
+            "holdfast's own part (ratio of the ratios): cost {:+.2}%",
+            (1.0 - med / sql_med) * 100.0
+        );
+        std::fs::remove_dir_all(&dir)?;
         Ok(())
     })
 }
