@@ -52,10 +52,14 @@ async fn hand_written(pool: &Pool, n: usize) -> Result<(), Box<dyn std::error::E
     Ok(())
 }
 
-async fn with_transaction(pool: &Pool, n: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn with_transaction(
+    pool: &Pool,
+    n: usize,
+    options: TxOptions,
+) -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
         let key = i as i32;
-        pool.transaction(TxOptions::new(), move |tx| {
+        pool.transaction(options, move |tx| {
             Box::pin(async move {
                 tx.connection()
                     .execute_cached(INSERT, &[(&key, Type::INT4)])
@@ -80,15 +84,21 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let relay = Relay::start(cluster.port()).await?;
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port);
         let pool = Pool::new(PoolConfig::new(ConnectConfig::from_url(&url)?).pool_size(1).max_overflow(0))?;
+        let resolved = TxOptions::new();
+        let unresolved = TxOptions::new().without_commit_resolution();
         hand_written(&pool, 100).await?;
-        with_transaction(&pool, 100).await?;
+        with_transaction(&pool, 100, resolved).await?;
+        with_transaction(&pool, 100, unresolved).await?;
 
         let before = relay.requests();
         hand_written(&pool, 100).await?;
         let hand_rt = (relay.requests() - before) as f64 / 100.0;
         let before = relay.requests();
-        with_transaction(&pool, 100).await?;
+        with_transaction(&pool, 100, resolved).await?;
         let tx_rt = (relay.requests() - before) as f64 / 100.0;
+        let before = relay.requests();
+        with_transaction(&pool, 100, unresolved).await?;
+        let unresolved_rt = (relay.requests() - before) as f64 / 100.0;
 
         // The same SQL with no client library: what reading the xid costs the server alone.
         let dir = tempfile_dir()?;
@@ -113,8 +123,9 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut sql_rates = [Vec::new(), Vec::new()];
         let mut sql_ratios = Vec::new();
 
-        let mut rates = [Vec::new(), Vec::new()];
+        let mut rates = [Vec::new(), Vec::new(), Vec::new()];
         let mut ratios = Vec::new();
+        let mut unresolved_ratios = Vec::new();
         for round in 0..args.rounds {
             let mut sql = [0.0; 2];
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -124,19 +135,20 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             sql_ratios.push(sql[1] / sql[0]);
 
-            let mut this = [0.0; 2];
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for i in order {
+            let mut this = [0.0; 3];
+            for k in 0..3 {
+                let i = (round + k) % 3;
                 let start = Instant::now();
-                if i == 0 {
-                    hand_written(&pool, args.transactions).await?;
-                } else {
-                    with_transaction(&pool, args.transactions).await?;
+                match i {
+                    0 => hand_written(&pool, args.transactions).await?,
+                    1 => with_transaction(&pool, args.transactions, resolved).await?,
+                    _ => with_transaction(&pool, args.transactions, unresolved).await?,
                 }
                 this[i] = args.transactions as f64 / start.elapsed().as_secs_f64();
                 rates[i].push(this[i]);
             }
             ratios.push(this[1] / this[0]);
+            unresolved_ratios.push(this[2] / this[0]);
         }
         let pinning = if args.no_pin { "unpinned" } else { "client and server pinned to CPU 0" };
         println!(
@@ -144,9 +156,13 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             args.rounds, args.transactions
         );
         println!("{:<32}{:>12}{:>12}{:>12}{:>14}", "", "median tx/s", "p10", "p90", "round trips");
-        for (i, (name, rt)) in [("hand-written BEGIN/COMMIT", hand_rt), ("pool.transaction", tx_rt)]
-            .iter()
-            .enumerate()
+        for (i, (name, rt)) in [
+            ("hand-written BEGIN/COMMIT", hand_rt),
+            ("pool.transaction", tx_rt),
+            ("  without commit resolution", unresolved_rt),
+        ]
+        .iter()
+        .enumerate()
         {
             let r = &mut rates[i];
             println!(
@@ -165,6 +181,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             quantile(&mut ratios, 0.9),
             (1.0 - med) * 100.0,
             tx_rt - hand_rt
+        );
+        let unresolved_med = median(&mut unresolved_ratios);
+        println!(
+            "ratio without commit resolution / hand-written: median {:.4} (p10 {:.4}, p90 {:.4}); cost {:+.2}%",
+            unresolved_med,
+            quantile(&mut unresolved_ratios, 0.1),
+            quantile(&mut unresolved_ratios, 0.9),
+            (1.0 - unresolved_med) * 100.0
         );
         println!(
             "the same SQL in pgbench -M simple, no client library, {PGBENCH_TRANSACTIONS} per round:"
