@@ -10,7 +10,7 @@ use holdfast_wire::Observer;
 use tokio_postgres::{Client, NoTls};
 
 use crate::affinity;
-use crate::stats::{median, quantile};
+use crate::stats::Spread;
 
 /// Options of the tap benchmark.
 #[derive(Debug, clap::Args)]
@@ -87,23 +87,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{:<16} {:>12} {:>12} {:>12}", "contender", "median q/s", "p10 q/s", "p90 q/s");
         let mut medians = [0.0; 2];
         for (i, name) in ["tokio-postgres", "holdfast tap"].iter().enumerate() {
-            let r = &mut rates[i];
-            medians[i] = median(r);
-            println!(
-                "{:<16} {:>12.0} {:>12.0} {:>12.0}",
-                name,
-                medians[i],
-                quantile(r, 0.1),
-                quantile(r, 0.9)
-            );
+            let r = Spread::of(&mut rates[i]);
+            medians[i] = r.median;
+            println!("{name:<16} {:>12.0} {:>12.0} {:>12.0}", r.median, r.p10, r.p90);
         }
-        let med = median(&mut ratios);
+        let ratio = Spread::of(&mut ratios);
         println!(
-            "throughput ratio tap / plain, per round: median {:.4} (p10 {:.4}, p90 {:.4}); tap cost {:+.2}%",
-            med,
-            quantile(&mut ratios, 0.1),
-            quantile(&mut ratios, 0.9),
-            (1.0 - med) * 100.0
+            "throughput ratio tap / plain, per round: {ratio}; tap cost {:+.2}%",
+            ratio.cost_percent()
         );
         let snap = tapped[0].state().snapshot();
         println!(

@@ -11,7 +11,7 @@ use tokio_postgres::types::Type;
 
 use crate::affinity;
 use crate::relay::Relay;
-use crate::stats::{median, quantile};
+use crate::stats::Spread;
 
 /// Options of the transaction benchmark.
 #[derive(Debug, clap::Args)]
@@ -83,7 +83,11 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let relay = Relay::start(cluster.port()).await?;
         let url = format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port);
-        let pool = Pool::new(PoolConfig::new(ConnectConfig::from_url(&url)?).pool_size(1).max_overflow(0))?;
+        let pool = Pool::new(
+            PoolConfig::new(ConnectConfig::from_url(&url)?)
+                .pool_size(1)
+                .max_overflow(0),
+        )?;
         let resolved = TxOptions::new();
         let unresolved = TxOptions::new().without_commit_resolution();
         hand_written(&pool, 100).await?;
@@ -150,12 +154,19 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ratios.push(this[1] / this[0]);
             unresolved_ratios.push(this[2] / this[0]);
         }
-        let pinning = if args.no_pin { "unpinned" } else { "client and server pinned to CPU 0" };
+        let pinning = if args.no_pin {
+            "unpinned"
+        } else {
+            "client and server pinned to CPU 0"
+        };
         println!(
             "one-INSERT transactions on a pool of 1, {} rounds x {} each, alternating, {pinning}",
             args.rounds, args.transactions
         );
-        println!("{:<32}{:>12}{:>12}{:>12}{:>14}", "", "median tx/s", "p10", "p90", "round trips");
+        println!(
+            "{:<32}{:>12}{:>12}{:>12}{:>14}",
+            "", "median tx/s", "p10", "p90", "round trips"
+        );
         for (i, (name, rt)) in [
             ("hand-written BEGIN/COMMIT", hand_rt),
             ("pool.transaction", tx_rt),
@@ -164,58 +175,39 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .enumerate()
         {
-            let r = &mut rates[i];
+            let r = Spread::of(&mut rates[i]);
             println!(
                 "{name:<32}{:>12.0}{:>12.0}{:>12.0}{:>14.2}",
-                median(r),
-                quantile(r, 0.1),
-                quantile(r, 0.9),
-                rt
+                r.median, r.p10, r.p90, rt
             );
         }
-        let med = median(&mut ratios);
+        let tx = Spread::of(&mut ratios);
         println!(
-            "ratio transaction / hand-written, per round: median {:.4} (p10 {:.4}, p90 {:.4}); cost {:+.2}%; extra round trips {:+.2}",
-            med,
-            quantile(&mut ratios, 0.1),
-            quantile(&mut ratios, 0.9),
-            (1.0 - med) * 100.0,
+            "ratio transaction / hand-written, per round: {tx}; cost {:+.2}%; extra round trips {:+.2}",
+            tx.cost_percent(),
             tx_rt - hand_rt
         );
-        let unresolved_med = median(&mut unresolved_ratios);
+        let unresolved = Spread::of(&mut unresolved_ratios);
         println!(
-            "ratio without commit resolution / hand-written: median {:.4} (p10 {:.4}, p90 {:.4}); cost {:+.2}%",
-            unresolved_med,
-            quantile(&mut unresolved_ratios, 0.1),
-            quantile(&mut unresolved_ratios, 0.9),
-            (1.0 - unresolved_med) * 100.0
+            "ratio without commit resolution / hand-written: {unresolved}; cost {:+.2}%",
+            unresolved.cost_percent()
         );
-        println!(
-            "the same SQL in pgbench -M simple, no client library, {PGBENCH_TRANSACTIONS} per round:"
-        );
+        println!("the same SQL in pgbench -M simple, no client library, {PGBENCH_TRANSACTIONS} per round:");
         for (i, name) in ["BEGIN / INSERT / COMMIT", "BEGIN; SELECT pg_current_xact_id()"]
             .iter()
             .enumerate()
         {
-            let r = &mut sql_rates[i];
-            println!(
-                "{name:<36}{:>8.0}{:>12.0}{:>12.0}",
-                median(r),
-                quantile(r, 0.1),
-                quantile(r, 0.9)
-            );
+            let r = Spread::of(&mut sql_rates[i]);
+            println!("{name:<36}{:>8.0}{:>12.0}{:>12.0}", r.median, r.p10, r.p90);
         }
-        let sql_med = median(&mut sql_ratios);
+        let sql = Spread::of(&mut sql_ratios);
         println!(
-            "ratio with xid / without, per round: median {:.4} (p10 {:.4}, p90 {:.4}); the xid read costs the server {:+.2}%",
-            sql_med,
-            quantile(&mut sql_ratios, 0.1),
-            quantile(&mut sql_ratios, 0.9),
-            (1.0 - sql_med) * 100.0
+            "ratio with xid / without, per round: {sql}; the xid read costs the server {:+.2}%",
+            sql.cost_percent()
         );
         println!(
             "holdfast's own part (ratio of the ratios): cost {:+.2}%",
-            (1.0 - med / sql_med) * 100.0
+            (1.0 - tx.median / sql.median) * 100.0
         );
         std::fs::remove_dir_all(&dir)?;
         Ok(())
