@@ -52,6 +52,8 @@ impl From<PoolError> for ApiError {
             PoolError::Timeout { .. } | PoolError::Unavailable { .. } | PoolError::Closed { .. } => {
                 ApiError::Unavailable(format!("database unavailable: {e}"))
             }
+            // A statement the pool ran for the caller (`pool.query`): classified like any.
+            PoolError::Database(e) => e.into(),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -135,9 +135,10 @@ pub async fn create_episode(pool: &Pool, episode: NewEpisode) -> Result<i64, Api
 
 /// Reads an episode.
 pub async fn get_episode(pool: &Pool, id: i64) -> Result<Episode, ApiError> {
-    let conn = pool.get().await?;
-    let row = conn
-        .query_cached(
+    // One statement in autocommit: pipelined with other readers on a shared connection, so
+    // reads keep being served with few connections while assemblies hold theirs.
+    let row = pool
+        .query(
             "SELECT e.id, e.title, e.status, e.progress, e.output_path, e.task_id, e.error,
                     (SELECT count(*) FROM segments s WHERE s.episode_id = e.id),
                     (SELECT count(*) FROM transcript_lines t WHERE t.episode_id = e.id)
@@ -210,9 +211,8 @@ pub async fn intent_hints(pool: &Pool, q: &str) -> Result<Vec<(String, String)>,
     if q.chars().count() > 200 {
         return Err(ApiError::BadRequest("q: at most 200 characters".into()));
     }
-    let conn = pool.get().await?;
-    let rows = conn
-        .query_cached(
+    let rows = pool
+        .query(
             "SELECT phrase, intent FROM intent_hints
              WHERE phrase ILIKE '%' || $1 || '%' ORDER BY id LIMIT 20",
             &[(&q, Type::TEXT)],

@@ -9,6 +9,7 @@ use holdfast::pool::{ConnectConfig, PoolConfig};
 use holdfast::tasks::{Queue, TaskState};
 use holdfast::Pool;
 use holdfast_service::api::{app, AppState};
+use holdfast_service::api_error::ApiError;
 use holdfast_service::config::ServeArgs;
 use holdfast_service::serve::Service;
 use http_body_util::BodyExt;
@@ -404,4 +405,24 @@ async fn a_request_the_database_never_answers_is_cut_off_by_the_request_timeout(
         .expect("answered");
     assert_eq!(status, StatusCode::OK, "{body}");
     service.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_statement_the_pool_ran_is_classified_like_any_database_error() {
+    // `pool.query` reports a statement's failure as PoolError::Database: a server that went
+    // away mid-statement is a 503 (try again), a bad statement a 500, as from a connection.
+    let db = holdfast_tempdb::shared()
+        .expect("cluster")
+        .create_database()
+        .expect("database");
+    let pool = Pool::new(PoolConfig::new(ConnectConfig::from_url(&db.url).expect("url"))).expect("pool");
+    let terminated = pool
+        .query("SELECT pg_terminate_backend(pg_backend_pid())", &[])
+        .await
+        .expect_err("the backend ends itself");
+    let api_error: ApiError = terminated.into();
+    assert!(matches!(api_error, ApiError::Unavailable(_)), "{api_error:?}");
+    let division = pool.query("SELECT 1 / 0", &[]).await.expect_err("division by zero");
+    let api_error: ApiError = division.into();
+    assert!(matches!(api_error, ApiError::Internal(_)), "{api_error:?}");
 }
