@@ -78,6 +78,8 @@ pub(crate) struct Waiter {
     pub(crate) tx: oneshot::Sender<Result<PooledConnection, PoolError>>,
     /// Where the caller asked, for leak reports.
     pub(crate) location: &'static Location<'static>,
+    /// When the deadline keeper fails it with a timeout.
+    pub(crate) deadline: tokio::time::Instant,
 }
 
 /// The database could not be reached on the last attempt.
@@ -120,6 +122,8 @@ pub(crate) struct Internals {
     pub(crate) next_waiter: u64,
     /// Held connections by slot id, only when leak detection is on.
     pub(crate) leases: HashMap<u64, Lease>,
+    /// When the deadline keeper wakes next (`None`: it sleeps until told).
+    pub(crate) sweep_at: Option<tokio::time::Instant>,
 }
 
 /// The size settings `connects_wanted` works within (from the pool's configuration).
@@ -157,25 +161,50 @@ impl Internals {
         None
     }
 
-    /// Queues a waiter and returns its id.
+    /// Queues a waiter and returns its id, and whether the deadline keeper must be woken
+    /// (its next wake-up is later than this waiter's deadline, or it has none).
     pub(crate) fn enqueue(
         &mut self,
         tx: oneshot::Sender<Result<PooledConnection, PoolError>>,
         location: &'static Location<'static>,
         front: bool,
-    ) -> u64 {
+        deadline: tokio::time::Instant,
+    ) -> (u64, bool) {
         self.next_waiter += 1;
         let waiter = Waiter {
             id: self.next_waiter,
             tx,
             location,
+            deadline,
         };
+        let wake_keeper = self.sweep_at.is_none_or(|at| deadline < at);
+        if wake_keeper {
+            // Told once: later waiters with later deadlines need not wake it again.
+            self.sweep_at = Some(deadline);
+        }
         if front {
             self.waiters.push_front(waiter);
         } else {
             self.waiters.push_back(waiter);
         }
-        self.next_waiter
+        (self.next_waiter, wake_keeper)
+    }
+
+    /// Takes the waiters whose deadline has passed off the queue, and sets the keeper's next
+    /// wake-up to the earliest deadline left.
+    pub(crate) fn take_expired(&mut self, now: tokio::time::Instant) -> Vec<Waiter> {
+        let mut expired = Vec::new();
+        if self.waiters.iter().any(|w| w.deadline <= now) {
+            for waiter in std::mem::take(&mut self.waiters) {
+                if waiter.deadline <= now {
+                    expired.push(waiter);
+                } else {
+                    self.waiters.push_back(waiter);
+                }
+            }
+        }
+        self.sweep_at = self.waiters.iter().map(|w| w.deadline).min();
+        expired
     }
 
     /// Notes who holds connection `id`, for leak detection.
@@ -248,6 +277,35 @@ pub(crate) fn backoff(failures: u32, max: Duration) -> Duration {
 mod tests {
     use super::*;
 
+    fn later(secs: u64) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn the_deadline_keeper_is_woken_only_for_an_earlier_deadline() {
+        let mut i = Internals::default();
+        let now = tokio::time::Instant::now();
+        let mut ids = Vec::new();
+        for (secs, wake) in [(30, true), (31, false), (5, true), (40, false)] {
+            let (tx, rx) = oneshot::channel();
+            let (id, woken) = i.enqueue(tx, Location::caller(), false, now + Duration::from_secs(secs));
+            assert_eq!(woken, wake, "deadline in {secs} s");
+            ids.push((id, rx));
+        }
+        assert!(i.take_expired(now).is_empty());
+        assert_eq!(i.sweep_at, Some(now + Duration::from_secs(5)));
+        let gone: Vec<u64> = i
+            .take_expired(now + Duration::from_secs(31))
+            .iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(gone, [ids[0].0, ids[1].0, ids[2].0]);
+        assert_eq!(i.waiters.len(), 1);
+        assert_eq!(i.sweep_at, Some(now + Duration::from_secs(40)));
+        i.take_expired(now + Duration::from_secs(40));
+        assert_eq!(i.sweep_at, None, "nothing left to wake for");
+    }
+
     fn limits(max_size: usize, max_connecting: usize, min_idle: usize) -> Limits {
         Limits {
             max_size,
@@ -263,7 +321,7 @@ mod tests {
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 0, "no demand");
         for _ in 0..5 {
             let (tx, _rx) = oneshot::channel();
-            i.enqueue(tx, Location::caller(), false);
+            i.enqueue(tx, Location::caller(), false, later(30));
         }
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 2, "max_connecting");
         i.opening = 2;
@@ -319,8 +377,8 @@ mod tests {
         let mut i = Internals::default();
         let (a, _ra) = oneshot::channel();
         let (b, _rb) = oneshot::channel();
-        let ida = i.enqueue(a, Location::caller(), false);
-        let idb = i.enqueue(b, Location::caller(), false);
+        let (ida, _) = i.enqueue(a, Location::caller(), false, later(30));
+        let (idb, _) = i.enqueue(b, Location::caller(), false, later(30));
         i.dequeue(ida);
         assert_eq!(i.waiters.len(), 1);
         assert_eq!(i.waiters[0].id, idb);

@@ -4,6 +4,7 @@
 mod connect_config;
 mod connect_env;
 mod connection;
+mod deadlines;
 mod env;
 mod error;
 mod internals;

@@ -35,6 +35,7 @@ impl Pool {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| PoolError::NoRuntime)?;
         let shared = Arc::new(Shared::new(config, runtime));
         crate::maintenance::spawn(&shared);
+        crate::deadlines::spawn(&shared);
         if shared.config.min_idle > 0 {
             let mut g = shared.lock();
             shared.spawn_openers(&mut g);
@@ -185,13 +186,18 @@ impl Pool {
                 return Ok(PooledConnection::new(Arc::clone(shared), slot));
             }
             let (tx, rx) = oneshot::channel();
-            let id = g.enqueue(tx, location, front);
+            // No timer of our own: the pool's deadline keeper fails us at the deadline (one
+            // timer per pool instead of one per waiting caller).
+            let deadline =
+                *deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.pool_timeout);
+            let (id, wake_keeper) = g.enqueue(tx, location, front, deadline);
+            if wake_keeper {
+                shared.deadline_keeper.notify_one();
+            }
             shared.spawn_openers(&mut g);
             (id, rx)
         };
         self.close_expired(expired);
-        let deadline =
-            *deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.pool_timeout);
         let mut waiting = Waiting {
             shared,
             id,
@@ -199,29 +205,17 @@ impl Pool {
             served: false,
         };
         let received = match waiting.rx.as_mut() {
-            Some(rx) => tokio::time::timeout_at(deadline, rx).await,
-            None => return Err(self.timeout()),
+            Some(rx) => rx.await.ok(),
+            None => None,
         };
-        match received {
-            Ok(result) => {
-                // Whoever answered took us off the queue first.
-                waiting.served = true;
-                result.unwrap_or_else(|_| {
-                    Err(PoolError::Closed {
-                        pool: shared.config.name.clone(),
-                    })
-                })
-            }
-            Err(_) => {
-                // Leave the queue first; a connection sent just before that is still ours.
-                shared.lock().dequeue(id);
-                waiting.served = true;
-                if let Some(Ok(Ok(conn))) = waiting.rx.as_mut().map(|rx| rx.try_recv()) {
-                    return Ok(conn);
-                }
-                Err(self.timeout())
-            }
-        }
+        // Whoever answered (a connection, the deadline keeper's timeout, a failure) took us
+        // off the queue first.
+        waiting.served = true;
+        received.unwrap_or_else(|| {
+            Err(PoolError::Closed {
+                pool: shared.config.name.clone(),
+            })
+        })
     }
 
     fn close_expired(&self, expired: Vec<(Box<Slot>, CloseReason)>) {
@@ -236,19 +230,6 @@ impl Pool {
         if any_broken {
             let mut g = self.shared.lock();
             self.shared.spawn_openers(&mut g);
-        }
-    }
-
-    fn timeout(&self) -> PoolError {
-        let g = self.shared.lock();
-        let status = self.shared.status_of(&g);
-        let last_connect_error = g.down.as_ref().map(|d| Arc::clone(&d.cause));
-        drop(g);
-        PoolError::Timeout {
-            pool: self.shared.config.name.clone(),
-            waited: self.shared.config.pool_timeout,
-            status,
-            last_connect_error,
         }
     }
 

@@ -40,6 +40,15 @@ pub(crate) struct Shared {
     warned_named: AtomicBool,
     /// Connections shared by `Pool::query` and `Pool::execute`.
     pub(crate) lanes: Lanes,
+    /// Wakes the deadline keeper (a waiter with an earlier deadline, or the pool dropped).
+    pub(crate) deadline_keeper: Arc<Notify>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The keeper holds only a Weak: woken, it finds the pool gone and ends.
+        self.deadline_keeper.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -62,6 +71,7 @@ impl Shared {
             runtime,
             closed_one: Notify::new(),
             lanes: Lanes::default(),
+            deadline_keeper: Arc::new(Notify::new()),
             warned_named: AtomicBool::new(false),
         }
     }
