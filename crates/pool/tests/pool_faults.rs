@@ -29,16 +29,7 @@ async fn terminating_every_backend_costs_callers_nothing() {
     let cluster = holdfast_tempdb::shared().expect("cluster");
     let pool = Pool::new(config_for(cluster, "terminate-all").pool_size(5)).expect("pool");
     warm(&pool, 5).await;
-    let admin = support::admin(&pool).await;
-    let app = pool.config().connect.get_application_name().to_string();
-    let killed: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t",
-            &[&app],
-        )
-        .await
-        .expect("terminate")
-        .get(0);
+    let killed = support::terminate_pool_backends(&pool).await;
     assert_eq!(killed, 5);
     eventually("terminated backends gone", || async {
         support::server_sessions(&pool).await.is_empty()

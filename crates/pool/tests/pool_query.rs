@@ -199,27 +199,10 @@ async fn terminated_backends_cost_callers_nothing_once_seen() {
     for w in warm {
         w.await.expect("task").expect("warm-up");
     }
-    let app = pool.config().connect.get_application_name().to_string();
-    let other = admin(&pool).await;
-    let killed: i64 = other
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .expect("terminate")
-        .get(0);
+    let killed = support::terminate_pool_backends(&pool).await;
     assert!(killed >= 1, "the pool had connections to terminate");
     eventually("the terminated sessions are gone", || async {
-        other
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                &[&app],
-            )
-            .await
-            .expect("count")
-            .get::<_, i64>(0)
-            == 0
+        support::server_sessions(&pool).await.is_empty()
     })
     .await;
     let mut tasks = Vec::new();

@@ -37,6 +37,21 @@ pub async fn admin(pool: &Pool) -> holdfast_pool::Connection {
     holdfast_pool::connect(&config).await.expect("admin connection")
 }
 
+/// Terminates every server session of this pool's application_name from another
+/// connection; returns how many there were.
+pub async fn terminate_pool_backends(pool: &Pool) -> i64 {
+    let app = pool.config().connect.get_application_name().to_string();
+    admin(pool)
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .expect("terminate")
+        .get(0)
+}
+
 /// Sessions of this pool's application_name, by state, as the server sees them.
 pub async fn server_sessions(pool: &Pool) -> Vec<(i32, Option<String>)> {
     let admin = admin(pool).await;
