@@ -250,3 +250,25 @@ async fn close_fails_waiters_and_closes_everything() {
     .await;
     support::assert_no_idle_in_transaction(&pool).await;
 }
+
+#[tokio::test]
+async fn a_dropped_pool_leaves_no_task_behind() {
+    // Maintenance, the deadline keeper and every connection's driver end with the pool.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    // A wait far longer than the test: only being told of the drop ends the keeper in time.
+    let pool =
+        Pool::new(config_for(cluster(), "dropped").pool_timeout(Duration::from_secs(3600))).expect("pool");
+    pool.get()
+        .await
+        .expect("get")
+        .batch_execute("SELECT 1")
+        .await
+        .expect("query");
+    assert!(metrics.num_alive_tasks() > before, "the pool runs tasks");
+    drop(pool);
+    eventually("every task of the pool ended", || async {
+        metrics.num_alive_tasks() == before
+    })
+    .await;
+}
