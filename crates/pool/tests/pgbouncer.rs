@@ -232,3 +232,66 @@ async fn a_pgbouncer_restart_is_seen_without_a_round_trip_and_the_pool_serves_ag
     }
     assert_eq!(idle_in_transaction(&db), "0");
 }
+
+#[tokio::test]
+async fn behind_a_transaction_pooler_pool_query_takes_a_connection_of_its_own() {
+    // Pipelining other callers' statements on one client connection is not done through a
+    // transaction pooler: a second caller queues for a connection instead of joining a busy
+    // one (directly, `pool_query.rs` shows it joining).
+    let (db, bouncer) = bouncer();
+    cluster()
+        .psql(&db.name, "CREATE TABLE t (x int)")
+        .expect("create");
+    let locker = holdfast_pool::connect(&ConnectConfig::from_url(&db.url).expect("url"))
+        .await
+        .expect("direct connection");
+    locker
+        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let pool = Pool::new(
+        config(&bouncer, &db, "query-pooler", Pooler::Transaction)
+            .pool_size(1)
+            .max_overflow(0),
+    )
+    .expect("pool");
+    let a = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.query("SELECT count(*) FROM t", &[]).await }
+    });
+    // Watched from outside the locker's transaction (which sees one snapshot of the view).
+    let watcher = holdfast_pool::connect(&ConnectConfig::from_url(&db.url).expect("url"))
+        .await
+        .expect("watcher");
+    eventually("the first caller waits on the lock", || async {
+        watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    let b = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.query("SELECT $1::int", &[(&7i32, Type::INT4)]).await }
+    });
+    eventually("the second caller queues for the connection", || async {
+        pool.status().waiting == 1
+    })
+    .await;
+    assert_eq!(pool.status().in_use, 1);
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    let rows = a.await.expect("A's task").expect("A");
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+    let rows = tokio::time::timeout(BOUND, b)
+        .await
+        .expect("B in time")
+        .expect("B's task")
+        .expect("B");
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
+    assert_eq!(idle_in_transaction(&db), "0");
+}
