@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
 use holdfast_tasks::{Queue, TaskState, Worker, WorkerConfig};
 use holdfast_tempdb::{ClusterOptions, TempCluster};
+use tokio_postgres::types::{ToSql, Type};
 
 use crate::cpu::Cpu;
 use crate::stats::{median, quantile};
@@ -25,79 +26,104 @@ pub struct Args {
     /// so that drift (autovacuum, a busy neighbour) falls on both.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Sides to run (holdfast, tokio-postgres, pgbench); a ratio needs both of its sides.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "holdfast,tokio-postgres,pgbench"
+    )]
+    sides: Vec<String>,
 }
 
+/// The three sides of one measurement, in the order of their columns.
+const SIDES: [&str; 3] = ["holdfast", "tokio-postgres", "pgbench"];
+
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(bad) = args.sides.iter().find(|s| !SIDES.contains(&s.as_str())) {
+        return Err(format!("unknown side {bad:?}: accepted are {}", SIDES.join(", ")).into());
+    }
     let cluster = TempCluster::start(ClusterOptions::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     println!(
-        "no-op tasks, claim to succeeded; {} tasks per measurement, {} alternating rounds",
+        "no-op tasks, claim to succeeded; {} tasks per measurement, {} rounds, the order rotating",
         args.tasks, args.rounds
     );
+    println!("tokio-postgres: the workers' statements, pipelined the same way, on plain clients (no pool, no worker)");
     println!(
-        "{:<10}{:>16}{:>16}{:>12}{:>18}",
-        "workers", "holdfast t/s", "pgbench t/s", "ratio", "ratio p10..p90"
+        "{:<9}{:>14}{:>14}{:>14}{:>12}{:>16}{:>13}",
+        "workers", "holdfast t/s", "tokio-pg t/s", "pgbench t/s", "hf/pgbench", "p10..p90", "hf/tokio-pg"
     );
     let mut cpu_lines = Vec::new();
     for &n in &args.workers {
         let schema = format!("bench_{n}");
-        let mut rates = [Vec::new(), Vec::new()];
+        let mut rates: [Vec<f64>; 3] = Default::default();
         let mut ratios = Vec::new();
+        let mut ratios_raw = Vec::new();
         // Microseconds of CPU per task: the client's own, and the whole machine's.
-        let mut client_us = [Vec::new(), Vec::new()];
-        let mut machine_us = [Vec::new(), Vec::new()];
+        let mut client_us: [Vec<f64>; 3] = Default::default();
+        let mut machine_us: [Vec<f64>; 3] = Default::default();
         runtime.block_on(async {
             let admin = pool(&cluster.url(), 2)?;
             let queue = Queue::new(&schema)?;
             queue.migrate(&admin).await?;
             for round in 0..args.rounds.max(1) {
-                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                let mut this = [0.0; 2];
-                for i in order {
+                let mut this = [0.0; 3];
+                for k in 0..SIDES.len() {
+                    let i = (round + k) % SIDES.len();
+                    if !args.sides.iter().any(|s| s == SIDES[i]) {
+                        this[i] = f64::NAN;
+                        continue;
+                    }
                     fill(&cluster, &schema, args.tasks)?;
                     let before = Cpu::now();
-                    this[i] = if i == 0 {
-                        run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?
-                    } else {
-                        tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?
+                    this[i] = match i {
+                        0 => run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?,
+                        1 => run_tokio_postgres(&cluster, &queue, n, args.tasks).await?,
+                        _ => tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?,
                     };
                     let used = Cpu::now().since(&before);
-                    let client = if i == 0 { used.own } else { used.children };
+                    let client = if i == 2 { used.children } else { used.own };
                     let per_task = |d: Duration| d.as_secs_f64() * 1e6 / args.tasks as f64;
                     client_us[i].push(per_task(client));
                     machine_us[i].push(per_task(used.machine));
                     rates[i].push(this[i]);
                 }
-                ratios.push(this[0] / this[1]);
+                ratios.push(this[0] / this[2]);
+                ratios_raw.push(this[0] / this[1]);
             }
             Ok::<_, Box<dyn std::error::Error>>(())
         })?;
         println!(
-            "{:<10}{:>16.0}{:>16.0}{:>12.3}{:>10.3}..{:.3}",
+            "{:<9}{:>14.0}{:>14.0}{:>14.0}{:>12.3}{:>9.3}..{:.3}{:>13.3}",
             n,
             median(&mut rates[0]),
             median(&mut rates[1]),
+            median(&mut rates[2]),
             median(&mut ratios),
             quantile(&mut ratios, 0.1),
-            quantile(&mut ratios, 0.9)
+            quantile(&mut ratios, 0.9),
+            median(&mut ratios_raw),
         );
-        cpu_lines.push(format!(
-            "{:<10}{:>16.1}{:>16.1}{:>16.1}{:>16.1}",
-            n,
-            median(&mut client_us[0]),
-            median(&mut client_us[1]),
-            median(&mut machine_us[0]),
-            median(&mut machine_us[1])
-        ));
+        let mut line = format!("{n:<9}");
+        for side in 0..SIDES.len() {
+            line += &format!("{:>17.1}", median(&mut client_us[side]));
+        }
+        for side in 0..SIDES.len() {
+            line += &format!("{:>17.1}", median(&mut machine_us[side]));
+        }
+        cpu_lines.push(line);
     }
-    println!("\nCPU per task in microseconds (medians; the machine's includes the server and any neighbour)");
-    println!(
-        "{:<10}{:>16}{:>16}{:>16}{:>16}",
-        "workers", "holdfast client", "pgbench client", "machine (hf)", "machine (pgb)"
-    );
+    println!("\nCPU per task in microseconds (medians): the client's own, then the whole machine's (server and any neighbour included)");
+    let mut head = format!("{:<9}", "workers");
+    for what in ["client", "machine"] {
+        for side in ["hf", "tokio-pg", "pgbench"] {
+            head += &format!("{:>17}", format!("{what} {side}"));
+        }
+    }
+    println!("{head}");
     for line in cpu_lines {
         println!("{line}");
     }
@@ -177,6 +203,73 @@ async fn run_holdfast(
     }
     let elapsed = start.elapsed();
     worker.shutdown().await;
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// The workers' own statements on plain tokio-postgres clients, one per slot, pipelined as a
+/// slot pipelines them (the final write together with the next claim), with no pool, no
+/// worker, no lease bookkeeping and no timeouts around them: what is left of holdfast's
+/// figure when the framework is taken away.
+async fn run_tokio_postgres(
+    cluster: &TempCluster,
+    queue: &Queue,
+    n: usize,
+    total: i64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let lease = 30_000.0_f64;
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let (client, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls).await?;
+        tokio::spawn(connection);
+        let claim = client
+            .prepare_typed(&queue.claim_sql(1), &[Type::TEXT, Type::INT8, Type::FLOAT8])
+            .await?;
+        let succeed = client
+            .prepare_typed(queue.succeed_sql(), &[Type::INT8, Type::INT4, Type::INT8])
+            .await?;
+        clients.push((client, claim, succeed));
+    }
+    let start = Instant::now();
+    let loops = clients.into_iter().map(|(client, claim, succeed)| {
+        tokio::spawn(async move {
+            let claim_one = |token: i64| {
+                let (client, claim) = (&client, &claim);
+                async move {
+                    let rows = client.query(claim, &[&"raw", &token, &lease]).await?;
+                    Ok::<_, tokio_postgres::Error>(rows.first().map(|r| {
+                        // The same columns a worker decodes.
+                        let _kind: String = r.get(1);
+                        let _payload: serde_json::Value = r.get(2);
+                        let _max_attempts: i32 = r.get(4);
+                        (r.get::<_, i64>(0), r.get::<_, i32>(3), token)
+                    }))
+                }
+            };
+            let mut done = 0i64;
+            let mut next = claim_one(fastrand::i64(1..i64::MAX)).await?;
+            while let Some((id, attempt, token)) = next {
+                let key: [&(dyn ToSql + Sync); 3] = [&id, &attempt, &token];
+                let (written, claimed) = tokio::join!(
+                    client.execute(&succeed, &key),
+                    claim_one(fastrand::i64(1..i64::MAX))
+                );
+                if written? != 1 {
+                    return Err(format!("task {id}: the final write matched no row").into());
+                }
+                done += 1;
+                next = claimed?;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(done)
+        })
+    });
+    let mut done = 0;
+    for finished in futures_util::future::join_all(loops).await {
+        done += finished?.map_err(|e| e.to_string())?;
+    }
+    let elapsed = start.elapsed();
+    if done != total {
+        return Err(format!("tokio-postgres side: {done} of {total} tasks succeeded").into());
+    }
     Ok(total as f64 / elapsed.as_secs_f64())
 }
 
