@@ -108,11 +108,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             median(&mut ratios_raw),
         );
         let mut line = format!("{n:<9}");
-        for side in 0..SIDES.len() {
-            line += &format!("{:>17.1}", median(&mut client_us[side]));
-        }
-        for side in 0..SIDES.len() {
-            line += &format!("{:>17.1}", median(&mut machine_us[side]));
+        for per_side in client_us.iter_mut().chain(machine_us.iter_mut()) {
+            line += &format!("{:>17.1}", median(per_side));
         }
         cpu_lines.push(line);
     }
