@@ -8,8 +8,13 @@ use std::time::Duration;
 pub struct Cpu {
     /// This process (user + system).
     pub own: Duration,
+    /// This process in user space only: its own code, libraries and runtime, without the
+    /// kernel's share of sockets and scheduling.
+    pub own_user: Duration,
     /// Children that have been waited for (user + system).
     pub children: Duration,
+    /// Children in user space only.
+    pub children_user: Duration,
     /// The whole machine, all CPUs, not idle (from /proc/stat; zero if unreadable).
     pub machine: Duration,
 }
@@ -17,9 +22,13 @@ pub struct Cpu {
 impl Cpu {
     /// The counters now.
     pub fn now() -> Cpu {
+        let (own_user, own_system) = rusage(libc::RUSAGE_SELF);
+        let (children_user, children_system) = rusage(libc::RUSAGE_CHILDREN);
         Cpu {
-            own: rusage(libc::RUSAGE_SELF),
-            children: rusage(libc::RUSAGE_CHILDREN),
+            own: own_user + own_system,
+            own_user,
+            children: children_user + children_system,
+            children_user,
             machine: machine_busy(),
         }
     }
@@ -28,24 +37,27 @@ impl Cpu {
     pub fn since(&self, earlier: &Cpu) -> Cpu {
         Cpu {
             own: self.own.saturating_sub(earlier.own),
+            own_user: self.own_user.saturating_sub(earlier.own_user),
             children: self.children.saturating_sub(earlier.children),
+            children_user: self.children_user.saturating_sub(earlier.children_user),
             machine: self.machine.saturating_sub(earlier.machine),
         }
     }
 }
 
 #[allow(unsafe_code)]
-fn rusage(who: libc::c_int) -> Duration {
+/// User and system time.
+fn rusage(who: libc::c_int) -> (Duration, Duration) {
     // SAFETY: rusage is plain data, zeroed is a valid value, and getrusage only writes it.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
         if libc::getrusage(who, &mut usage) != 0 {
-            return Duration::ZERO;
+            return (Duration::ZERO, Duration::ZERO);
         }
         usage
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    (tv(usage.ru_utime), tv(usage.ru_stime))
 }
 
 /// Busy time of all CPUs: the first line of /proc/stat less idle and iowait, in clock ticks

@@ -64,6 +64,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut ratios_raw = Vec::new();
         // Microseconds of CPU per task: the client's own, and the whole machine's.
         let mut client_us: [Vec<f64>; 3] = Default::default();
+        let mut user_us: [Vec<f64>; 3] = Default::default();
         let mut machine_us: [Vec<f64>; 3] = Default::default();
         runtime.block_on(async {
             let admin = pool(&cluster.url(), 2)?;
@@ -85,9 +86,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         _ => tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?,
                     };
                     let used = Cpu::now().since(&before);
-                    let client = if i == 2 { used.children } else { used.own };
+                    let (client, user) = if i == 2 {
+                        (used.children, used.children_user)
+                    } else {
+                        (used.own, used.own_user)
+                    };
                     let per_task = |d: Duration| d.as_secs_f64() * 1e6 / args.tasks as f64;
                     client_us[i].push(per_task(client));
+                    user_us[i].push(per_task(user));
                     machine_us[i].push(per_task(used.machine));
                     rates[i].push(this[i]);
                 }
@@ -108,14 +114,21 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             median(&mut ratios_raw),
         );
         let mut line = format!("{n:<9}");
-        for per_side in client_us.iter_mut().chain(machine_us.iter_mut()) {
+        let all = client_us
+            .iter_mut()
+            .chain(user_us.iter_mut())
+            .chain(machine_us.iter_mut());
+        for per_side in all {
             line += &format!("{:>17.1}", median(per_side));
         }
         cpu_lines.push(line);
     }
-    println!("\nCPU per task in microseconds (medians): the client's own, then the whole machine's (server and any neighbour included)");
+    println!(
+        "\nCPU per task in microseconds (medians): the client's own, its user-space part, then the whole \
+         machine's (server and any neighbour included)"
+    );
     let mut head = format!("{:<9}", "workers");
-    for what in ["client", "machine"] {
+    for what in ["client", "user", "machine"] {
         for side in ["hf", "tokio-pg", "pgbench"] {
             head += &format!("{:>17}", format!("{what} {side}"));
         }

@@ -2,11 +2,11 @@
 //! to see that it should stop; and what it returns when it fails.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use holdfast_pool::Pool;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::task::TaskId;
 
@@ -25,8 +25,22 @@ pub struct TaskContext {
     pub max_attempts: i32,
     /// The pool for the task's own database work (not the control plane's).
     pub pool: Pool,
-    pub(crate) progress: Arc<Mutex<Option<(f32, String)>>>,
-    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) link: Arc<Link>,
+}
+
+/// What the worker and the body of one attempt share: progress to store at the next
+/// heartbeat, and the flag that says the attempt is over. One allocation per attempt.
+#[derive(Debug, Default)]
+pub(crate) struct Link {
+    progress: Mutex<Option<(f32, String)>>,
+    stop: AtomicBool,
+}
+
+impl Link {
+    /// The attempt is over: whatever the body left running sees it in `should_stop`.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
 }
 
 impl TaskContext {
@@ -37,17 +51,21 @@ impl TaskContext {
         } else {
             percent.clamp(0.0, 100.0)
         };
-        *self.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some((percent, message.into()));
+        *self.link.progress.lock().unwrap_or_else(|p| p.into_inner()) = Some((percent, message.into()));
     }
 
     /// True once the task should stop (lease lost, cancel requested, shutdown). The worker
     /// also drops the task's future at that point; this is for work done outside it.
     pub fn should_stop(&self) -> bool {
-        *self.stop.borrow()
+        self.link.stop.load(Ordering::Acquire)
     }
 
     pub(crate) fn take_progress(&self) -> Option<(f32, String)> {
-        self.progress.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.link
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 }
 

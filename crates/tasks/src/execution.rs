@@ -4,12 +4,12 @@
 //! the outcome is written with retries until it lands or the lease runs out. A slot that
 //! goes on working sends the write together with its next claim (one round trip for both).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::context::{TaskContext, TaskFailure};
+use crate::context::{Link, TaskContext, TaskFailure};
 use crate::error::TaskError;
 use crate::queue::{Finish, Lease};
 use crate::task::Claimed;
@@ -34,9 +34,15 @@ pub(crate) struct Pending {
     lease_until: Instant,
 }
 
-/// Runs one attempt's body under its lease. Returns the outcome to write, or `None` when the
-/// lease was lost (nothing may be written then).
-pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Handler>) -> Option<Pending> {
+/// Runs one attempt's body under its lease; `hard_stop` is the slot's view of the shutdown
+/// past its grace period. Returns the outcome to write, or `None` when the lease was lost
+/// (nothing may be written then).
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    task: Claimed,
+    handler: Option<Handler>,
+    hard_stop: &mut watch::Receiver<bool>,
+) -> Option<Pending> {
     let config = &shared.config;
     // Conservative: the server's expiry is its own now() + lease, taken after this.
     let mut lease_until = Instant::now() + config.lease;
@@ -54,7 +60,7 @@ pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Hand
             lease_until,
         });
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let link = Arc::new(Link::default());
     let ctx = TaskContext {
         id: task.id,
         kind: task.kind.clone(),
@@ -62,14 +68,12 @@ pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Hand
         attempt: task.attempt,
         max_attempts: task.max_attempts,
         pool: shared.work.clone(),
-        progress: Arc::new(Mutex::new(None)),
-        stop: stop_rx,
+        link: Arc::clone(&link),
     };
     let started = Instant::now();
     // A boxed future: dropping it below really ends the body (and returns what it holds,
     // such as pooled connections) before the outcome is written.
     let mut work = handler(ctx.clone());
-    let mut hard_stop = shared.hard_stop.subscribe();
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + config.heartbeat, config.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
@@ -93,11 +97,12 @@ pub(crate) async fn run(shared: Arc<Shared>, task: Claimed, handler: Option<Hand
                     break End::Expired;
                 }
             }
-            _ = hard_stop.changed() => break End::Released,
+            _ = async { hard_stop.wait_for(|stop| *stop).await.map(|_| ()) } => break End::Released,
         }
     };
-    // Whatever happens next, the body is over: tell it, and drop its future.
-    let _ = stop_tx.send(true);
+    // Whatever happens next, the body is over: tell whatever it left behind holding its
+    // context, and drop its future.
+    link.stop();
     drop(work);
     shared.metrics.run_seconds.record(started.elapsed().as_secs_f64());
     let outcome = match end {

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use holdfast_pool::{ConnectConfig, Pool};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::context::{TaskContext, TaskFailure};
 use crate::error::TaskError;
 use crate::execution;
-use crate::listener;
+use crate::listener::{self, Wake};
 use crate::metrics::TaskMetrics;
 use crate::queue::{Finish, Queue};
 use crate::rescuer::Rescuer;
@@ -267,7 +267,7 @@ impl WorkerHandle {
 async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claiming: watch::Receiver<bool>) {
     let config = &shared.config;
     // Woken by enqueue notifications: every idle slot looks at once.
-    let wake = Arc::new(Notify::new());
+    let wake = Arc::new(Wake::default());
     let mut background = JoinSet::new();
     let listen = listen_on(&config.listen, &shared.control.config().connect);
     if listen.is_none() && matches!(config.listen, Listen::Auto) {
@@ -325,11 +325,12 @@ async fn slot(
     shared: Arc<Shared>,
     handlers: Arc<HashMap<String, Handler>>,
     mut stopping: watch::Receiver<bool>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 ) {
     let config = &shared.config;
     // A task claimed together with the previous one's final write.
     let mut next: Option<Claimed> = None;
+    let mut hard_stop = shared.hard_stop.subscribe();
     loop {
         if *stopping.borrow() {
             if let Some(task) = next.take() {
@@ -339,10 +340,8 @@ async fn slot(
             }
             return;
         }
-        // Registered before claiming, so a notification that arrives meanwhile is not lost.
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+        // Read before claiming, so that a notification that arrives meanwhile is not lost.
+        let seen = wake.epoch();
         let claimed = match next.take() {
             Some(task) => Ok(vec![task]),
             None => {
@@ -360,7 +359,8 @@ async fn slot(
                 let task = tasks.swap_remove(0);
                 shared.metrics.claimed.increment(1);
                 let handler = handlers.get(&task.kind).cloned();
-                let Some(pending) = execution::run(Arc::clone(&shared), task, handler).await else {
+                let Some(pending) = execution::run(Arc::clone(&shared), task, handler, &mut hard_stop).await
+                else {
                     continue;
                 };
                 if *stopping.borrow() {
@@ -373,6 +373,13 @@ async fn slot(
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(owner = %config.owner, %error, "claim failed; will try again"),
+        }
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if wake.epoch() != seen {
+            // Tasks were enqueued while we claimed: look again at once.
+            continue;
         }
         // Spread the slots' polls so that idle workers do not query in step.
         let poll = config.poll_interval.mul_f64(0.75 + fastrand::f64() * 0.5);

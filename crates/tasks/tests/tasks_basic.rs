@@ -43,6 +43,7 @@ async fn a_task_runs_and_succeeds_with_its_payload() {
         .expect("enqueue")
         .expect("id");
     drop(conn);
+    // What the body saw, and its context kept beyond the body (as work it spawned would).
     let seen = Arc::new(std::sync::Mutex::new(None));
     let s = Arc::clone(&seen);
     let worker = Worker::new(
@@ -54,8 +55,9 @@ async fn a_task_runs_and_succeeds_with_its_payload() {
     .handle("echo", move |ctx| {
         let s = Arc::clone(&s);
         Box::pin(async move {
-            *s.lock().expect("seen") = Some((ctx.payload.clone(), ctx.attempt));
+            let saw = (ctx.payload.clone(), ctx.attempt, ctx.should_stop());
             ctx.progress(50.0, "half way");
+            *s.lock().expect("seen") = Some((saw, ctx));
             Ok(())
         })
     })
@@ -63,7 +65,12 @@ async fn a_task_runs_and_succeeds_with_its_payload() {
     .expect("worker");
     settled(&queue, &admin, 1).await;
     assert_eq!(state_of(&queue, &admin, id).await, TaskState::Succeeded);
-    assert_eq!(*seen.lock().expect("seen"), Some((json!({"episode": 7}), 1)));
+    let (saw, kept) = seen.lock().expect("seen").take().expect("the body ran");
+    assert_eq!(saw, (json!({"episode": 7}), 1, false));
+    assert!(
+        kept.should_stop(),
+        "once the attempt is over, what the body left behind is told to stop"
+    );
     worker.shutdown().await;
 }
 
