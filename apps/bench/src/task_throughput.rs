@@ -33,6 +33,9 @@ pub struct Args {
         default_value = "holdfast,tokio-postgres,pgbench"
     )]
     sides: Vec<String>,
+    /// Worker threads of the tokio runtime that runs the holdfast and tokio-postgres sides.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 /// The three sides of one measurement, in the order of their columns.
@@ -44,7 +47,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let cluster = TempCluster::start(ClusterOptions::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
     println!(
