@@ -36,7 +36,7 @@ enum Bench {
     Proxy(proxy_faults::Args),
     /// pool.transaction against hand-written BEGIN/COMMIT.
     Tx(tx_cost::Args),
-    /// No-op tasks per second against the same SQL in pgbench.
+    /// No-op tasks per second against the same SQL in pgbench and on plain tokio-postgres.
     Tasks(task_throughput::Args),
     /// API latency with and without assemblies running.
     Api(api_latency::Args),
