@@ -153,6 +153,9 @@ impl Pool {
             let _queued = Queued::new(&shared.lanes.waiting);
             Arc::new(self.get().await?)
         };
+        // A lane is the pool's own: it goes back with its last statement, so it is no
+        // leak however long it serves (up to LANE_TERM plus its statements).
+        shared.forget_lease(conn.slot_id());
         let id = shared.lanes.next_id.fetch_add(1, Ordering::Relaxed);
         shared.lanes.lock().push(Lane {
             id,

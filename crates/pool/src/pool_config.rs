@@ -61,6 +61,8 @@ pub struct PoolConfig {
     pub reset_query: Option<String>,
     /// A connection held longer than this is logged as a possible leak, with the place it
     /// was taken; `None` turns detection off (`DB_LEAK_THRESHOLD_MS`, default 0 = off).
+    /// Connections serving [`Pool::query`](crate::Pool::query) are the pool's own and are
+    /// never reported.
     pub leak_threshold: Option<Duration>,
     /// Idle connections are pinged (jittered) when silent this long, so that firewalls and
     /// servers do not drop them unseen; `None` turns it off (`DB_KEEPALIVE_INTERVAL` seconds,

@@ -148,6 +148,11 @@ impl PooledConnection {
         Ok(statement)
     }
 
+    /// The connection's id within the pool.
+    pub(crate) fn slot_id(&self) -> u64 {
+        self.slot().id
+    }
+
     fn slot(&self) -> &Slot {
         match &self.slot {
             Some(slot) => slot,

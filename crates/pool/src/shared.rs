@@ -203,6 +203,14 @@ impl Shared {
         }
     }
 
+    /// Stops leak detection for connection `id`: it now serves `pool.query` lanes, which the
+    /// pool itself gives back (no caller can hold one beyond its own statement).
+    pub(crate) fn forget_lease(&self, id: u64) {
+        if self.config.leak_threshold.is_some() {
+            self.lock().leases.remove(&id);
+        }
+    }
+
     /// A caller is done with a connection. Clean ones go straight back (no round trip);
     /// dead ones are dropped; anything else is reset in a task of its own first.
     pub(crate) fn release(self: &Arc<Self>, slot: Box<Slot>, errors_at_checkout: u64, held: Duration) {

@@ -39,6 +39,49 @@ async fn a_connection_held_too_long_is_reported_with_where_it_was_taken() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn connections_serving_pool_query_are_not_reported_as_leaks() {
+    let (logs, _guard) = capture_logs();
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let config = config_for(cluster, "lane-leak").leak_threshold(Some(Duration::from_millis(1)));
+    let pool = Pool::new(config).expect("pool");
+    // A statement on a lane that lasts until this test lets it go: it waits for an
+    // advisory lock held by a connection of its own.
+    let locker = support::admin(&pool).await;
+    locker
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .await
+        .expect("lock");
+    let lane = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.query("SELECT pg_advisory_xact_lock(4242)", &[]).await }
+    });
+    support::eventually("the lane is taken", || async { pool.status().in_use == 1 }).await;
+    // Taken after the lane, so reported no later than the lane would be.
+    let line = line!() + 1;
+    let held = pool.get().await.expect("get");
+    support::eventually("the held connection is reported", || async {
+        pool.run_maintenance().await;
+        logs.text().contains("leak threshold")
+    })
+    .await;
+    let text = logs.text();
+    assert_eq!(
+        text.matches("leak threshold").count(),
+        1,
+        "only the connection a caller holds is reported, not the lane: {text}"
+    );
+    assert!(text.contains(&format!("pool_observability.rs:{line}")), "{text}");
+    locker
+        .batch_execute("SELECT pg_advisory_unlock(4242)")
+        .await
+        .expect("unlock");
+    lane.await.expect("lane task").expect("the lane's statement");
+    drop(held);
+    drop(locker);
+    support::assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn secrets_stay_out_of_logs_debug_and_errors() {
     let (logs, _guard) = capture_logs();
     let cluster = holdfast_tempdb::shared().expect("cluster");
