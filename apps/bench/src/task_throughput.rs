@@ -65,7 +65,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut rates: [Vec<f64>; 3] = Default::default();
         let mut ratios = Vec::new();
         let mut ratios_raw = Vec::new();
-        // Microseconds of CPU per task: the client's own, and the whole machine's.
+        // Microseconds of CPU per task: the client's own, its user-space part, and the whole
+        // machine's.
         let mut client_us: [Vec<f64>; 3] = Default::default();
         let mut user_us: [Vec<f64>; 3] = Default::default();
         let mut machine_us: [Vec<f64>; 3] = Default::default();
