@@ -44,18 +44,8 @@ async fn connections_serving_pool_query_are_not_reported_as_leaks() {
     let cluster = holdfast_tempdb::shared().expect("cluster");
     let config = config_for(cluster, "lane-leak").leak_threshold(Some(Duration::from_millis(1)));
     let pool = Pool::new(config).expect("pool");
-    // A statement on a lane that lasts until this test lets it go: it waits for an
-    // advisory lock held by a connection of its own.
-    let locker = support::admin(&pool).await;
-    locker
-        .batch_execute("SELECT pg_advisory_lock(4242)")
-        .await
-        .expect("lock");
-    let lane = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.query("SELECT pg_advisory_xact_lock(4242)", &[]).await }
-    });
-    support::eventually("the lane is taken", || async { pool.status().in_use == 1 }).await;
+    // A lane whose statement waits for a table lock until this test lets it go.
+    let (locker, lane) = support::busy_connection(&pool).await;
     // Taken after the lane, so reported no later than the lane would be.
     let line = line!() + 1;
     let held = pool.get().await.expect("get");
@@ -71,10 +61,7 @@ async fn connections_serving_pool_query_are_not_reported_as_leaks() {
         "only the connection a caller holds is reported, not the lane: {text}"
     );
     assert!(text.contains(&format!("pool_observability.rs:{line}")), "{text}");
-    locker
-        .batch_execute("SELECT pg_advisory_unlock(4242)")
-        .await
-        .expect("unlock");
+    locker.batch_execute("COMMIT").await.expect("unlock");
     lane.await.expect("lane task").expect("the lane's statement");
     drop(held);
     drop(locker);

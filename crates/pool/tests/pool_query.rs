@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use holdfast_pool::{Pool, PoolError};
-use support::{admin, assert_no_idle_in_transaction, config_for, eventually, BOUND};
+use support::{admin, assert_no_idle_in_transaction, busy_connection, config_for, eventually, BOUND};
 use tokio_postgres::types::Type;
 
 fn cluster() -> &'static holdfast_tempdb::TempCluster {
@@ -25,39 +25,6 @@ fn sqlstate(e: &PoolError) -> Option<String> {
         PoolError::Database(db) => db.code().map(|c| c.code().to_string()),
         _ => None,
     }
-}
-
-type Answer = tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>, PoolError>>;
-
-/// Creates table `t`, locks it from another session and starts a caller whose statement
-/// waits on that lock: the pool's one connection stays busy (a statement in flight) until
-/// the returned session commits.
-async fn busy_connection(pool: &Pool) -> (holdfast_pool::Connection, Answer) {
-    pool.execute("CREATE TABLE t (x int)", &[]).await.expect("create");
-    let locker = admin(pool).await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
-    let a = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.query("SELECT count(*) FROM t", &[]).await }
-    });
-    let app = pool.config().connect.get_application_name().to_string();
-    let watcher = admin(pool).await;
-    eventually("the first caller waits on the lock", || async {
-        watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-                &[&app],
-            )
-            .await
-            .expect("pg_stat_activity")
-            .get::<_, i64>(0)
-            == 1
-    })
-    .await;
-    (locker, a)
 }
 
 #[tokio::test]
