@@ -17,10 +17,21 @@ pub struct Cpu {
     pub children_user: Duration,
     /// The whole machine, all CPUs, not idle (from /proc/stat; zero if unreadable).
     pub machine: Duration,
+    /// The database server: the postmaster, its live children and those it has reaped (zero
+    /// when no server was given or /proc is unreadable).
+    pub server: Duration,
 }
 
 impl Cpu {
-    /// The counters now.
+    /// The counters now, the server's included: `postmaster` is its process id.
+    pub fn now_with_server(postmaster: u32) -> Cpu {
+        Cpu {
+            server: process_tree_busy(postmaster),
+            ..Cpu::now()
+        }
+    }
+
+    /// The counters now (no server).
     pub fn now() -> Cpu {
         let (own_user, own_system) = rusage(libc::RUSAGE_SELF);
         let (children_user, children_system) = rusage(libc::RUSAGE_CHILDREN);
@@ -30,6 +41,7 @@ impl Cpu {
             children: children_user + children_system,
             children_user,
             machine: machine_busy(),
+            server: Duration::ZERO,
         }
     }
 
@@ -41,6 +53,7 @@ impl Cpu {
             children: self.children.saturating_sub(earlier.children),
             children_user: self.children_user.saturating_sub(earlier.children_user),
             machine: self.machine.saturating_sub(earlier.machine),
+            server: self.server.saturating_sub(earlier.server),
         }
     }
 }
@@ -83,4 +96,35 @@ fn machine_busy() -> Duration {
         .map(|(_, v)| v)
         .sum();
     Duration::from_millis(busy * 10)
+}
+
+/// CPU time (user + system, in clock ticks of 10 ms) of `root` and its children, live or
+/// reaped: a child that exits is counted in its parent's waited-for children's time.
+fn process_tree_busy(root: u32) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0u64;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command may hold spaces and parentheses: fields are counted after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if pid == root {
+            ticks += field(11) + field(12) + field(13) + field(14);
+        } else if field(1) == u64::from(root) {
+            ticks += field(11) + field(12);
+        }
+    }
+    Duration::from_millis(ticks * 10)
 }

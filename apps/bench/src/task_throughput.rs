@@ -70,6 +70,8 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut client_us: [Vec<f64>; 3] = Default::default();
         let mut user_us: [Vec<f64>; 3] = Default::default();
         let mut machine_us: [Vec<f64>; 3] = Default::default();
+        let mut server_us: [Vec<f64>; 3] = Default::default();
+        let postmaster = postmaster_pid(&cluster)?;
         runtime.block_on(async {
             let admin = pool(&cluster.url(), 2)?;
             let queue = Queue::new(&schema)?;
@@ -83,13 +85,13 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         continue;
                     }
                     fill(&cluster, &schema, args.tasks)?;
-                    let before = Cpu::now();
+                    let before = Cpu::now_with_server(postmaster);
                     this[i] = match i {
                         0 => run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?,
                         1 => run_tokio_postgres(&cluster, &queue, n, args.tasks).await?,
                         _ => tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?,
                     };
-                    let used = Cpu::now().since(&before);
+                    let used = Cpu::now_with_server(postmaster).since(&before);
                     let (client, user) = if i == 2 {
                         (used.children, used.children_user)
                     } else {
@@ -99,6 +101,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     client_us[i].push(per_task(client));
                     user_us[i].push(per_task(user));
                     machine_us[i].push(per_task(used.machine));
+                    server_us[i].push(per_task(used.server));
                     rates[i].push(this[i]);
                 }
                 ratios.push(this[0] / this[2]);
@@ -121,6 +124,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let all = client_us
             .iter_mut()
             .chain(user_us.iter_mut())
+            .chain(server_us.iter_mut())
             .chain(machine_us.iter_mut());
         for per_side in all {
             line += &format!("{:>17.1}", median(per_side));
@@ -128,11 +132,11 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         cpu_lines.push(line);
     }
     println!(
-        "\nCPU per task in microseconds (medians): the client's own, its user-space part, then the whole \
-         machine's (server and any neighbour included)"
+        "\nCPU per task in microseconds (medians): the client's own, its user-space part, the database \
+         server's processes, then the whole machine's (interrupts and any neighbour included)"
     );
     let mut head = format!("{:<9}", "workers");
-    for what in ["client", "user", "machine"] {
+    for what in ["client", "user", "server", "machine"] {
         for side in ["hf", "tokio-pg", "pgbench"] {
             head += &format!("{:>17}", format!("{what} {side}"));
         }
@@ -142,6 +146,15 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// The server's process id, from the first line of its `postmaster.pid`.
+fn postmaster_pid(cluster: &TempCluster) -> Result<u32, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))?;
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("postmaster.pid does not start with a process id: {text:?}").into())
 }
 
 fn pool(url: &str, size: usize) -> Result<Pool, Box<dyn std::error::Error>> {
