@@ -5,6 +5,7 @@ mod affinity;
 mod api_latency;
 mod contenders;
 mod cpu;
+mod lean_client;
 mod pgbench;
 mod pooler_cost;
 mod pools;

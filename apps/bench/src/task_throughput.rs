@@ -11,6 +11,7 @@ use holdfast_tempdb::{ClusterOptions, TempCluster};
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::cpu::Cpu;
+use crate::lean_client::Lean;
 use crate::stats::{median, quantile};
 
 /// Options of the task benchmark.
@@ -26,11 +27,11 @@ pub struct Args {
     /// so that drift (autovacuum, a busy neighbour) falls on both.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Sides to run (holdfast, tokio-postgres, pgbench); a ratio needs both of its sides.
+    /// Sides to run (holdfast, tokio-postgres, lean, pgbench); a ratio needs both of its sides.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "holdfast,tokio-postgres,pgbench"
+        default_value = "holdfast,tokio-postgres,lean,pgbench"
     )]
     sides: Vec<String>,
     /// Worker threads of the tokio runtime that runs the holdfast and tokio-postgres sides.
@@ -38,8 +39,11 @@ pub struct Args {
     threads: usize,
 }
 
-/// The three sides of one measurement, in the order of their columns.
-const SIDES: [&str; 3] = ["holdfast", "tokio-postgres", "pgbench"];
+/// The sides of one measurement, in the order of their columns; pgbench, the limit, last.
+const SIDES: [&str; 4] = ["holdfast", "tokio-postgres", "lean", "pgbench"];
+/// Short names for the column heads.
+const SHORT: [&str; 4] = ["hf", "tokio-pg", "lean", "pgbench"];
+const PGBENCH: usize = 3;
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(bad) = args.sides.iter().find(|s| !SIDES.contains(&s.as_str())) {
@@ -55,33 +59,39 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.tasks, args.rounds
     );
     println!("tokio-postgres: the workers' statements, pipelined the same way, on plain clients (no pool, no worker)");
-    println!(
-        "{:<9}{:>14}{:>14}{:>14}{:>12}{:>16}{:>13}",
-        "workers", "holdfast t/s", "tokio-pg t/s", "pgbench t/s", "hf/pgbench", "p10..p90", "hf/tokio-pg"
+    println!("lean: the same on a hand-written protocol loop, one task per connection (no driver task, no channels)");
+    let mut head = format!("{:<9}", "workers");
+    for side in SHORT {
+        head += &format!("{:>13}", format!("{side} t/s"));
+    }
+    head += &format!(
+        "{:>12}{:>16}{:>13}{:>14}",
+        "hf/pgbench", "p10..p90", "hf/tokio-pg", "lean/pgbench"
     );
+    println!("{head}");
     let mut cpu_lines = Vec::new();
     for &n in &args.workers {
         let schema = format!("bench_{n}");
-        let mut rates: [Vec<f64>; 3] = Default::default();
+        let mut rates: [Vec<f64>; 4] = Default::default();
         let mut ratios = Vec::new();
         let mut ratios_raw = Vec::new();
-        // Microseconds of CPU per task: the client's own, its user-space part, and the whole
-        // machine's.
-        let mut client_us: [Vec<f64>; 3] = Default::default();
-        let mut user_us: [Vec<f64>; 3] = Default::default();
-        let mut machine_us: [Vec<f64>; 3] = Default::default();
-        let mut server_us: [Vec<f64>; 3] = Default::default();
+        let mut ratios_lean = Vec::new();
+        // Microseconds of CPU per task: the client's own, its user-space part, the server's
+        // and the whole machine's.
+        let mut client_us: [Vec<f64>; 4] = Default::default();
+        let mut user_us: [Vec<f64>; 4] = Default::default();
+        let mut server_us: [Vec<f64>; 4] = Default::default();
+        let mut machine_us: [Vec<f64>; 4] = Default::default();
         let postmaster = postmaster_pid(&cluster)?;
         runtime.block_on(async {
             let admin = pool(&cluster.url(), 2)?;
             let queue = Queue::new(&schema)?;
             queue.migrate(&admin).await?;
             for round in 0..args.rounds.max(1) {
-                let mut this = [0.0; 3];
+                let mut this = [f64::NAN; 4];
                 for k in 0..SIDES.len() {
                     let i = (round + k) % SIDES.len();
                     if !args.sides.iter().any(|s| s == SIDES[i]) {
-                        this[i] = f64::NAN;
                         continue;
                     }
                     fill(&cluster, &schema, args.tasks)?;
@@ -89,10 +99,11 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     this[i] = match i {
                         0 => run_holdfast(&cluster, &queue, &admin, n, args.tasks).await?,
                         1 => run_tokio_postgres(&cluster, &queue, n, args.tasks).await?,
+                        2 => run_lean(&cluster, &queue, n, args.tasks).await?,
                         _ => tokio::task::block_in_place(|| run_pgbench(&cluster, &queue, n, args.tasks))?,
                     };
                     let used = Cpu::now_with_server(postmaster).since(&before);
-                    let (client, user) = if i == 2 {
+                    let (client, user) = if i == PGBENCH {
                         (used.children, used.children_user)
                     } else {
                         (used.own, used.own_user)
@@ -100,26 +111,29 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     let per_task = |d: Duration| d.as_secs_f64() * 1e6 / args.tasks as f64;
                     client_us[i].push(per_task(client));
                     user_us[i].push(per_task(user));
-                    machine_us[i].push(per_task(used.machine));
                     server_us[i].push(per_task(used.server));
+                    machine_us[i].push(per_task(used.machine));
                     rates[i].push(this[i]);
                 }
-                ratios.push(this[0] / this[2]);
+                ratios.push(this[0] / this[PGBENCH]);
                 ratios_raw.push(this[0] / this[1]);
+                ratios_lean.push(this[2] / this[PGBENCH]);
             }
             Ok::<_, Box<dyn std::error::Error>>(())
         })?;
-        println!(
-            "{:<9}{:>14.0}{:>14.0}{:>14.0}{:>12.3}{:>9.3}..{:.3}{:>13.3}",
-            n,
-            median(&mut rates[0]),
-            median(&mut rates[1]),
-            median(&mut rates[2]),
+        let mut line = format!("{n:<9}");
+        for side in rates.iter_mut() {
+            line += &format!("{:>13.0}", median(side));
+        }
+        line += &format!(
+            "{:>12.3}{:>9.3}..{:.3}{:>13.3}{:>14.3}",
             median(&mut ratios),
             quantile(&mut ratios, 0.1),
             quantile(&mut ratios, 0.9),
             median(&mut ratios_raw),
+            median(&mut ratios_lean),
         );
+        println!("{line}");
         let mut line = format!("{n:<9}");
         let all = client_us
             .iter_mut()
@@ -137,7 +151,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut head = format!("{:<9}", "workers");
     for what in ["client", "user", "server", "machine"] {
-        for side in ["hf", "tokio-pg", "pgbench"] {
+        for side in SHORT {
             head += &format!("{:>17}", format!("{what} {side}"));
         }
     }
@@ -296,6 +310,50 @@ async fn run_tokio_postgres(
     let elapsed = start.elapsed();
     if done != total {
         return Err(format!("tokio-postgres side: {done} of {total} tasks succeeded").into());
+    }
+    Ok(total as f64 / elapsed.as_secs_f64())
+}
+
+/// The same as `run_tokio_postgres` on the lean hand-written client.
+async fn run_lean(
+    cluster: &TempCluster,
+    queue: &Queue,
+    n: usize,
+    total: i64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let lease = 30_000.0_f64;
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(
+            Lean::connect(cluster.port(), &queue.claim_sql(1), queue.succeed_sql())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let start = Instant::now();
+    let loops = clients.into_iter().map(|mut client| {
+        tokio::spawn(async move {
+            let mut done = 0i64;
+            let mut token = fastrand::i64(1..i64::MAX);
+            let mut next = client.succeed_and_claim(None, "lean", token, lease).await?;
+            while let Some((id, attempt)) = next {
+                let fresh = fastrand::i64(1..i64::MAX);
+                next = client
+                    .succeed_and_claim(Some((id, attempt, token)), "lean", fresh, lease)
+                    .await?;
+                token = fresh;
+                done += 1;
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(done)
+        })
+    });
+    let mut done = 0;
+    for finished in futures_util::future::join_all(loops).await {
+        done += finished?.map_err(|e| e.to_string())?;
+    }
+    let elapsed = start.elapsed();
+    if done != total {
+        return Err(format!("lean side: {done} of {total} tasks succeeded").into());
     }
     Ok(total as f64 / elapsed.as_secs_f64())
 }

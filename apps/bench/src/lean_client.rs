@@ -1,0 +1,175 @@
+//! The workers' statements on the leanest async client this bench could write: one tokio task
+//! per connection that encodes the messages itself (postgres-protocol), writes them and reads
+//! the replies on the same task, with no driver task, no channels, no statement objects. It
+//! is not a client for use (trust authentication only, no TLS, errors end the run): it marks
+//! what tokio and the socket path cost without tokio-postgres, so that the tasks bench can tell
+//! the driver's share of "where the time goes" from the runtime's.
+
+use bytes::{BufMut, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use postgres_protocol::IsNull;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Object ids of the parameter types (pg_type).
+const TEXT: u32 = 25;
+const INT8: u32 = 20;
+const INT4: u32 = 23;
+const FLOAT8: u32 = 701;
+
+/// One connection, its statements prepared as "claim" and "succeed".
+pub struct Lean {
+    stream: TcpStream,
+    out: BytesMut,
+    input: BytesMut,
+}
+
+/// A parameter, binary encoded.
+enum Param<'a> {
+    Text(&'a str),
+    Int8(i64),
+    Int4(i32),
+    Float8(f64),
+}
+
+impl Lean {
+    /// Connects as `postgres` to the database `postgres` (trust) and prepares the claim of one
+    /// task and the final write.
+    pub async fn connect(port: u16, claim: &str, succeed: &str) -> Result<Lean, Error> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        let mut lean = Lean {
+            stream,
+            out: BytesMut::with_capacity(4096),
+            input: BytesMut::with_capacity(8192),
+        };
+        frontend::startup_message([("user", "postgres"), ("database", "postgres")], &mut lean.out)?;
+        lean.flush().await?;
+        lean.until_ready(|_| Ok(())).await?;
+        frontend::parse("claim", claim, [TEXT, INT8, FLOAT8], &mut lean.out)?;
+        frontend::parse("succeed", succeed, [INT8, INT4, INT8], &mut lean.out)?;
+        frontend::sync(&mut lean.out);
+        lean.flush().await?;
+        lean.until_ready(|_| Ok(())).await?;
+        Ok(lean)
+    }
+
+    /// Claims one task: its id and attempt, or `None` when the queue is empty. With `done`,
+    /// first writes that task's success, pipelined in the same round trip (each statement
+    /// with its own Sync, as tokio-postgres sends them).
+    pub async fn succeed_and_claim(
+        &mut self,
+        done: Option<(i64, i32, i64)>,
+        owner: &str,
+        token: i64,
+        lease_ms: f64,
+    ) -> Result<Option<(i64, i32)>, Error> {
+        if let Some((id, attempt, token)) = done {
+            self.bind(
+                "succeed",
+                &[Param::Int8(id), Param::Int4(attempt), Param::Int8(token)],
+            )?;
+        }
+        self.bind(
+            "claim",
+            &[Param::Text(owner), Param::Int8(token), Param::Float8(lease_ms)],
+        )?;
+        self.flush().await?;
+        if done.is_some() {
+            let mut updated = false;
+            self.until_ready(|m| {
+                if let Message::CommandComplete(body) = m {
+                    updated = body.tag()? == "UPDATE 1";
+                }
+                Ok(())
+            })
+            .await?;
+            if !updated {
+                return Err("the final write matched no row".into());
+            }
+        }
+        let mut claimed = None;
+        self.until_ready(|m| {
+            if let Message::DataRow(row) = m {
+                let buffer = row.buffer();
+                let mut ranges = row.ranges();
+                let mut column = || -> Result<&[u8], Error> {
+                    let range = ranges.next()?.flatten().ok_or("a NULL or missing column")?;
+                    Ok(&buffer[range])
+                };
+                // RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts
+                let id = i64::from_be_bytes(column()?.try_into()?);
+                let _kind = std::str::from_utf8(column()?)?;
+                let _payload: serde_json::Value = serde_json::from_slice(column()?.get(1..).ok_or("jsonb")?)?;
+                let attempt = i32::from_be_bytes(column()?.try_into()?);
+                let _max_attempts = i32::from_be_bytes(column()?.try_into()?);
+                claimed = Some((id, attempt));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(claimed)
+    }
+
+    fn bind(&mut self, statement: &str, params: &[Param<'_>]) -> Result<(), Error> {
+        frontend::bind(
+            "",
+            statement,
+            [1],
+            params,
+            |p, buf| {
+                match p {
+                    Param::Text(s) => buf.put_slice(s.as_bytes()),
+                    Param::Int8(v) => buf.put_i64(*v),
+                    Param::Int4(v) => buf.put_i32(*v),
+                    Param::Float8(v) => buf.put_f64(*v),
+                }
+                Ok(IsNull::No)
+            },
+            [1],
+            &mut self.out,
+        )
+        .map_err(|_| "bind failed")?;
+        frontend::execute("", 0, &mut self.out)?;
+        frontend::sync(&mut self.out);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        self.stream.write_all(&self.out).await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// Reads messages up to the next ReadyForQuery, handing each to `each`.
+    async fn until_ready(
+        &mut self,
+        mut each: impl FnMut(&Message) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        loop {
+            while let Some(message) = Message::parse(&mut self.input)? {
+                match message {
+                    Message::ReadyForQuery(_) => return Ok(()),
+                    Message::ErrorResponse(body) => {
+                        let mut fields = body.fields();
+                        let mut text = String::new();
+                        while let Some(field) = fields.next()? {
+                            if field.type_() == b'M' {
+                                text = String::from_utf8_lossy(field.value_bytes()).into_owned();
+                            }
+                        }
+                        return Err(format!("server error: {text}").into());
+                    }
+                    other => each(&other)?,
+                }
+            }
+            if self.stream.read_buf(&mut self.input).await? == 0 {
+                return Err("the server closed the connection".into());
+            }
+        }
+    }
+}
