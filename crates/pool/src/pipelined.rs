@@ -14,8 +14,10 @@
 //! - a lane takes new statements for [`LANE_TERM`] at most, and none while anyone waits for
 //!   a connection of their own, so lanes drain and go back instead of holding connections
 //!   that others queue for.
-//! - a caller joins the least busy lane below `pipeline_depth`; when none is, it makes a new
-//!   lane while the pool has room, and otherwise joins the least busy lane anyway.
+//! - a caller joins the busiest lane below `pipeline_depth`, so that statements gather on as
+//!   few connections as the depth allows (lanes left with few callers drain and go back);
+//!   when no lane is below the depth, it makes a new lane while the pool has room, and
+//!   otherwise joins the least busy lane anyway.
 //! - behind a transaction-mode pooler every statement takes a connection of its own.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -121,9 +123,10 @@ impl Pool {
         config.pipeline_depth > 1 && !config.connect.get_pooler().is_transaction() && shareable(sql)
     }
 
-    /// A seat on the least busy lane that takes statements; or a new lane, made of a
-    /// connection taken like any other, while the pool has room; or, when it has none, the
-    /// least busy lane even past `pipeline_depth` (deeper pipelining beats queueing).
+    /// A seat on the busiest lane below `pipeline_depth` that takes statements; or a new
+    /// lane, made of a connection taken like any other, while the pool has room; or, when it
+    /// has none, the least busy lane even past `pipeline_depth` (deeper pipelining beats
+    /// queueing).
     async fn seat(&self) -> Result<Seat, PoolError> {
         let shared = self.shared();
         let depth = self.config().pipeline_depth;
@@ -131,16 +134,32 @@ impl Pool {
         if outlook.may_join {
             let now = Instant::now();
             let mut g = shared.lanes.lock();
-            let best = g
-                .iter_mut()
-                .filter(|l| {
-                    now.duration_since(l.taken) < LANE_TERM
-                        && !l.conn.is_closed()
-                        && l.conn.state().liveness() == Liveness::Open
-                })
-                .min_by_key(|l| l.in_flight)
-                .filter(|l| l.in_flight < depth || !outlook.has_room);
-            if let Some(lane) = best {
+            let open = |l: &Lane| {
+                now.duration_since(l.taken) < LANE_TERM
+                    && !l.conn.is_closed()
+                    && l.conn.state().liveness() == Liveness::Open
+            };
+            // The busiest lane below the depth: statements gather on as few connections as
+            // the depth allows, and a lane left with few callers drains and goes back. (The
+            // least busy one would spread callers over every lane ever made, and none would
+            // go back.) When every lane is full and the pool has no room either, the least
+            // busy lane.
+            let fullest_below = g
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| open(l) && l.in_flight < depth)
+                .max_by_key(|(_, l)| l.in_flight);
+            let best = match fullest_below {
+                Some((i, _)) => Some(i),
+                None if !outlook.has_room => g
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| open(l))
+                    .min_by_key(|(_, l)| l.in_flight)
+                    .map(|(i, _)| i),
+                None => None,
+            };
+            if let Some(lane) = best.map(|i| &mut g[i]) {
                 lane.in_flight += 1;
                 return Ok(Seat {
                     pool: self.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use holdfast_pool::{Pool, PoolError};
+use holdfast_pool::{Pool, PoolError, PrePing};
 use support::{admin, assert_no_idle_in_transaction, busy_connection, config_for, eventually, BOUND};
 use tokio_postgres::types::Type;
 
@@ -53,6 +53,99 @@ async fn a_second_caller_is_pipelined_on_the_busy_connection_instead_of_queueing
         .expect("B");
     assert_eq!(rows[0].get::<_, i32>(0), 7);
     assert_eq!(pool.status().in_use, 0, "the shared connection went back");
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back() {
+    // Two connections, four statements per lane; no pre-ping, so that a caller making a
+    // lane takes its idle connection without a round trip and sends its statement at once.
+    let pool = Pool::new(
+        config_for(cluster(), "query-gather")
+            .pool_size(2)
+            .max_overflow(0)
+            .pipeline_depth(4)
+            .pre_ping(PrePing::Never),
+    )
+    .expect("pool");
+    let sql = "SELECT pg_advisory_xact_lock($1)";
+    {
+        let (a, b) = (pool.get().await.expect("a"), pool.get().await.expect("b"));
+        for conn in [&a, &b] {
+            conn.query_cached(sql, &[(&0i64, Type::INT8)])
+                .await
+                .expect("prepared on both connections");
+        }
+    }
+    // Another session holds keys 1 to 6: each caller's statement waits for its key.
+    let blocker = admin(&pool).await;
+    blocker
+        .batch_execute("SELECT pg_advisory_lock(k) FROM generate_series(1, 6) k")
+        .await
+        .expect("locks");
+    let unlock = |key: i64| {
+        let blocker = &blocker;
+        async move {
+            blocker
+                .execute("SELECT pg_advisory_unlock($1)", &[&key])
+                .await
+                .expect("unlock");
+        }
+    };
+    let call = |key: i64| {
+        let pool = pool.clone();
+        Box::pin(async move { pool.query(sql, &[(&key, Type::INT8)]).await })
+    };
+    // Each caller is polled once: that takes its seat and sends its statement.
+    let mut first: Vec<_> = (1..=4).map(call).collect();
+    for caller in first.iter_mut() {
+        assert!(caller.as_mut().now_or_never().is_none(), "waits for its key");
+    }
+    assert_eq!(
+        pool.status().in_use,
+        1,
+        "four callers, one lane: {}",
+        pool.status()
+    );
+    let mut fifth = call(5);
+    assert!(fifth.as_mut().now_or_never().is_none());
+    assert_eq!(
+        pool.status().in_use,
+        2,
+        "the first lane is full: a second one: {}",
+        pool.status()
+    );
+    // The first lane's first statement ends: three callers left there, one on the second.
+    unlock(1).await;
+    tokio::time::timeout(BOUND, first.remove(0))
+        .await
+        .expect("caller 1 in time")
+        .expect("caller 1");
+    let mut sixth = call(6);
+    assert!(sixth.as_mut().now_or_never().is_none());
+    // The sixth joined the busier lane, so the second lane's only caller was its last.
+    unlock(5).await;
+    tokio::time::timeout(BOUND, fifth)
+        .await
+        .expect("caller 5 in time")
+        .expect("caller 5");
+    assert_eq!(
+        pool.status().in_use,
+        1,
+        "the lane left with one caller went back when it was done: {}",
+        pool.status()
+    );
+    for key in [2, 3, 4, 6] {
+        unlock(key).await;
+    }
+    first.push(sixth);
+    for caller in first {
+        tokio::time::timeout(BOUND, caller)
+            .await
+            .expect("in time")
+            .expect("the rest");
+    }
+    assert_eq!(pool.status().in_use, 0);
     assert_no_idle_in_transaction(&pool).await;
 }
 
