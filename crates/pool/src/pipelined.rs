@@ -15,9 +15,10 @@
 //!   a connection of their own, so lanes drain and go back instead of holding connections
 //!   that others queue for.
 //! - a caller joins the busiest lane below `pipeline_depth`, so that statements gather on as
-//!   few connections as the depth allows (lanes left with few callers drain and go back);
-//!   when no lane is below the depth, it makes a new lane while the pool has room, and
-//!   otherwise joins the least busy lane anyway.
+//!   few connections as the depth allows (lanes left with few callers drain and go back),
+//!   passing over lanes that have finished no statement for `pipeline_stall` (a slow or
+//!   stuck statement is not queued behind); when no lane qualifies, it makes a new lane
+//!   while the pool has room, and otherwise joins the least busy lane anyway.
 //! - behind a transaction-mode pooler every statement takes a connection of its own.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -57,6 +58,8 @@ struct Lane {
     conn: Arc<PooledConnection>,
     in_flight: usize,
     taken: Instant,
+    /// When a statement on it last finished (or, before any has, when it was made).
+    progress: Instant,
 }
 
 impl Lanes {
@@ -80,6 +83,7 @@ impl Drop for Seat {
             match g.iter().position(|l| l.id == self.lane) {
                 Some(i) => {
                     g[i].in_flight -= 1;
+                    g[i].progress = Instant::now();
                     (g[i].in_flight == 0).then(|| g.swap_remove(i))
                 }
                 None => None,
@@ -123,13 +127,14 @@ impl Pool {
         config.pipeline_depth > 1 && !config.connect.get_pooler().is_transaction() && shareable(sql)
     }
 
-    /// A seat on the busiest lane below `pipeline_depth` that takes statements; or a new
-    /// lane, made of a connection taken like any other, while the pool has room; or, when it
-    /// has none, the least busy lane even past `pipeline_depth` (deeper pipelining beats
-    /// queueing).
+    /// A seat on the busiest lane below `pipeline_depth` that takes statements and has
+    /// finished one within `pipeline_stall`; or a new lane, made of a connection taken like
+    /// any other, while the pool has room; or, when it has none, the least busy lane even
+    /// past `pipeline_depth` (deeper pipelining beats queueing).
     async fn seat(&self) -> Result<Seat, PoolError> {
         let shared = self.shared();
         let depth = self.config().pipeline_depth;
+        let stall = self.config().pipeline_stall;
         let outlook = shared.lane_outlook(shared.lanes.waiting.load(Ordering::Relaxed));
         if outlook.may_join {
             let now = Instant::now();
@@ -144,10 +149,13 @@ impl Pool {
             // least busy one would spread callers over every lane ever made, and none would
             // go back.) When every lane is full and the pool has no room either, the least
             // busy lane.
+            // A lane that has finished nothing for `pipeline_stall` holds a slow or stuck
+            // statement: new callers do not queue behind it while the pool has room.
+            let moving = |l: &Lane| now.saturating_duration_since(l.progress) < stall;
             let fullest_below = g
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| open(l) && l.in_flight < depth)
+                .filter(|(_, l)| open(l) && l.in_flight < depth && moving(l))
                 .max_by_key(|(_, l)| l.in_flight);
             let best = match fullest_below {
                 Some((i, _)) => Some(i),
@@ -176,11 +184,13 @@ impl Pool {
         // leak however long it serves (up to LANE_TERM plus its statements).
         shared.forget_lease(conn.slot_id());
         let id = shared.lanes.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
         shared.lanes.lock().push(Lane {
             id,
             conn: Arc::clone(&conn),
             in_flight: 1,
-            taken: Instant::now(),
+            taken: now,
+            progress: now,
         });
         Ok(Seat {
             pool: self.clone(),

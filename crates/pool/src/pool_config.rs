@@ -81,6 +81,10 @@ pub struct PoolConfig {
     /// [`Pool::query`]: crate::Pool::query
     /// [`Pool::execute`]: crate::Pool::execute
     pub pipeline_depth: usize,
+    /// A shared connection none of whose statements has finished for this long takes no
+    /// more callers while the pool has room for another: callers do not queue behind a
+    /// statement that is stuck or slow (`DB_PIPELINE_STALL_MS`, default 10).
+    pub pipeline_stall: Duration,
     /// Name used in logs and metric labels (`DB_POOL_NAME`, default `default`).
     pub name: String,
 }
@@ -114,6 +118,7 @@ impl PoolConfig {
             reconnect_backoff_max: Duration::from_secs(2),
             close_timeout: Duration::from_secs(10),
             pipeline_depth: 8,
+            pipeline_stall: Duration::from_millis(10),
             name: "default".to_string(),
         }
     }
@@ -281,6 +286,15 @@ impl PoolConfig {
             .unwrap_or(defaults.close_timeout),
             pipeline_depth: env::integer(source, "DB_PIPELINE_DEPTH", 8, 1, MAX_PIPELINE_DEPTH as u64)?
                 as usize,
+            pipeline_stall: env::duration(
+                source,
+                "DB_PIPELINE_STALL_MS",
+                defaults.pipeline_stall,
+                ms,
+                DAY_MS,
+                false,
+            )?
+            .unwrap_or(defaults.pipeline_stall),
             name: source
                 .get("DB_POOL_NAME")
                 .filter(|v| !v.is_empty())
@@ -382,6 +396,15 @@ impl PoolConfig {
         self
     }
 
+    /// How long a shared connection may go without finishing a statement before it takes
+    /// no more callers while the pool has room for another ([`Pool::query`]).
+    ///
+    /// [`Pool::query`]: crate::Pool::query
+    pub fn pipeline_stall(mut self, stall: Duration) -> Self {
+        self.pipeline_stall = stall;
+        self
+    }
+
     /// Most connections open at once, counting those being opened.
     pub fn max_size(&self) -> usize {
         self.pool_size + self.max_overflow
@@ -458,6 +481,7 @@ impl PoolConfig {
                 self.reconnect_backoff_max,
             ),
             ("DB_CLOSE_TIMEOUT_MS", "close_timeout", self.close_timeout),
+            ("DB_PIPELINE_STALL_MS", "pipeline_stall", self.pipeline_stall),
         ] {
             if value.is_zero() {
                 return invalid(name(env, builder), "0".into(), "a duration above zero".into());
@@ -522,9 +546,11 @@ mod tests {
             ("DB_KEEPALIVE_INTERVAL", "0"),
             ("DB_APPLICATION_NAME", "api"),
             ("DB_PIPELINE_DEPTH", "32"),
+            ("DB_PIPELINE_STALL_MS", "25"),
         ])
         .expect("config");
         assert_eq!(c.pipeline_depth, 32);
+        assert_eq!(c.pipeline_stall, Duration::from_millis(25));
         assert_eq!(
             (c.pool_size, c.max_overflow, c.min_idle, c.max_connecting),
             (8, 0, 2, 3)

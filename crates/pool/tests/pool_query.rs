@@ -65,6 +65,7 @@ async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back()
             .pool_size(2)
             .max_overflow(0)
             .pipeline_depth(4)
+            .pipeline_stall(BOUND)
             .pre_ping(PrePing::Never),
     )
     .expect("pool");
@@ -145,6 +146,35 @@ async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back()
             .expect("in time")
             .expect("the rest");
     }
+    assert_eq!(pool.status().in_use, 0);
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_room() {
+    let stall = Duration::from_millis(50);
+    let pool = Pool::new(
+        config_for(cluster(), "query-stall")
+            .pool_size(2)
+            .max_overflow(0)
+            .pipeline_stall(stall),
+    )
+    .expect("pool");
+    // A's statement waits on a table lock: its lane finishes nothing.
+    let (locker, a) = busy_connection(&pool).await;
+    // The lane was made before A was seen waiting; once `stall` has passed since, it
+    // counts as stalled. (Not a wait for another task: the time is what is under test.)
+    tokio::time::sleep(stall).await;
+    // B takes (opens) the pool's other connection instead of queueing behind A; behind A
+    // it would wait as long as the lock is held.
+    let rows = tokio::time::timeout(BOUND, pool.query("SELECT $1::int", &[(&7i32, Type::INT4)]))
+        .await
+        .expect("B answered while A still waits")
+        .expect("B");
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
+    assert!(!a.is_finished(), "A still waits on the lock");
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    a.await.expect("A's task").expect("A");
     assert_eq!(pool.status().in_use, 0);
     assert_no_idle_in_transaction(&pool).await;
 }
