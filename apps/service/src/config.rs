@@ -94,6 +94,11 @@ pub struct ServeArgs {
     /// Simulated mixing time per segment, in milliseconds (assemblies are long on purpose).
     #[arg(long, env = "ASSEMBLY_STEP_MS", value_name = "ASSEMBLY_STEP_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub assembly_step_ms: u64,
+    /// How long one assembly attempt may run before it is stopped and retried, in
+    /// milliseconds: bounds an assembly whose database request was swallowed by a hung
+    /// network, which its heartbeats (on other connections) would otherwise keep forever.
+    #[arg(long, env = "ASSEMBLY_TIMEOUT_MS", value_name = "ASSEMBLY_TIMEOUT_MS", default_value_t = 600_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub assembly_timeout_ms: u64,
     /// Lease of a running assembly, in milliseconds (heartbeats every third of it).
     #[arg(long, env = "TASK_LEASE_MS", value_name = "TASK_LEASE_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(300..=86_400_000))]
     pub task_lease_ms: u64,
@@ -135,6 +140,7 @@ impl ServeArgs {
             statement_timeout_ms: 300_000,
             assembly_workers: 2,
             assembly_step_ms: 200,
+            assembly_timeout_ms: 600_000,
             task_lease_ms: 30_000,
             task_schema: "holdfast".into(),
             shutdown_grace_ms: 10_000,
@@ -196,6 +202,7 @@ impl ServeArgs {
         };
         Ok(WorkerConfig {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            run_timeout: Some(Duration::from_millis(self.assembly_timeout_ms)),
             poll_interval: Duration::from_millis(self.task_poll_ms),
             listen,
             ..WorkerConfig::default()

@@ -1,8 +1,9 @@
 //! One attempt of one task: the body runs while heartbeats keep the lease; a heartbeat that
-//! matches no row (lease lost), a cancel request or a lease that could not be renewed in
-//! time stops the body by dropping its future. Heartbeats stop once the body is done, and
-//! the outcome is written with retries until it lands or the lease runs out. A slot that
-//! goes on working sends the write together with its next claim (one round trip for both).
+//! matches no row (lease lost), a cancel request, a lease that could not be renewed in
+//! time or a body past `run_timeout` stops the body by dropping its future. Heartbeats stop
+//! once the body is done, and the outcome is written with retries until it lands or the lease
+//! runs out. A slot that goes on working sends the write together with its next claim (one
+//! round trip for both).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ enum End {
     Expired,
     /// Shutdown past its grace period.
     Released,
+    /// The body ran longer than `run_timeout`.
+    TimedOut(Duration),
 }
 
 /// An attempt whose body is over, with the outcome still to be written.
@@ -76,6 +79,14 @@ pub(crate) async fn run(
     let mut work = handler(ctx.clone());
     let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + config.heartbeat, config.heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Armed only when the body does not finish at once (the select polls the body first).
+    let overtime = async {
+        match config.run_timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(overtime);
     let end = loop {
         tokio::select! {
             // The body first: one that is done at once never arms the heartbeat timer.
@@ -98,6 +109,7 @@ pub(crate) async fn run(
                 }
             }
             _ = async { hard_stop.wait_for(|stop| *stop).await.map(|_| ()) } => break End::Released,
+            _ = &mut overtime => break End::TimedOut(config.run_timeout.unwrap_or_default()),
         }
     };
     // Whatever happens next, the body is over: tell whatever it left behind holding its
@@ -112,6 +124,19 @@ pub(crate) async fn run(
             permanent: !failure.retryable,
             error: failure.message,
         },
+        End::TimedOut(limit) => {
+            tracing::warn!(
+                task = task.id,
+                attempt = task.attempt,
+                run_timeout_s = limit.as_secs_f64(),
+                "the task ran longer than run_timeout: stopped, and failed to be retried"
+            );
+            Finish::Failed {
+                retry_in: retry_delay(&shared, task.attempt),
+                permanent: false,
+                error: format!("ran longer than run_timeout ({limit:?}): stopped"),
+            }
+        }
         End::Cancelled => Finish::Cancelled,
         End::Released => Finish::Released,
         End::Lost | End::Expired => {

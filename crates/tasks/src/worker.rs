@@ -39,6 +39,12 @@ pub struct WorkerConfig {
     pub listen: Listen,
     /// How long shutdown waits for running tasks before releasing their leases (default 30 s).
     pub shutdown_grace: Duration,
+    /// How long one attempt's body may run: past it, the body is stopped (its future
+    /// dropped) and the attempt fails and is retried like any failure. Heartbeats keep a
+    /// task whose worker lives, so without this bound a body stuck on a request nobody will
+    /// answer (a hung network eats it) would hold its task forever (default 1 hour; `None`:
+    /// no bound).
+    pub run_timeout: Option<Duration>,
     /// First retry delay of a failed task; doubles each attempt, with jitter (default 1 s).
     pub retry_base: Duration,
     /// Longest retry delay (default 10 min).
@@ -64,6 +70,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             listen: Listen::Auto,
             shutdown_grace: Duration::from_secs(30),
+            run_timeout: Some(Duration::from_secs(3600)),
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(600),
             rescue: true,
@@ -111,6 +118,9 @@ impl WorkerConfig {
                 format!("{:?}", self.heartbeat),
                 "above zero and below the lease",
             );
+        }
+        if self.run_timeout.is_some_and(|t| t.is_zero()) {
+            return bad("run_timeout", "0".into(), "above zero, or None for no bound");
         }
         if self.poll_interval.is_zero() || self.rescue_interval.is_zero() {
             return bad("poll_interval / rescue_interval", "0".into(), "above zero");

@@ -378,3 +378,101 @@ async fn a_killed_worker_process_is_rescued_by_another() {
         w.shutdown().await;
     }
 }
+
+/// Counts drops of the value it guards.
+struct OnDrop(Arc<AtomicU32>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_stuck_on_a_request_nobody_answers_is_stopped_by_its_run_timeout() {
+    // The incident's own shape: the worker lives and its heartbeats land (its control plane
+    // reaches the database directly), but the body's statement went into a network that
+    // swallows it. Nothing would ever end that body; its run timeout must.
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let (direct, queue, admin) = database(cluster, "f_stuck").await;
+    let proxy = FaultProxy::start_local(SocketAddr::from(([127, 0, 0, 1], cluster.port())))
+        .await
+        .expect("proxy");
+    let db = direct.rsplit('/').next().expect("db name").to_string();
+    let via = format!("postgres://postgres@127.0.0.1:{}/{db}", proxy.port());
+    enqueue_episodes(&queue, &admin, 1).await;
+    let (go, go_rx) = watch::channel(false);
+    let ready = Arc::new(tokio::sync::Notify::new());
+    let dropped = Arc::new(AtomicU32::new(0));
+    let mut config = fast(1);
+    config.run_timeout = Some(Duration::from_secs(2));
+    let body = {
+        let (ready, dropped) = (Arc::clone(&ready), Arc::clone(&dropped));
+        move |ctx: TaskContext| {
+            let (mut go, ready, guard) = (go_rx.clone(), Arc::clone(&ready), OnDrop(Arc::clone(&dropped)));
+            Box::pin(async move {
+                let _guard = guard;
+                let conn = ctx.pool.get().await?;
+                if ctx.attempt == 1 {
+                    // Connected; the test now opens the hole, then lets the statement go.
+                    ready.notify_one();
+                    let _ = go.wait_for(|go| *go).await;
+                }
+                conn.execute(
+                    "INSERT INTO effects (task_id, attempt) VALUES ($1, $2)",
+                    &[&ctx.id, &ctx.attempt],
+                )
+                .await?;
+                Ok(())
+            }) as futures_util::future::BoxFuture<'static, Result<(), TaskFailure>>
+        }
+    };
+    let worker = Worker::new(
+        queue.clone(),
+        pool(&direct, "hf-ctl", 2),
+        pool(&via, "hf-work", 2),
+        config,
+    )
+    .handle("assemble", body)
+    .spawn()
+    .expect("worker");
+    tokio::time::timeout(support::BOUND, ready.notified())
+        .await
+        .expect("the first attempt holds its connection");
+    proxy
+        .update(|f| {
+            f.upstream.blackhole = true;
+            f.downstream.blackhole = true;
+        })
+        .expect("blackhole");
+    go.send_replace(true);
+    eventually("the stuck body is stopped", || async {
+        dropped.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+    proxy.clear();
+    assert_settled_once(&queue, &admin, 1).await;
+    assert_eq!(
+        attempts(&queue, &admin).await,
+        vec![2],
+        "stopped once, then run again"
+    );
+    let effects: Vec<i32> = admin
+        .get()
+        .await
+        .expect("get")
+        .query("SELECT attempt FROM effects ORDER BY attempt", &[])
+        .await
+        .expect("effects")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        effects,
+        vec![2],
+        "the swallowed statement never landed; the second attempt's did"
+    );
+    tokio::time::timeout(Duration::from_secs(30), worker.shutdown())
+        .await
+        .expect("shutdown");
+}

@@ -386,6 +386,9 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
         assembly_workers: args.assemblies,
         assembly_step_ms: args.step_ms,
         task_lease_ms: 3000,
+        // Assemblies here take about a second, several during a latency fault; a body whose
+        // statement a blackhole swallowed is stopped after this and runs again.
+        assembly_timeout_ms: 20_000,
         shutdown_grace_ms: 2000,
         ..ServeArgs::for_database(target.through(proxy.port()))
     };
