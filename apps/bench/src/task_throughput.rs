@@ -303,15 +303,7 @@ async fn run_tokio_postgres(
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(done)
         })
     });
-    let mut done = 0;
-    for finished in futures_util::future::join_all(loops).await {
-        done += finished?.map_err(|e| e.to_string())?;
-    }
-    let elapsed = start.elapsed();
-    if done != total {
-        return Err(format!("tokio-postgres side: {done} of {total} tasks succeeded").into());
-    }
-    Ok(total as f64 / elapsed.as_secs_f64())
+    rate_of("tokio-postgres", loops, start, total).await
 }
 
 /// The same as `run_tokio_postgres` on the lean hand-written client.
@@ -347,13 +339,27 @@ async fn run_lean(
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(done)
         })
     });
+    rate_of("lean", loops, start, total).await
+}
+
+/// A side's client loops, each answering the tasks it saw through.
+type Loop = tokio::task::JoinHandle<Result<i64, Box<dyn std::error::Error + Send + Sync>>>;
+
+/// Waits for a side's loops, checks that they saw every task through, and returns tasks per
+/// second since `start`.
+async fn rate_of(
+    side: &str,
+    loops: impl IntoIterator<Item = Loop>,
+    start: Instant,
+    total: i64,
+) -> Result<f64, Box<dyn std::error::Error>> {
     let mut done = 0;
     for finished in futures_util::future::join_all(loops).await {
         done += finished?.map_err(|e| e.to_string())?;
     }
     let elapsed = start.elapsed();
     if done != total {
-        return Err(format!("lean side: {done} of {total} tasks succeeded").into());
+        return Err(format!("{side} side: {done} of {total} tasks succeeded").into());
     }
     Ok(total as f64 / elapsed.as_secs_f64())
 }
