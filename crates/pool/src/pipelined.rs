@@ -144,13 +144,12 @@ impl Pool {
                     && !l.conn.is_closed()
                     && l.conn.state().liveness() == Liveness::Open
             };
-            // The busiest lane below the depth: statements gather on as few connections as
-            // the depth allows, and a lane left with few callers drains and goes back. (The
-            // least busy one would spread callers over every lane ever made, and none would
-            // go back.) When every lane is full and the pool has no room either, the least
-            // busy lane.
-            // A lane that has finished nothing for `pipeline_stall` holds a slow or stuck
-            // statement: new callers do not queue behind it while the pool has room.
+            // The busiest moving lane below the depth: statements gather on as few
+            // connections as the depth allows, and a lane left with few callers drains and
+            // goes back (the least busy one would spread callers over every lane ever made,
+            // and none would go back). A lane that has finished nothing for
+            // `pipeline_stall` holds a slow or stuck statement: nobody queues behind it while
+            // the pool has room. With no such lane and no room either: the least busy lane.
             let moving = |l: &Lane| now.saturating_duration_since(l.progress) < stall;
             let fullest_below = g
                 .iter()
