@@ -58,7 +58,7 @@ struct Lane {
     conn: Arc<PooledConnection>,
     in_flight: usize,
     taken: Instant,
-    /// When a statement on it last finished (or, before any has, when it was made).
+    /// When a statement on it was last answered (or, before any was, when it was made).
     progress: Instant,
 }
 
@@ -73,6 +73,9 @@ struct Seat {
     pool: Pool,
     lane: u64,
     conn: Arc<PooledConnection>,
+    /// The caller's statement was answered (rows or an error). A caller that gave up (its
+    /// future dropped) proves nothing about the lane and does not count as its progress.
+    answered: bool,
 }
 
 impl Drop for Seat {
@@ -83,7 +86,9 @@ impl Drop for Seat {
             match g.iter().position(|l| l.id == self.lane) {
                 Some(i) => {
                     g[i].in_flight -= 1;
-                    g[i].progress = Instant::now();
+                    if self.answered {
+                        g[i].progress = Instant::now();
+                    }
                     (g[i].in_flight == 0).then(|| g.swap_remove(i))
                 }
                 None => None,
@@ -109,8 +114,10 @@ impl Pool {
         if !self.shares(sql) {
             return Ok(self.get().await?.query_cached(sql, params).await?);
         }
-        let seat = self.seat().await?;
-        Ok(seat.conn.query_cached(sql, params).await?)
+        let mut seat = self.seat().await?;
+        let rows = seat.conn.query_cached(sql, params).await;
+        seat.answered = true;
+        Ok(rows?)
     }
 
     /// Like [`query`](Self::query), returning the number of rows affected.
@@ -118,8 +125,10 @@ impl Pool {
         if !self.shares(sql) {
             return Ok(self.get().await?.execute_cached(sql, params).await?);
         }
-        let seat = self.seat().await?;
-        Ok(seat.conn.execute_cached(sql, params).await?)
+        let mut seat = self.seat().await?;
+        let affected = seat.conn.execute_cached(sql, params).await;
+        seat.answered = true;
+        Ok(affected?)
     }
 
     fn shares(&self, sql: &str) -> bool {
@@ -172,6 +181,7 @@ impl Pool {
                     pool: self.clone(),
                     lane: lane.id,
                     conn: Arc::clone(&lane.conn),
+                    answered: false,
                 });
             }
         }
@@ -195,6 +205,7 @@ impl Pool {
             pool: self.clone(),
             lane: id,
             conn,
+            answered: false,
         })
     }
 }

@@ -180,6 +180,39 @@ async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_roo
 }
 
 #[tokio::test]
+async fn a_caller_that_gives_up_does_not_make_a_stuck_lane_look_alive() {
+    let stall = Duration::from_millis(50);
+    let pool = Pool::new(
+        config_for(cluster(), "query-gave-up")
+            .pool_size(2)
+            .max_overflow(0)
+            .pipeline_stall(stall),
+    )
+    .expect("pool");
+    // A's statement waits on a table lock: its lane answers nothing.
+    let (locker, a) = busy_connection(&pool).await;
+    // With the pool's other connection held, B has nowhere else to go and joins A's lane.
+    let held = pool.get().await.expect("the other connection");
+    let mut b = Box::pin(pool.query("SELECT 2", &[]));
+    assert!(b.as_mut().now_or_never().is_none(), "B waits behind A");
+    // (The time is what is under test, not another task.)
+    tokio::time::sleep(stall).await;
+    // B gives up, as an API request past its timeout does; then the other connection is free.
+    drop(b);
+    drop(held);
+    // The lane has answered nothing for longer than the stall: C takes the free connection.
+    let rows = tokio::time::timeout(BOUND, pool.query("SELECT $1::int", &[(&3i32, Type::INT4)]))
+        .await
+        .expect("C answered while A still waits")
+        .expect("C");
+    assert_eq!(rows[0].get::<_, i32>(0), 3);
+    assert!(!a.is_finished(), "A still waits on the lock");
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    a.await.expect("A's task").expect("A");
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
 async fn a_begin_never_joins_a_shared_connection() {
     for begin in ["BEGIN", "  /* comment */ begin", "-- c\nSTART TRANSACTION"] {
         let pool = pool_of("query-begin", 1);
