@@ -99,7 +99,9 @@ impl Lean {
                 let mut ranges = row.ranges();
                 let mut column = || -> Result<&[u8], Error> {
                     let range = ranges.next()?.flatten().ok_or("a NULL or missing column")?;
-                    Ok(&buffer[range])
+                    buffer
+                        .get(range)
+                        .ok_or_else(|| "a column past the row's end".into())
                 };
                 // RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts
                 let id = i64::from_be_bytes(column()?.try_into()?);
