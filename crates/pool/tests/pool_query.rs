@@ -150,21 +150,28 @@ async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back()
     assert_no_idle_in_transaction(&pool).await;
 }
 
-#[tokio::test]
-async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_room() {
-    let stall = Duration::from_millis(50);
-    let pool = Pool::new(
-        config_for(cluster(), "query-stall")
+/// How long a lane of [`stalling_pool`] may answer nothing before it counts as stalled.
+const STALL: Duration = Duration::from_millis(50);
+
+/// A pool of two connections whose lanes count as stalled after [`STALL`].
+fn stalling_pool(test: &str) -> Pool {
+    Pool::new(
+        config_for(cluster(), test)
             .pool_size(2)
             .max_overflow(0)
-            .pipeline_stall(stall),
+            .pipeline_stall(STALL),
     )
-    .expect("pool");
+    .expect("pool")
+}
+
+#[tokio::test]
+async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_room() {
+    let pool = stalling_pool("query-stall");
     // A's statement waits on a table lock: its lane finishes nothing.
     let (locker, a) = busy_connection(&pool).await;
-    // The lane was made before A was seen waiting; once `stall` has passed since, it
+    // The lane was made before A was seen waiting; once `STALL` has passed since, it
     // counts as stalled. (Not a wait for another task: the time is what is under test.)
-    tokio::time::sleep(stall).await;
+    tokio::time::sleep(STALL).await;
     // B takes (opens) the pool's other connection instead of queueing behind A; behind A
     // it would wait as long as the lock is held.
     let rows = tokio::time::timeout(BOUND, pool.query("SELECT $1::int", &[(&7i32, Type::INT4)]))
@@ -181,14 +188,7 @@ async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_roo
 
 #[tokio::test]
 async fn a_caller_that_gives_up_does_not_make_a_stuck_lane_look_alive() {
-    let stall = Duration::from_millis(50);
-    let pool = Pool::new(
-        config_for(cluster(), "query-gave-up")
-            .pool_size(2)
-            .max_overflow(0)
-            .pipeline_stall(stall),
-    )
-    .expect("pool");
+    let pool = stalling_pool("query-gave-up");
     // A's statement waits on a table lock: its lane answers nothing.
     let (locker, a) = busy_connection(&pool).await;
     // With the pool's other connection held, B has nowhere else to go and joins A's lane.
@@ -196,7 +196,7 @@ async fn a_caller_that_gives_up_does_not_make_a_stuck_lane_look_alive() {
     let mut b = Box::pin(pool.query("SELECT 2", &[]));
     assert!(b.as_mut().now_or_never().is_none(), "B waits behind A");
     // (The time is what is under test, not another task.)
-    tokio::time::sleep(stall).await;
+    tokio::time::sleep(STALL).await;
     // B gives up, as an API request past its timeout does; then the other connection is free.
     drop(b);
     drop(held);
