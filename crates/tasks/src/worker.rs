@@ -428,6 +428,33 @@ mod tests {
     use holdfast_pool::Pooler;
 
     #[test]
+    fn bad_settings_are_refused_naming_the_setting() {
+        let setting = |config: WorkerConfig| match config.validate() {
+            Err(TaskError::InvalidSetting { setting, .. }) => setting,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(WorkerConfig::default().validate().is_ok());
+        assert_eq!(setting(WorkerConfig::default().concurrency(0)), "concurrency");
+        assert_eq!(
+            setting(WorkerConfig::default().lease(Duration::from_millis(50))),
+            "lease"
+        );
+        let mut config = WorkerConfig::default();
+        config.heartbeat = config.lease;
+        assert_eq!(setting(config), "heartbeat");
+        let config = WorkerConfig {
+            run_timeout: Some(Duration::ZERO),
+            ..WorkerConfig::default()
+        };
+        assert_eq!(setting(config), "run_timeout");
+        let config = WorkerConfig {
+            run_timeout: None,
+            ..WorkerConfig::default()
+        };
+        assert!(config.validate().is_ok(), "no bound is a valid choice");
+    }
+
+    #[test]
     fn listen_goes_around_a_transaction_pooler() {
         let direct = ConnectConfig::from_url("postgres://u@db/app").expect("url");
         let pooled = ConnectConfig::from_url("postgres://u@bouncer:6432/app")
