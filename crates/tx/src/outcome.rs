@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use holdfast_pool::Pool;
+use holdfast_pool::{Pool, PoolError};
+
+use crate::classify::{classify, ErrorClass};
 
 /// What the server says about a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,19 +21,40 @@ pub(crate) enum Resolution {
 /// Asks `pg_xact_status(xid)` on a new connection. While the old backend still works on it
 /// ("in progress", it has not noticed its client is gone), it is terminated by its pid and
 /// the question asked again; interrupts are held off while a commit is being recorded, so
-/// the answer is then final. Bounded by `budget`.
+/// the answer is then final. A server that cannot be reached (restarting, or a pooler in
+/// front of it restarting) is asked again until it answers. Bounded by `budget`.
 pub(crate) async fn resolve(pool: &Pool, xid: u64, old_backend: Option<i32>, budget: Duration) -> Resolution {
-    match tokio::time::timeout(budget, ask(pool, xid, old_backend)).await {
+    let mut unreachable = None;
+    match tokio::time::timeout(budget, ask(pool, xid, old_backend, &mut unreachable)).await {
         Ok(resolution) => resolution,
-        Err(_) => Resolution::Unknown(format!("no answer within {budget:?}")),
+        Err(_) => Resolution::Unknown(match unreachable {
+            Some(e) => format!("cannot reach the server within {budget:?}: {e}"),
+            None => format!("no answer within {budget:?}"),
+        }),
     }
 }
 
-async fn ask(pool: &Pool, xid: u64, old_backend: Option<i32>) -> Resolution {
+async fn ask(
+    pool: &Pool,
+    xid: u64,
+    old_backend: Option<i32>,
+    unreachable: &mut Option<String>,
+) -> Resolution {
     let mut terminated = false;
+    let mut pause = Duration::from_millis(10);
     loop {
         let conn = match pool.get().await {
             Ok(conn) => conn,
+            // The connection was just lost: the server (or a pooler in front of it) may be
+            // restarting. Keep asking within the budget, which `resolve` enforces; the
+            // error is the answer only when the budget runs out.
+            Err(e @ (PoolError::Unavailable { .. } | PoolError::Timeout { .. })) => {
+                tracing::debug!(xid, error = %e, "cannot reach the server yet to ask about the COMMIT");
+                *unreachable = Some(e.to_string());
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+                continue;
+            }
             Err(e) => return Resolution::Unknown(format!("cannot reach the server: {e}")),
         };
         let status = conn
@@ -39,6 +62,14 @@ async fn ask(pool: &Pool, xid: u64, old_backend: Option<i32>) -> Resolution {
             .await;
         let status: Option<String> = match status {
             Ok(row) => row.get(0),
+            // Lost again on the way (a restart still going on): ask on another connection.
+            Err(e) if classify(&e) == ErrorClass::Disconnected => {
+                *unreachable = Some(e.to_string());
+                drop(conn);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(250));
+                continue;
+            }
             Err(e) => return Resolution::Unknown(format!("pg_xact_status failed: {e}")),
         };
         match status.as_deref() {

@@ -251,6 +251,54 @@ async fn an_unresolvable_commit_is_reported_with_its_xid() {
 }
 
 #[tokio::test]
+async fn a_lost_commit_reply_is_resolved_once_the_server_can_be_reached_again() {
+    let s = setup("unreachable-a-while").await;
+    // Warm one connection, then lose the COMMIT reply and refuse new connections for a
+    // while, as a server or a pooler in front of it does while it restarts.
+    drop(s.pool.get().await.expect("warm"));
+    s.proxy
+        .set(Faults {
+            refuse: true,
+            ..rule(Trigger::Commit, Action::DropReply)
+        })
+        .expect("faults");
+    let runs = Arc::new(AtomicU32::new(0));
+    let work = tokio::spawn({
+        let (pool, runs) = (s.pool.clone(), Arc::clone(&runs));
+        async move {
+            pool.transaction(TxOptions::new(), move |tx| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                Box::pin(insert_and_bump(tx, 7))
+            })
+            .await
+        }
+    });
+    // Once the question about the COMMIT has found the server unreachable, it comes back.
+    let deadline = tokio::time::Instant::now() + BOUND;
+    while s.proxy.counters().connections_refused == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no connection was refused"
+        );
+        assert!(
+            !work.is_finished(),
+            "gave up at the first refusal: {:?}",
+            work.await
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    s.proxy.clear();
+    let key = tokio::time::timeout(BOUND, work)
+        .await
+        .expect("in time")
+        .expect("task")
+        .expect("the server said committed");
+    assert_eq!(key, 7);
+    assert_eq!(runs.load(Ordering::Relaxed), 1, "and the work did not run again");
+    assert_exactly_once(&s, &[7]).await;
+}
+
+#[tokio::test]
 async fn serialization_conflicts_are_retried_until_all_succeed() {
     let s = setup("serializable").await;
     let n = 6;
