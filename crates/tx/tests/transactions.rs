@@ -214,11 +214,9 @@ async fn a_cut_after_the_reply_is_a_success() {
     assert_exactly_once(&s, &committed).await;
 }
 
-#[tokio::test]
-async fn an_unresolvable_commit_is_reported_with_its_xid() {
-    let s = setup("unknown").await;
-    // Warm one connection, then lose the COMMIT reply and refuse every new connection, so
-    // nobody can ask the server what happened.
+/// Warms one connection, then arms the proxy to drop the next COMMIT's reply and to refuse
+/// every new connection (until the test clears it).
+async fn lose_the_commit_reply_and_refuse_connections(s: &Setup) {
     drop(s.pool.get().await.expect("warm"));
     s.proxy
         .set(Faults {
@@ -226,6 +224,13 @@ async fn an_unresolvable_commit_is_reported_with_its_xid() {
             ..rule(Trigger::Commit, Action::DropReply)
         })
         .expect("faults");
+}
+
+#[tokio::test]
+async fn an_unresolvable_commit_is_reported_with_its_xid() {
+    let s = setup("unknown").await;
+    // Nobody can ask the server what happened: new connections stay refused.
+    lose_the_commit_reply_and_refuse_connections(&s).await;
     let err = s
         .pool
         .transaction(TxOptions::new(), |tx| Box::pin(insert_and_bump(tx, 1)))
@@ -253,15 +258,9 @@ async fn an_unresolvable_commit_is_reported_with_its_xid() {
 #[tokio::test]
 async fn a_lost_commit_reply_is_resolved_once_the_server_can_be_reached_again() {
     let s = setup("unreachable-a-while").await;
-    // Warm one connection, then lose the COMMIT reply and refuse new connections for a
-    // while, as a server or a pooler in front of it does while it restarts.
-    drop(s.pool.get().await.expect("warm"));
-    s.proxy
-        .set(Faults {
-            refuse: true,
-            ..rule(Trigger::Commit, Action::DropReply)
-        })
-        .expect("faults");
+    // New connections are refused for a while, as while a server (or a pooler in front of
+    // it) restarts.
+    lose_the_commit_reply_and_refuse_connections(&s).await;
     let runs = Arc::new(AtomicU32::new(0));
     let work = tokio::spawn({
         let (pool, runs) = (s.pool.clone(), Arc::clone(&runs));
