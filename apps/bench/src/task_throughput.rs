@@ -247,6 +247,9 @@ async fn run_holdfast(
     Ok(total as f64 / elapsed.as_secs_f64())
 }
 
+/// The lease the plain-client sides claim with, in milliseconds (a worker's default).
+const LEASE_MS: f64 = 30_000.0;
+
 /// The workers' own statements on plain tokio-postgres clients, one per slot, pipelined as a
 /// slot pipelines them (the final write together with the next claim), with no pool, no
 /// worker, no lease bookkeeping and no timeouts around them: what is left of holdfast's
@@ -257,7 +260,6 @@ async fn run_tokio_postgres(
     n: usize,
     total: i64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let lease = 30_000.0_f64;
     let mut clients = Vec::new();
     for _ in 0..n {
         let (client, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls).await?;
@@ -276,7 +278,7 @@ async fn run_tokio_postgres(
             let claim_one = |token: i64| {
                 let (client, claim) = (&client, &claim);
                 async move {
-                    let rows = client.query(claim, &[&"raw", &token, &lease]).await?;
+                    let rows = client.query(claim, &[&"raw", &token, &LEASE_MS]).await?;
                     Ok::<_, tokio_postgres::Error>(rows.first().map(|r| {
                         // The same columns a worker decodes.
                         let _kind: String = r.get(1);
@@ -313,7 +315,6 @@ async fn run_lean(
     n: usize,
     total: i64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let lease = 30_000.0_f64;
     let mut clients = Vec::new();
     for _ in 0..n {
         clients.push(
@@ -327,11 +328,11 @@ async fn run_lean(
         tokio::spawn(async move {
             let mut done = 0i64;
             let mut token = fastrand::i64(1..i64::MAX);
-            let mut next = client.succeed_and_claim(None, "lean", token, lease).await?;
+            let mut next = client.succeed_and_claim(None, "lean", token, LEASE_MS).await?;
             while let Some((id, attempt)) = next {
                 let fresh = fastrand::i64(1..i64::MAX);
                 next = client
-                    .succeed_and_claim(Some((id, attempt, token)), "lean", fresh, lease)
+                    .succeed_and_claim(Some((id, attempt, token)), "lean", fresh, LEASE_MS)
                     .await?;
                 token = fresh;
                 done += 1;

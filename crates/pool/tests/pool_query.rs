@@ -164,6 +164,25 @@ fn stalling_pool(test: &str) -> Pool {
     .expect("pool")
 }
 
+/// A new caller's `SELECT value` is answered while A (from `busy_connection`) still waits
+/// on its lock; then the lock is let go, A finishes, and no session is left in a transaction.
+async fn answered_while_a_waits(
+    pool: &Pool,
+    value: i32,
+    locker: holdfast_pool::Connection,
+    a: support::Answer,
+) {
+    let rows = tokio::time::timeout(BOUND, pool.query("SELECT $1::int", &[(&value, Type::INT4)]))
+        .await
+        .expect("answered while A still waits")
+        .expect("the new caller");
+    assert_eq!(rows[0].get::<_, i32>(0), value);
+    assert!(!a.is_finished(), "A still waits on the lock");
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    a.await.expect("A's task").expect("A");
+    assert_no_idle_in_transaction(pool).await;
+}
+
 #[tokio::test]
 async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_room() {
     let pool = stalling_pool("query-stall");
@@ -174,16 +193,8 @@ async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_roo
     tokio::time::sleep(STALL).await;
     // B takes (opens) the pool's other connection instead of queueing behind A; behind A
     // it would wait as long as the lock is held.
-    let rows = tokio::time::timeout(BOUND, pool.query("SELECT $1::int", &[(&7i32, Type::INT4)]))
-        .await
-        .expect("B answered while A still waits")
-        .expect("B");
-    assert_eq!(rows[0].get::<_, i32>(0), 7);
-    assert!(!a.is_finished(), "A still waits on the lock");
-    locker.batch_execute("COMMIT").await.expect("unlock");
-    a.await.expect("A's task").expect("A");
+    answered_while_a_waits(&pool, 7, locker, a).await;
     assert_eq!(pool.status().in_use, 0);
-    assert_no_idle_in_transaction(&pool).await;
 }
 
 #[tokio::test]
@@ -201,15 +212,7 @@ async fn a_caller_that_gives_up_does_not_make_a_stuck_lane_look_alive() {
     drop(b);
     drop(held);
     // The lane has answered nothing for longer than the stall: C takes the free connection.
-    let rows = tokio::time::timeout(BOUND, pool.query("SELECT $1::int", &[(&3i32, Type::INT4)]))
-        .await
-        .expect("C answered while A still waits")
-        .expect("C");
-    assert_eq!(rows[0].get::<_, i32>(0), 3);
-    assert!(!a.is_finished(), "A still waits on the lock");
-    locker.batch_execute("COMMIT").await.expect("unlock");
-    a.await.expect("A's task").expect("A");
-    assert_no_idle_in_transaction(&pool).await;
+    answered_while_a_waits(&pool, 3, locker, a).await;
 }
 
 #[tokio::test]
