@@ -126,6 +126,11 @@ impl Connection {
         }
     }
 
+    /// A handle that ends the driver (closing the socket) from elsewhere.
+    pub(crate) fn driver_handle(&self) -> tokio::task::AbortHandle {
+        self.driver.abort_handle()
+    }
+
     /// Closes the socket at once, without a `Terminate` (for connections that may be stuck).
     pub fn abort(self) {
         self.driver.abort();

@@ -24,6 +24,7 @@ mod status;
 mod tls_config;
 mod tls_stream;
 mod tls_verify;
+mod unanswered;
 mod url_params;
 
 pub use connect_config::{
@@ -42,3 +43,4 @@ pub use pooler::Pooler;
 pub use socket::Socket;
 pub use status::PoolStatus;
 pub use tls_config::{RootCerts, SslMode, Tls, TlsOptions};
+pub use unanswered::{UnansweredTimeout, AUTO_GRACE};

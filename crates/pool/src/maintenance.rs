@@ -1,6 +1,7 @@
 //! Background upkeep, once a second, holding only a `Weak` to the pool so it ends when the
 //! pool is dropped: idle timeout and age recycling above `min_idle`, jittered keepalive pings
-//! of idle connections, `min_idle` refill, leak warnings, gauges.
+//! of idle connections, `min_idle` refill, leak warnings, closing connections whose requests
+//! get no answer (see `unanswered`), gauges.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -37,6 +38,20 @@ async fn run(pool: Weak<Shared>) {
 /// One maintenance pass.
 pub(crate) async fn run_once(shared: &Arc<Shared>) {
     let config = &shared.config;
+    if let Some(bound) = shared.unanswered {
+        for silenced in shared.watch.close_silent(bound) {
+            shared.metrics.unanswered.increment(1);
+            tracing::warn!(
+                pool = %config.name,
+                conn = silenced.id,
+                backend_pid = silenced.backend_pid,
+                in_flight = silenced.in_flight,
+                silent_for = ?silenced.silent_for,
+                bound = ?bound,
+                "closed a connection whose requests got no answer: the server never got them or cannot answer"
+            );
+        }
+    }
     let now = CoarseInstant::now();
     let mut to_close: Vec<(Box<Slot>, CloseReason)> = Vec::new();
     let mut to_ping: Vec<Box<Slot>> = Vec::new();

@@ -7,6 +7,7 @@ use crate::connect_config::ConnectConfig;
 use crate::env::{self, ProcessEnv, Source};
 use crate::error::ConfigError;
 use crate::pooler::Pooler;
+use crate::unanswered::{start_up_statement_timeout, UnansweredTimeout};
 
 /// When a connection taken from the idle set is pinged before it is handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +86,11 @@ pub struct PoolConfig {
     /// more callers while the pool has room for another: callers do not queue behind a
     /// statement that is stuck or slow (`DB_PIPELINE_STALL_MS`, default 10).
     pub pipeline_stall: Duration,
+    /// A connection with requests in flight that has received nothing for this long is
+    /// closed, and its callers get an error instead of waiting forever for a reply that
+    /// will not come (`DB_UNANSWERED_TIMEOUT_MS`: `auto`, the default, is the start-up
+    /// `statement_timeout` plus 30 s, or off without one; `0` is off).
+    pub unanswered_timeout: UnansweredTimeout,
     /// Name used in logs and metric labels (`DB_POOL_NAME`, default `default`).
     pub name: String,
 }
@@ -92,6 +98,28 @@ pub struct PoolConfig {
 /// Largest accepted `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`: beyond what any PostgreSQL server
 /// accepts as `max_connections`, so larger values are mistakes.
 pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Reads `DB_UNANSWERED_TIMEOUT_MS`: `auto` (or unset), `0` for off, or milliseconds.
+fn unanswered_from_env(source: &dyn Source) -> Result<UnansweredTimeout, ConfigError> {
+    const NAME: &str = "DB_UNANSWERED_TIMEOUT_MS";
+    const MAX_MS: u64 = 86_400_000;
+    let Some(raw) = source.get(NAME).filter(|v| !v.trim().is_empty()) else {
+        return Ok(UnansweredTimeout::Auto);
+    };
+    let value = raw.trim();
+    if value.eq_ignore_ascii_case("auto") {
+        return Ok(UnansweredTimeout::Auto);
+    }
+    match value.parse::<u64>() {
+        Ok(0) => Ok(UnansweredTimeout::Off),
+        Ok(ms) if ms <= MAX_MS => Ok(UnansweredTimeout::After(Duration::from_millis(ms))),
+        _ => Err(ConfigError::InvalidValue {
+            setting: NAME.into(),
+            value: raw.clone(),
+            accepted: format!("auto, or a whole number of milliseconds from 0 to {MAX_MS} (0 turns it off)"),
+        }),
+    }
+}
 
 /// Largest accepted `DB_PIPELINE_DEPTH`.
 const MAX_PIPELINE_DEPTH: usize = 1024;
@@ -119,6 +147,7 @@ impl PoolConfig {
             close_timeout: Duration::from_secs(10),
             pipeline_depth: 8,
             pipeline_stall: Duration::from_millis(10),
+            unanswered_timeout: UnansweredTimeout::Auto,
             name: "default".to_string(),
         }
     }
@@ -295,6 +324,7 @@ impl PoolConfig {
                 false,
             )?
             .unwrap_or(defaults.pipeline_stall),
+            unanswered_timeout: unanswered_from_env(source)?,
             name: source
                 .get("DB_POOL_NAME")
                 .filter(|v| !v.is_empty())
@@ -405,6 +435,12 @@ impl PoolConfig {
         self
     }
 
+    /// When a connection whose requests get no answer at all is closed.
+    pub fn unanswered_timeout(mut self, timeout: UnansweredTimeout) -> Self {
+        self.unanswered_timeout = timeout;
+        self
+    }
+
     /// Most connections open at once, counting those being opened.
     pub fn max_size(&self) -> usize {
         self.pool_size + self.max_overflow
@@ -485,6 +521,22 @@ impl PoolConfig {
         ] {
             if value.is_zero() {
                 return invalid(name(env, builder), "0".into(), "a duration above zero".into());
+            }
+        }
+        if let UnansweredTimeout::After(bound) = self.unanswered_timeout {
+            let statement = start_up_statement_timeout(self);
+            if bound.is_zero() || statement.is_some_and(|t| bound <= t) {
+                return invalid(
+                    name("DB_UNANSWERED_TIMEOUT_MS", "unanswered_timeout"),
+                    format!("{}", bound.as_millis()),
+                    match statement {
+                        Some(t) => format!(
+                            "auto, 0 (off), or more milliseconds than the statement timeout ({}, DB_STATEMENT_TIMEOUT_MS), which a statement may legitimately use",
+                            t.as_millis()
+                        ),
+                        None => "auto, 0 (off), or a number of milliseconds above zero".into(),
+                    },
+                );
             }
         }
         if self.connect.get_pooler().is_transaction() {
@@ -602,6 +654,72 @@ mod tests {
             .expect_err("no url")
             .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_unanswered_bound_follows_the_statement_timeout_unless_set() {
+        let url = ("DATABASE_URL", "postgres://app@db/app");
+        let bound = |vars: &[(&str, &str)]| {
+            let mut all = vec![url];
+            all.extend_from_slice(vars);
+            let source: Vec<(String, String)> =
+                all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let c = PoolConfig::from_source(&Pairs(source)).expect("config");
+            c.unanswered_timeout.resolve(&c)
+        };
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        assert_eq!(bound(&[]), secs(330), "auto: 300 s statement timeout + 30 s");
+        assert_eq!(bound(&[("DB_UNANSWERED_TIMEOUT_MS", "auto")]), secs(330));
+        assert_eq!(bound(&[("DB_STATEMENT_TIMEOUT_MS", "2000")]), secs(32));
+        assert_eq!(
+            bound(&[("DB_STATEMENT_TIMEOUT_MS", "0")]),
+            None,
+            "server's own: unknown"
+        );
+        assert_eq!(
+            bound(&[("DB_POOLER", "transaction")]),
+            None,
+            "only inside holdfast-tx there"
+        );
+        assert_eq!(bound(&[("DB_UNANSWERED_TIMEOUT_MS", "0")]), None);
+        assert_eq!(bound(&[("DB_UNANSWERED_TIMEOUT_MS", "400000")]), secs(400));
+        assert_eq!(
+            bound(&[
+                ("DB_STATEMENT_TIMEOUT_MS", "0"),
+                ("DB_UNANSWERED_TIMEOUT_MS", "5000")
+            ]),
+            secs(5)
+        );
+        for (value, accepted) in [
+            (
+                "soon",
+                "auto, or a whole number of milliseconds from 0 to 86400000",
+            ),
+            ("-5", "auto, or a whole number of milliseconds from 0 to 86400000"),
+            ("300000", "more milliseconds than the statement timeout (300000"),
+            ("1000", "more milliseconds than the statement timeout (300000"),
+        ] {
+            let err = PoolConfig::from_source(&[url, ("DB_UNANSWERED_TIMEOUT_MS", value)])
+                .expect_err(value)
+                .to_string();
+            assert!(
+                err.starts_with(&format!("DB_UNANSWERED_TIMEOUT_MS: invalid value \"{value}\"")),
+                "{err}"
+            );
+            assert!(err.contains(accepted), "{err}");
+        }
+        let c = PoolConfig::from_url("postgres://u@h/d").expect("url");
+        let c = c.unanswered_timeout(UnansweredTimeout::After(Duration::ZERO));
+        assert!(c.validate().is_err(), "zero is Off, not a bound");
+    }
+
+    /// Settings from owned pairs.
+    struct Pairs(Vec<(String, String)>);
+
+    impl Source for Pairs {
+        fn get(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        }
     }
 
     #[test]

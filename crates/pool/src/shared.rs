@@ -20,6 +20,7 @@ use crate::pool_config::PoolConfig;
 use crate::pool_metrics::PoolMetrics;
 use crate::pooled::PooledConnection;
 use crate::status::PoolStatus;
+use crate::unanswered::Watch;
 
 /// SQLSTATEs after which every older connection is suspect: admin or crash shutdown,
 /// cannot connect now, read-only transaction (a failover left us on a standby).
@@ -42,6 +43,10 @@ pub(crate) struct Shared {
     pub(crate) lanes: Lanes,
     /// Wakes the deadline keeper (a waiter with an earlier deadline, or the pool dropped).
     pub(crate) deadline_keeper: Arc<Notify>,
+    /// How long a connection with requests in flight may hear nothing before it is closed
+    /// (resolved from `config.unanswered_timeout`), and the connections watched for it.
+    pub(crate) unanswered: Option<Duration>,
+    pub(crate) watch: Watch,
 }
 
 impl Drop for Shared {
@@ -64,6 +69,8 @@ impl Shared {
     pub(crate) fn new(config: PoolConfig, runtime: Handle) -> Shared {
         Shared {
             metrics: PoolMetrics::new(&config.name),
+            unanswered: config.unanswered_timeout.resolve(&config),
+            watch: Watch::default(),
             config,
             internals: Mutex::new(Internals::default()),
             generation: AtomicU64::new(0),
@@ -131,9 +138,14 @@ impl Shared {
             // 0 to 5% jitter, so that connections opened together are not all replaced at once.
             now.after(age.mul_f64(1.0 + fastrand::f64() * 0.05))
         });
+        let id = self.next_slot.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.unanswered.is_some() {
+            self.watch
+                .register(id, conn.state().clone(), conn.driver_handle());
+        }
         Box::new(Slot {
             conn,
-            id: self.next_slot.fetch_add(1, Ordering::Relaxed) + 1,
+            id,
             generation: self.generation.load(Ordering::Acquire),
             recycle_at,
             idle_since: now,

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use holdfast_pool::{ConnectError, Pool, PoolError, PrePing};
+use holdfast_pool::{ConnectError, Pool, PoolError, PrePing, UnansweredTimeout};
 use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
 use support::{assert_no_idle_in_transaction, config_for, config_for_url, eventually, BOUND};
 
@@ -240,4 +240,62 @@ async fn connects_sent_into_a_hung_network_do_not_hold_the_pool_once_it_heals() 
     let served = waiter.await.expect("task");
     assert!(served.is_ok(), "{served:?}");
     assert!(proxy.counters().connections_opened >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_server_never_gets_ends_in_an_error_instead_of_a_wait_forever() {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let db = cluster.create_database().expect("database");
+    let proxy = holdfast_faults::FaultProxy::start_local(std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        cluster.port(),
+    )))
+    .await
+    .expect("proxy");
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), db.name);
+    let mut config = config_for_url(&url, "unanswered")
+        .pool_size(2)
+        .unanswered_timeout(UnansweredTimeout::After(Duration::from_millis(800)));
+    config.connect = config.connect.statement_timeout(Some(Duration::from_millis(300)));
+    let pool = Pool::new(config).expect("pool");
+    let stuck = pool.get().await.expect("first connection");
+    let quiet = pool.get().await.expect("second connection");
+    // Simple queries: `query_one` would also close its prepared statement afterwards, a
+    // request that could reach the proxy only once the fault below is on.
+    stuck.batch_execute("SELECT 1").await.expect("through the proxy");
+    quiet.batch_execute("SELECT 1").await.expect("through the proxy");
+
+    // The proxy swallows what clients send (its kernel still acknowledges the bytes, so TCP
+    // sees nothing wrong and the server never sees the statement: no statement_timeout).
+    proxy.update(|f| f.upstream.blackhole = true).expect("blackhole");
+    let answer = tokio::time::timeout(BOUND, stuck.query_one("SELECT 2", &[]))
+        .await
+        .expect("the swallowed request ends instead of waiting forever");
+    let error = answer.expect_err("no answer can have come");
+    assert!(error.is_closed(), "{error}");
+    assert!(stuck.is_closed());
+    drop(stuck);
+
+    // A connection with nothing in flight is not closed for its silence.
+    proxy.clear();
+    let row = quiet
+        .query_one("SELECT 3", &[])
+        .await
+        .expect("the quiet one still works");
+    assert_eq!(row.get::<_, i32>(0), 3);
+    drop(quiet);
+    let fresh = pool.get().await.expect("served after the fault");
+    fresh.query_one("SELECT 4", &[]).await.expect("fresh");
+    drop(fresh);
+
+    // The same for a statement on a connection the pool shares (`Pool::query`).
+    pool.query("SELECT 5", &[]).await.expect("shared, before");
+    proxy.update(|f| f.upstream.blackhole = true).expect("blackhole");
+    let answer = tokio::time::timeout(BOUND, pool.query("SELECT 6", &[]))
+        .await
+        .expect("the swallowed shared statement ends instead of waiting forever");
+    assert!(answer.is_err(), "{answer:?}");
+    proxy.clear();
+    pool.query("SELECT 7", &[]).await.expect("shared, after");
+    assert_no_idle_in_transaction(&pool).await;
 }
