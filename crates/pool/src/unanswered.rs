@@ -3,17 +3,18 @@
 //! `statement_timeout` bounds a statement the server runs, but not one it never received.
 //! A proxy or middlebox that swallows traffic (while its kernel still acknowledges the
 //! bytes and keepalive probes, so TCP sees nothing wrong), a PgBouncer that is paused, a
-//! server frozen on a dead disk: the caller then waits forever, holding its connection. The
-//! wire tap knows when the server last sent anything and since when requests have been
-//! owed an answer; maintenance closes a connection that has been silent past the bound,
-//! and its callers get an error instead of waiting forever.
+//! server frozen on a dead disk: the caller then waits forever, holding its connection.
+//! Maintenance looks at every open connection's wire state once a second: one that had
+//! requests in flight at one look and has received no byte since has been waiting at least
+//! that long. Past the bound it is closed, and its callers get an error instead of waiting
+//! forever. Nothing of this runs on the query path: the tap's counters are read as they are.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
 
-use holdfast_wire::WireState;
+use holdfast_wire::{CoarseInstant, WireState};
 
 use crate::pool_config::PoolConfig;
 
@@ -68,6 +69,9 @@ struct Watched {
     id: u64,
     state: WireState,
     driver: AbortHandle,
+    /// Since when the connection has had requests in flight and received nothing, as far
+    /// as the looks so far show: (bytes received then, the first look that saw it so).
+    waiting: Option<(u64, CoarseInstant)>,
 }
 
 /// Every open connection of the pool (idle, in use, serving `Pool::query`), registered when
@@ -88,30 +92,50 @@ pub(crate) struct Silenced {
 impl Watch {
     /// Starts watching connection `id`.
     pub(crate) fn register(&self, id: u64, state: WireState, driver: AbortHandle) {
-        self.lock().push(Watched { id, state, driver });
+        self.lock().push(Watched {
+            id,
+            state,
+            driver,
+            waiting: None,
+        });
     }
 
-    /// Closes (aborts the driver of) every connection silent past `bound` with requests in
-    /// flight, and forgets connections that have ended.
+    /// Looks at every connection: closes (aborts the driver of) those that have had
+    /// requests in flight and received nothing for longer than `bound`, and forgets those
+    /// that have ended.
     pub(crate) fn close_silent(&self, bound: Duration) -> Vec<Silenced> {
+        let now = CoarseInstant::now();
         let mut closed = Vec::new();
-        self.lock().retain(|w| {
+        self.lock().retain_mut(|w| {
             if w.driver.is_finished() {
                 return false;
             }
-            match w.state.unanswered_for() {
-                Some(silent_for) if silent_for > bound => {
-                    w.driver.abort();
-                    closed.push(Silenced {
-                        id: w.id,
-                        backend_pid: w.state.backend_pid(),
-                        silent_for,
-                        in_flight: w.state.in_flight(),
-                    });
-                    false
-                }
-                _ => true,
+            let in_flight = w.state.in_flight();
+            if in_flight == 0 {
+                w.waiting = None;
+                return true;
             }
+            let received = w.state.bytes_received();
+            let since = match w.waiting {
+                // Requests were in flight at that look and no byte has come since.
+                Some((then, since)) if then == received => since,
+                _ => {
+                    w.waiting = Some((received, now));
+                    return true;
+                }
+            };
+            let silent_for = now.saturating_duration_since(since);
+            if silent_for <= bound {
+                return true;
+            }
+            w.driver.abort();
+            closed.push(Silenced {
+                id: w.id,
+                backend_pid: w.state.backend_pid(),
+                silent_for,
+                in_flight,
+            });
+            false
         });
         closed
     }

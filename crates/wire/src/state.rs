@@ -145,9 +145,6 @@ pub(crate) struct Cells {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) last_received: AtomicU64,
-    /// When the requests now in flight began: stamped as a request is written while none
-    /// was in flight.
-    pub(crate) waiting_since: AtomicU64,
     pub(crate) ready_for_query: AtomicU64,
     // Line 2: every CommandComplete.
     pub(crate) last_tag: TagCell,
@@ -311,28 +308,15 @@ impl WireState {
         instant_of(self.cells.last_received.load(Ordering::Relaxed))
     }
 
+    /// Bytes read from the server so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.cells.bytes_received.load(Ordering::Relaxed)
+    }
+
     /// Time since the server last sent bytes (to within a few milliseconds), or `None`
     /// before its first byte.
     pub fn idle_for(&self) -> Option<Duration> {
         since(self.cells.last_received.load(Ordering::Relaxed))
-    }
-
-    /// While requests are in flight, how long the server has sent nothing: the time since
-    /// its last bytes or since the first of these requests was written, whichever is later
-    /// (to within a few milliseconds). `None` when nothing is in flight.
-    ///
-    /// A statement the server is running under a `statement_timeout` ends, with rows or
-    /// an error, within that timeout; silence much longer than it means the server never
-    /// got the request (a network or proxy that swallowed it) or cannot answer (a hung
-    /// server).
-    pub fn unanswered_for(&self) -> Option<Duration> {
-        if self.in_flight() == 0 {
-            return None;
-        }
-        let c = &self.cells;
-        let began = c.waiting_since.load(Ordering::Relaxed);
-        let heard = c.last_received.load(Ordering::Relaxed);
-        since(began.max(heard))
     }
 }
 

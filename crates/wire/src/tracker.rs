@@ -294,12 +294,6 @@ impl Tracker {
         if !self.started {
             return;
         }
-        if self.written == self.answered {
-            self.state
-                .cells
-                .waiting_since
-                .store(coarse_nanos(), Ordering::Relaxed);
-        }
         self.written += 1;
         let bit = 1u64 << (self.written % 64);
         if simple {
@@ -450,22 +444,6 @@ mod tests {
         // Pipelined behind a request still in flight: status unknown, not counted.
         o.frontend_bytes(&parse("s3"));
         assert_eq!(o.state().named_statements_outside_transactions(), 1);
-    }
-
-    #[test]
-    fn silence_is_measured_only_while_requests_are_in_flight() {
-        let mut o = crate::Observer::established();
-        o.backend_bytes(&msg(b'Z', b"I"));
-        assert_eq!(o.state().unanswered_for(), None);
-        o.frontend_bytes(&msg(b'Q', b"SELECT 1\0"));
-        assert!(o.state().unanswered_for().is_some());
-        o.backend_bytes(&msg(b'C', b"SELECT 1\0"));
-        assert!(
-            o.state().unanswered_for().is_some(),
-            "still owed its ReadyForQuery"
-        );
-        o.backend_bytes(&msg(b'Z', b"I"));
-        assert_eq!(o.state().unanswered_for(), None);
     }
 
     #[test]
