@@ -37,6 +37,11 @@ pub struct Args {
     /// Worker threads of the tokio runtime that runs the holdfast and tokio-postgres sides.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Server on CPU 0, every client (this process's runtime, or pgbench) on CPU 1, as when
+    /// the database has a machine of its own; by default they share both CPUs, and every
+    /// cycle a client spends is taken from the server.
+    #[arg(long)]
+    split: bool,
 }
 
 /// The sides of one measurement, in the order of their columns; pgbench, the limit, last.
@@ -49,14 +54,28 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(bad) = args.sides.iter().find(|s| !SIDES.contains(&s.as_str())) {
         return Err(format!("unknown side {bad:?}: accepted are {}", SIDES.join(", ")).into());
     }
+    if args.split {
+        // The server's processes inherit the CPU of the thread that starts them; the
+        // runtime's threads and pgbench inherit ours afterwards.
+        crate::affinity::pin_to_cpu(0)?;
+    }
     let cluster = TempCluster::start(ClusterOptions::default())?;
+    if args.split {
+        crate::affinity::pin_to_cpu(1)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
     println!(
-        "no-op tasks, claim to succeeded; {} tasks per measurement, {} rounds, the order rotating",
-        args.tasks, args.rounds
+        "no-op tasks, claim to succeeded; {} tasks per measurement, {} rounds, the order rotating; {}",
+        args.tasks,
+        args.rounds,
+        if args.split {
+            "server on CPU 0, clients on CPU 1"
+        } else {
+            "client and server share both CPUs"
+        }
     );
     println!("tokio-postgres: the workers' statements, pipelined the same way, on plain clients (no pool, no worker)");
     println!("lean: the same on a hand-written protocol loop, one task per connection (no driver task, no channels)");
