@@ -31,6 +31,10 @@ pub struct Args {
     /// bb8, sqlx, raw); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Server on CPU 0, the clients (this process's runtime) on CPU 1, as when the database
+    /// has a machine of its own; by default they share both CPUs.
+    #[arg(long)]
+    split: bool,
 }
 
 impl Args {
@@ -43,15 +47,30 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.split {
+        // The server's processes inherit the CPU of the thread that starts them; the
+        // runtime's threads inherit ours afterwards.
+        crate::affinity::pin_to_cpu(0)?;
+    }
     let cluster = TempCluster::start(ClusterOptions::default().max_connections(300))?;
+    if args.split {
+        crate::affinity::pin_to_cpu(1)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
         println!(
-            "pools of size {}, one cluster, one tokio runtime (2 workers), {} rounds of {} s, contenders alternated\n",
-            args.size, args.rounds, args.secs
+            "pools of size {}, one cluster, one tokio runtime (2 workers), {} rounds of {} s, contenders alternated; {}\n",
+            args.size,
+            args.rounds,
+            args.secs,
+            if args.split {
+                "server on CPU 0, clients on CPU 1 (a restart in section c starts the server on CPU 1)"
+            } else {
+                "client and server share both CPUs"
+            }
         );
         let on = |s: &str| args.sections.contains(s);
         if on("a") {
