@@ -39,7 +39,7 @@ async fn run(pool: Weak<Shared>) {
 pub(crate) async fn run_once(shared: &Arc<Shared>) {
     let config = &shared.config;
     if let Some(bound) = shared.unanswered {
-        for silenced in shared.watch.close_silent(bound) {
+        for silenced in shared.watch.take_silent(bound) {
             shared.metrics.unanswered.increment(1);
             tracing::warn!(
                 pool = %config.name,
@@ -50,6 +50,8 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) {
                 bound = ?bound,
                 "closed a connection whose requests got no answer: the server never got them or cannot answer"
             );
+            // Counted and logged first: its callers may look as soon as it is closed.
+            silenced.close();
         }
     }
     let now = CoarseInstant::now();

@@ -81,8 +81,11 @@ pub(crate) struct Watch {
     connections: Mutex<Vec<Watched>>,
 }
 
-/// A connection closed for silence, for the log.
+/// A connection silent past the bound: counted and logged, then closed with [`close`].
+///
+/// [`close`]: Silenced::close
 pub(crate) struct Silenced {
+    driver: AbortHandle,
     pub(crate) id: u64,
     pub(crate) backend_pid: Option<i32>,
     pub(crate) silent_for: Duration,
@@ -100,12 +103,12 @@ impl Watch {
         });
     }
 
-    /// Looks at every connection: closes (aborts the driver of) those that have had
-    /// requests in flight and received nothing for longer than `bound`, and forgets those
-    /// that have ended.
-    pub(crate) fn close_silent(&self, bound: Duration) -> Vec<Silenced> {
+    /// Looks at every connection: returns, and stops watching, those that have had requests
+    /// in flight and received nothing for longer than `bound`; forgets those that have
+    /// ended.
+    pub(crate) fn take_silent(&self, bound: Duration) -> Vec<Silenced> {
         let now = CoarseInstant::now();
-        let mut closed = Vec::new();
+        let mut silent = Vec::new();
         self.lock().retain_mut(|w| {
             if w.driver.is_finished() {
                 return false;
@@ -128,8 +131,8 @@ impl Watch {
             if silent_for <= bound {
                 return true;
             }
-            w.driver.abort();
-            closed.push(Silenced {
+            silent.push(Silenced {
+                driver: w.driver.clone(),
                 id: w.id,
                 backend_pid: w.state.backend_pid(),
                 silent_for,
@@ -137,7 +140,7 @@ impl Watch {
             });
             false
         });
-        closed
+        silent
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
@@ -145,5 +148,13 @@ impl Watch {
         self.connections
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Silenced {
+    /// Closes the connection: its driver ends, the socket closes, and callers waiting on it
+    /// get a "connection closed" error.
+    pub(crate) fn close(self) {
+        self.driver.abort();
     }
 }

@@ -19,18 +19,6 @@ async fn warm(pool: &Pool, n: usize) {
     assert_eq!(pool.status().idle, n);
 }
 
-/// A fresh database of the shared cluster behind a fault proxy, and its URL through the proxy.
-async fn behind_a_proxy() -> (holdfast_faults::ProxyHandle, String) {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
-    let db = cluster.create_database().expect("database");
-    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.port()));
-    let proxy = holdfast_faults::FaultProxy::start_local(upstream)
-        .await
-        .expect("proxy");
-    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), db.name);
-    (proxy, url)
-}
-
 /// Runs blocking cluster control (stop, start) without stalling the runtime.
 async fn control(cluster: &TempCluster, f: impl FnOnce(&TempCluster) -> holdfast_tempdb::Result<()>) {
     tokio::task::block_in_place(|| f(cluster)).expect("cluster control");
@@ -216,7 +204,7 @@ async fn connections_older_than_a_disconnect_are_verified_before_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_sent_into_a_hung_network_do_not_hold_the_pool_once_it_heals() {
-    let (proxy, url) = behind_a_proxy().await;
+    let (proxy, url) = support::behind_a_proxy().await;
     // Connects into the hole hang until connect_timeout, far beyond the pool timeout.
     proxy
         .update(|f| {
@@ -248,7 +236,7 @@ async fn connects_sent_into_a_hung_network_do_not_hold_the_pool_once_it_heals() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_server_never_gets_ends_in_an_error_instead_of_a_wait_forever() {
-    let (proxy, url) = behind_a_proxy().await;
+    let (proxy, url) = support::behind_a_proxy().await;
     let mut config = config_for_url(&url, "unanswered")
         .pool_size(2)
         .unanswered_timeout(UnansweredTimeout::After(Duration::from_millis(800)));

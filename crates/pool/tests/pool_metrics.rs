@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use holdfast_pool::{Pool, PoolError};
+use holdfast_pool::{Pool, PoolError, UnansweredTimeout};
 use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 /// Records counters by name and labels; ignores gauges and histograms.
@@ -127,4 +127,25 @@ async fn named_statements_outside_transactions_are_counted_behind_a_pooler() {
         1,
         "what breaks behind a transaction pooler is counted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_for_silence_is_counted() {
+    let recorder = Counters::default();
+    let (proxy, url) = support::behind_a_proxy().await;
+    let mut config = support::config_for_url(&url, "silence-metric")
+        .pool_size(1)
+        .unanswered_timeout(UnansweredTimeout::After(Duration::from_millis(800)));
+    config.connect = config.connect.statement_timeout(Some(Duration::from_millis(300)));
+    let pool = metrics::with_local_recorder(&recorder, || Pool::new(config)).expect("pool");
+    let conn = pool.get().await.expect("get");
+    conn.batch_execute("SELECT 1").await.expect("through the proxy");
+    let counted = "holdfast_pool_unanswered_closed_total";
+    assert_eq!(recorder.get(counted), 0);
+    proxy.update(|f| f.upstream.blackhole = true).expect("blackhole");
+    let answer = tokio::time::timeout(support::BOUND, conn.batch_execute("SELECT 2"))
+        .await
+        .expect("closed for its silence");
+    assert!(answer.is_err());
+    assert_eq!(recorder.get(counted), 1);
 }

@@ -31,6 +31,18 @@ pub fn config_for_url(url: &str, test: &str) -> PoolConfig {
     PoolConfig::new(connect).pool_timeout(BOUND)
 }
 
+/// A fresh database of the shared cluster behind a fault proxy, and its URL through the proxy.
+pub async fn behind_a_proxy() -> (holdfast_faults::ProxyHandle, String) {
+    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let db = cluster.create_database().expect("database");
+    let upstream = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.port()));
+    let proxy = holdfast_faults::FaultProxy::start_local(upstream)
+        .await
+        .expect("proxy");
+    let url = format!("postgres://postgres@127.0.0.1:{}/{}", proxy.port(), db.name);
+    (proxy, url)
+}
+
 /// Runs SQL on a fresh, unpooled connection to the same database.
 pub async fn admin(pool: &Pool) -> holdfast_pool::Connection {
     let config = pool.config().connect.clone().application_name("hf-admin");
