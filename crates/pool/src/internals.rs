@@ -113,10 +113,16 @@ pub(crate) struct Internals {
     pub(crate) open: usize,
     /// Connects in progress.
     pub(crate) opening: usize,
-    /// Of those, connects running longer than `STALLED_CONNECT` (probably sent into a hung
-    /// network): still counted against the maximum, but no longer against `max_connecting`
-    /// nor as covering a waiter, so that a fresh attempt starts while they hang.
-    pub(crate) stalled: usize,
+    /// Of those, connects that have run longer than the stall bound (probably sent into a
+    /// hung network), by ticket, oldest first: still counted against the maximum, but no
+    /// longer against `max_connecting` nor as covering a waiter, so that a fresh attempt
+    /// starts while they hang.
+    pub(crate) stalled: VecDeque<u64>,
+    /// The ticket the next stalled connect gets.
+    pub(crate) next_stall_ticket: u64,
+    /// Stalled connects with a ticket below this give up (a newer connect got through, or
+    /// more than `max_connecting` have stalled and they are the oldest).
+    pub(crate) give_up_below: u64,
     /// Connections held by callers.
     pub(crate) in_use: usize,
     pub(crate) closed: bool,
@@ -239,7 +245,7 @@ impl Internals {
         // Waiters not yet covered by connects in progress, or the warm-up shortfall. Warm-up
         // never reaches into overflow: an overflow connection is closed when it comes back
         // to an idle set at pool_size, so opening one for min_idle would only churn.
-        let live = self.opening.saturating_sub(self.stalled);
+        let live = self.opening.saturating_sub(self.stalled.len());
         let for_waiters = self.waiters.len().saturating_sub(live);
         let for_min_idle = min_idle
             .saturating_sub(self.idle.len() + live)
@@ -328,7 +334,7 @@ mod tests {
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 2, "max_connecting");
         i.opening = 2;
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 0);
-        i.stalled = 2;
+        i.stalled = VecDeque::from([0, 1]);
         assert_eq!(
             i.connects_wanted(limits(15, 2, 0)),
             2,
@@ -340,7 +346,7 @@ mod tests {
             "but count against the maximum"
         );
         assert_eq!(i.connects_wanted(limits(3, 2, 0)), 1);
-        i.stalled = 0;
+        i.stalled.clear();
         i.opening = 0;
         i.open = 14;
         assert_eq!(

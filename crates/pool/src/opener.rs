@@ -2,20 +2,30 @@
 //! openers (at most `max_connecting` at a time) connect on their behalf. A connect that is
 //! no longer wanted when it finishes still lands in the idle set, so a cancelled caller
 //! wastes nothing. While the database is down, openers wait out an exponential backoff with
-//! full jitter first: one reconnect loop, no herd. A connect that stalls (a hung network)
-//! stops counting against `max_connecting`, so another attempt starts beside it.
+//! full jitter first: one reconnect loop, no herd.
+//!
+//! A connect that stalls (sent into a hung network: the bytes are swallowed, nothing ever
+//! answers) stops counting against `max_connecting`, so another attempt starts beside it.
+//! The stall bound follows the connects that succeed (ten times the slowest recent one,
+//! within 0.5 to 2 s), so a fresh attempt goes out soon after a network heals. Stalled
+//! attempts give up once a newer connect gets through (they are lost in the hole), and at
+//! most `max_connecting` of them hang at once (the oldest gives up), so they do not hold
+//! the pool's capacity until their connect timeout.
 
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::connection::connect;
+use crate::connection::{connect, Connection};
 use crate::error::{ConnectError, PoolError};
 use crate::internals::{backoff, Down};
 use crate::shared::Shared;
 
-/// How long a connect may run before it counts as stalled (see `Internals::stalled`).
-/// Connects to a healthy server take milliseconds, even with TLS across a region.
-pub(crate) const STALLED_CONNECT: Duration = Duration::from_secs(2);
+/// Bounds on how long a connect may run before it counts as stalled. Connects to a healthy
+/// server take milliseconds, even with TLS across a region; before any connect succeeded
+/// the longest bound applies.
+pub(crate) const STALL_MIN: Duration = Duration::from_millis(500);
+pub(crate) const STALL_MAX: Duration = Duration::from_secs(2);
 
 /// One connect attempt, after `delay`.
 pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
@@ -29,7 +39,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
         // Still wanted? A waiter may have been served by a returned connection meanwhile.
         let mut g = shared.lock();
         let c = &shared.config;
-        let others = g.opening.saturating_sub(g.stalled + 1);
+        let others = g.opening.saturating_sub(g.stalled.len() + 1);
         // (This attempt is counted in `total`: warm-up stays within pool_size.)
         let warm_up = g.idle.len() + others < c.min_idle && g.total() <= c.pool_size;
         let wanted = g.waiters.len() > others || warm_up;
@@ -38,33 +48,37 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
             return;
         }
     }
+    let started = Instant::now();
     let attempt = connect(&shared.config.connect);
     tokio::pin!(attempt);
-    let mut stalled = false;
-    let result = tokio::select! {
-        result = &mut attempt => result,
-        _ = tokio::time::sleep(STALLED_CONNECT) => {
-            // Probably sent into a hung network or server: let a fresh attempt start beside
-            // it (within the maximum), so the pool recovers as soon as the network does,
-            // not when this one reaches connect_timeout.
-            stalled = true;
-            {
-                let mut g = shared.lock();
-                g.stalled += 1;
-                shared.spawn_openers(&mut g);
-            }
-            attempt.await
+    let (result, ticket) = tokio::select! {
+        result = &mut attempt => (Some(result), None),
+        _ = tokio::time::sleep(shared.stall_bound()) => {
+            let ticket = stall(&shared);
+            (until_done_or_given_up(&shared, ticket, attempt).await, Some(ticket))
         }
     };
     let mut g = shared.lock();
     g.opening -= 1;
-    if stalled {
-        g.stalled -= 1;
+    if let Some(ticket) = ticket {
+        g.stalled.retain(|t| *t != ticket);
     }
+    let Some(result) = result else {
+        tracing::debug!(pool = %shared.config.name, "gave up a stalled connect");
+        shared.spawn_openers(&mut g);
+        return;
+    };
     let mut fresh = None;
     match result {
         Ok(conn) => {
             shared.metrics.opened.increment(1);
+            shared.note_connect_time(started.elapsed());
+            // Connects still hanging were sent into a network that has since let this one
+            // through: they will not come back.
+            if !g.stalled.is_empty() {
+                g.give_up_below = g.next_stall_ticket;
+                shared.give_up.notify_waiters();
+            }
             if let Some(down) = g.down.take() {
                 tracing::info!(
                     pool = %shared.config.name,
@@ -113,6 +127,43 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
     drop(g);
     if let Some(slot) = fresh {
         shared.put(slot);
+    }
+}
+
+/// Marks the calling attempt stalled and lets a fresh one start beside it; past
+/// `max_connecting` stalled attempts, the oldest gives up. Returns this attempt's ticket.
+fn stall(shared: &Arc<Shared>) -> u64 {
+    let mut g = shared.lock();
+    let ticket = g.next_stall_ticket;
+    g.next_stall_ticket += 1;
+    g.stalled.push_back(ticket);
+    if g.stalled.len() > shared.config.max_connecting {
+        if let Some(oldest) = g.stalled.front() {
+            g.give_up_below = g.give_up_below.max(oldest + 1);
+        }
+        shared.give_up.notify_waiters();
+    }
+    shared.spawn_openers(&mut g);
+    ticket
+}
+
+/// Waits for a stalled attempt to finish, or for it to be given up (`None`).
+async fn until_done_or_given_up(
+    shared: &Shared,
+    ticket: u64,
+    mut attempt: Pin<&mut impl std::future::Future<Output = Result<Connection, ConnectError>>>,
+) -> Option<Result<Connection, ConnectError>> {
+    loop {
+        let given_up = shared.give_up.notified();
+        tokio::pin!(given_up);
+        given_up.as_mut().enable();
+        if shared.lock().give_up_below > ticket {
+            return None;
+        }
+        tokio::select! {
+            result = &mut attempt => return Some(result),
+            _ = given_up => {}
+        }
     }
 }
 

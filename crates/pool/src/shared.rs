@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::connection::Connection;
 use crate::internals::{CloseReason, Internals, Slot};
+use crate::opener::{STALL_MAX, STALL_MIN};
 use crate::pipelined::{Lanes, Outlook};
 use crate::pool_config::PoolConfig;
 use crate::pool_metrics::PoolMetrics;
@@ -47,6 +48,11 @@ pub(crate) struct Shared {
     /// (resolved from `config.unanswered_timeout`), and the connections watched for it.
     pub(crate) unanswered: Option<Duration>,
     pub(crate) watch: Watch,
+    /// Wakes stalled connects to check whether they should give up.
+    pub(crate) give_up: Notify,
+    /// The slowest recent successful connect, in nanoseconds, decaying by an eighth per
+    /// connect (0: none yet); the stall bound follows it.
+    slowest_connect: AtomicU64,
 }
 
 impl Drop for Shared {
@@ -71,6 +77,8 @@ impl Shared {
             metrics: PoolMetrics::new(&config.name),
             unanswered: config.unanswered_timeout.resolve(&config),
             watch: Watch::default(),
+            give_up: Notify::new(),
+            slowest_connect: AtomicU64::new(0),
             config,
             internals: Mutex::new(Internals::default()),
             generation: AtomicU64::new(0),
@@ -273,6 +281,24 @@ impl Shared {
             drop(slot);
             self.closed_one.notify_waiters();
         }
+    }
+
+    /// How long a connect may run before it counts as stalled: ten times the slowest recent
+    /// successful connect, within `STALL_MIN..=STALL_MAX` (the longest before any).
+    pub(crate) fn stall_bound(&self) -> Duration {
+        match self.slowest_connect.load(Ordering::Relaxed) {
+            0 => STALL_MAX,
+            slowest => Duration::from_nanos(slowest.saturating_mul(10)).clamp(STALL_MIN, STALL_MAX),
+        }
+    }
+
+    /// Records how long a successful connect took, for the stall bound.
+    pub(crate) fn note_connect_time(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.slowest_connect.load(Ordering::Relaxed);
+        // Openers racing here may lose one sample; the bound only needs the trend.
+        self.slowest_connect
+            .store(took.max(old - old / 8), Ordering::Relaxed);
     }
 
     /// Starts as many connects as unmet demand calls for, within `max_connecting` and the
