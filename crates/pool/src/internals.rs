@@ -121,7 +121,8 @@ pub(crate) struct Internals {
     /// The ticket the next stalled connect gets.
     pub(crate) next_stall_ticket: u64,
     /// Stalled connects with a ticket below this give up (a newer connect got through, or
-    /// more than `max_connecting` have stalled and they are the oldest).
+    /// more than `max_connecting` have stalled and they are the oldest); their tickets are
+    /// already out of `stalled` and their places out of `opening`.
     pub(crate) give_up_below: u64,
     /// Connections held by callers.
     pub(crate) in_use: usize,

@@ -27,6 +27,21 @@ use crate::shared::Shared;
 pub(crate) const STALL_MIN: Duration = Duration::from_millis(500);
 pub(crate) const STALL_MAX: Duration = Duration::from_secs(2);
 
+/// The stall bound for a slowest recent connect of `slowest` nanoseconds (0: none yet).
+pub(crate) fn stall_bound(slowest: u64) -> Duration {
+    match slowest {
+        0 => STALL_MAX,
+        slowest => Duration::from_nanos(slowest.saturating_mul(10)).clamp(STALL_MIN, STALL_MAX),
+    }
+}
+
+/// The slowest recent connect after one that took `took`: the larger of it and the old
+/// value less an eighth, so that one slow connect is forgotten over the next few.
+pub(crate) fn slowest_after(old: u64, took: Duration) -> u64 {
+    let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+    took.max(old - old / 8)
+}
+
 /// One connect attempt, after `delay`.
 pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
     if !delay.is_zero() {
@@ -59,13 +74,18 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
         }
     };
     let mut g = shared.lock();
-    g.opening -= 1;
     if let Some(ticket) = ticket {
-        g.stalled.retain(|t| *t != ticket);
+        let Some(at) = g.stalled.iter().position(|t| *t == ticket) else {
+            // Given up: whoever did so already released its place (a connection that
+            // finished at that very moment is closed with it).
+            tracing::debug!(pool = %shared.config.name, "gave up a stalled connect");
+            return;
+        };
+        g.stalled.remove(at);
     }
+    g.opening -= 1;
     let Some(result) = result else {
-        tracing::debug!(pool = %shared.config.name, "gave up a stalled connect");
-        shared.spawn_openers(&mut g);
+        // Not reached: an attempt is given up only after its ticket was taken out above.
         return;
     };
     let mut fresh = None;
@@ -76,6 +96,8 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
             // Connects still hanging were sent into a network that has since let this one
             // through: they will not come back.
             if !g.stalled.is_empty() {
+                g.opening -= g.stalled.len();
+                g.stalled.clear();
                 g.give_up_below = g.next_stall_ticket;
                 shared.give_up.notify_waiters();
             }
@@ -132,16 +154,21 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
 
 /// Marks the calling attempt stalled and lets a fresh one start beside it; past
 /// `max_connecting` stalled attempts, the oldest gives up. Returns this attempt's ticket.
+///
+/// Whoever gives an attempt up takes its ticket out of `stalled` and releases its place in
+/// `opening` at once, under the lock, so the counts never include an attempt being
+/// abandoned; the attempt itself only drops its connect when it wakes.
 fn stall(shared: &Arc<Shared>) -> u64 {
     let mut g = shared.lock();
     let ticket = g.next_stall_ticket;
     g.next_stall_ticket += 1;
     g.stalled.push_back(ticket);
     if g.stalled.len() > shared.config.max_connecting {
-        if let Some(oldest) = g.stalled.front() {
+        if let Some(oldest) = g.stalled.pop_front() {
+            g.opening -= 1;
             g.give_up_below = g.give_up_below.max(oldest + 1);
+            shared.give_up.notify_waiters();
         }
-        shared.give_up.notify_waiters();
     }
     shared.spawn_openers(&mut g);
     ticket
@@ -178,5 +205,28 @@ fn is_fatal(error: &ConnectError) -> bool {
             .sqlstate()
             .is_some_and(|code| matches!(code.code(), "28P01" | "28000" | "3D000" | "42704")),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stall_bound_follows_recent_connects_within_its_limits() {
+        assert_eq!(stall_bound(0), STALL_MAX, "nothing known yet");
+        let ms = |n: u64| Duration::from_millis(n);
+        let nanos = |d: Duration| d.as_nanos() as u64;
+        assert_eq!(stall_bound(nanos(ms(3))), STALL_MIN, "a quick network: the floor");
+        assert_eq!(stall_bound(nanos(ms(120))), ms(1200));
+        assert_eq!(stall_bound(nanos(ms(900))), STALL_MAX, "the ceiling");
+        // One slow connect raises it at once and is forgotten over the next ones.
+        let mut slowest = slowest_after(0, ms(3));
+        slowest = slowest_after(slowest, ms(150));
+        assert_eq!(stall_bound(slowest), ms(1500));
+        for _ in 0..40 {
+            slowest = slowest_after(slowest, ms(3));
+        }
+        assert_eq!(stall_bound(slowest), STALL_MIN);
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use crate::connection::Connection;
 use crate::internals::{CloseReason, Internals, Slot};
-use crate::opener::{STALL_MAX, STALL_MIN};
+use crate::opener::{slowest_after, stall_bound};
 use crate::pipelined::{Lanes, Outlook};
 use crate::pool_config::PoolConfig;
 use crate::pool_metrics::PoolMetrics;
@@ -286,19 +286,15 @@ impl Shared {
     /// How long a connect may run before it counts as stalled: ten times the slowest recent
     /// successful connect, within `STALL_MIN..=STALL_MAX` (the longest before any).
     pub(crate) fn stall_bound(&self) -> Duration {
-        match self.slowest_connect.load(Ordering::Relaxed) {
-            0 => STALL_MAX,
-            slowest => Duration::from_nanos(slowest.saturating_mul(10)).clamp(STALL_MIN, STALL_MAX),
-        }
+        stall_bound(self.slowest_connect.load(Ordering::Relaxed))
     }
 
     /// Records how long a successful connect took, for the stall bound.
     pub(crate) fn note_connect_time(&self, took: Duration) {
-        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
         let old = self.slowest_connect.load(Ordering::Relaxed);
         // Openers racing here may lose one sample; the bound only needs the trend.
         self.slowest_connect
-            .store(took.max(old - old / 8), Ordering::Relaxed);
+            .store(slowest_after(old, took), Ordering::Relaxed);
     }
 
     /// Starts as many connects as unmet demand calls for, within `max_connecting` and the
