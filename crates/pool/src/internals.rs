@@ -90,7 +90,7 @@ pub(crate) struct Down {
     pub(crate) cause: Arc<ConnectError>,
     pub(crate) since: Instant,
     pub(crate) failures: u32,
-    pub(crate) next_attempt: Instant,
+    pub(crate) attempts_started: Instant,
 }
 
 /// Who holds a connection, for leak detection.
@@ -113,17 +113,13 @@ pub(crate) struct Internals {
     pub(crate) open: usize,
     /// Connects in progress.
     pub(crate) opening: usize,
-    /// Of those, connects that have run longer than the stall bound (probably sent into a
-    /// hung network), by ticket, oldest first: still counted against the maximum, but no
-    /// longer against `max_connecting` nor as covering a waiter, so that a fresh attempt
-    /// starts while they hang.
-    pub(crate) stalled: VecDeque<u64>,
-    /// The ticket the next stalled connect gets.
-    pub(crate) next_stall_ticket: u64,
-    /// Stalled connects with a ticket below this give up (a newer connect got through, or
-    /// more than `max_connecting` have stalled and they are the oldest); their tickets are
-    /// already out of `stalled` and their places out of `opening`.
-    pub(crate) give_up_below: u64,
+    /// Of those, the numbers of connects running longer than `STALLED_CONNECT` (probably
+    /// sent into a hung network): still counted against the maximum, but no longer against
+    /// `max_connecting` nor as covering a waiter, so that a fresh attempt starts while they
+    /// hang.
+    pub(crate) stalled: Vec<u64>,
+    /// Connect attempts started so far; each is numbered by this count when it starts.
+    pub(crate) attempts_started: u64,
     /// Connections held by callers.
     pub(crate) in_use: usize,
     pub(crate) closed: bool,
@@ -269,7 +265,7 @@ impl Internals {
     pub(crate) fn backoff_remaining(&self, now: Instant) -> Duration {
         self.down
             .as_ref()
-            .map(|d| d.next_attempt.saturating_duration_since(now))
+            .map(|d| d.attempts_started.saturating_duration_since(now))
             .unwrap_or(Duration::ZERO)
     }
 }
@@ -335,7 +331,7 @@ mod tests {
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 2, "max_connecting");
         i.opening = 2;
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 0);
-        i.stalled = VecDeque::from([0, 1]);
+        i.stalled = vec![1, 2];
         assert_eq!(
             i.connects_wanted(limits(15, 2, 0)),
             2,

@@ -5,12 +5,11 @@
 //! full jitter first: one reconnect loop, no herd.
 //!
 //! A connect that stalls (sent into a hung network: the bytes are swallowed, nothing ever
-//! answers) stops counting against `max_connecting`, so another attempt starts beside it.
-//! The stall bound follows the connects that succeed (ten times the slowest recent one,
-//! within 0.5 to 2 s), so a fresh attempt goes out soon after a network heals. Stalled
-//! attempts give up once a newer connect gets through (they are lost in the hole), and at
-//! most `max_connecting` of them hang at once (the oldest gives up), so they do not hold
-//! the pool's capacity until their connect timeout.
+//! answers) stops counting against `max_connecting` after `STALLED_CONNECT`, so another
+//! attempt starts beside it. Once a newer attempt gets through, the stalled ones that
+//! started before it give up: they were lost in a hole the newer one did not meet, and
+//! would otherwise hold the pool's capacity until their connect timeout. (A slow server is
+//! not mistaken for a hole: there the older attempts finish first.)
 
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
@@ -21,26 +20,9 @@ use crate::error::{ConnectError, PoolError};
 use crate::internals::{backoff, Down};
 use crate::shared::Shared;
 
-/// Bounds on how long a connect may run before it counts as stalled. Connects to a healthy
-/// server take milliseconds, even with TLS across a region; before any connect succeeded
-/// the longest bound applies.
-pub(crate) const STALL_MIN: Duration = Duration::from_millis(500);
-pub(crate) const STALL_MAX: Duration = Duration::from_secs(2);
-
-/// The stall bound for a slowest recent connect of `slowest` nanoseconds (0: none yet).
-pub(crate) fn stall_bound(slowest: u64) -> Duration {
-    match slowest {
-        0 => STALL_MAX,
-        slowest => Duration::from_nanos(slowest.saturating_mul(10)).clamp(STALL_MIN, STALL_MAX),
-    }
-}
-
-/// The slowest recent connect after one that took `took`: the larger of it and the old
-/// value less an eighth, so that one slow connect is forgotten over the next few.
-pub(crate) fn slowest_after(old: u64, took: Duration) -> u64 {
-    let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
-    took.max(old - old / 8)
-}
+/// How long a connect may run before it counts as stalled (see `Internals::stalled`).
+/// Connects to a healthy server take milliseconds, even with TLS across a region.
+pub(crate) const STALLED_CONNECT: Duration = Duration::from_secs(2);
 
 /// One connect attempt, after `delay`.
 pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
@@ -50,7 +32,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
     let Some(shared) = pool.upgrade() else {
         return;
     };
-    {
+    let number = {
         // Still wanted? A waiter may have been served by a returned connection meanwhile.
         let mut g = shared.lock();
         let c = &shared.config;
@@ -62,43 +44,51 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
             g.opening -= 1;
             return;
         }
-    }
-    let started = Instant::now();
+        g.attempts_started += 1;
+        g.attempts_started
+    };
     let attempt = connect(&shared.config.connect);
     tokio::pin!(attempt);
-    let (result, ticket) = tokio::select! {
-        result = &mut attempt => (Some(result), None),
-        _ = tokio::time::sleep(shared.stall_bound()) => {
-            let ticket = stall(&shared);
-            (until_done_or_given_up(&shared, ticket, attempt).await, Some(ticket))
+    let (result, stalled) = tokio::select! {
+        result = &mut attempt => (Some(result), false),
+        _ = tokio::time::sleep(STALLED_CONNECT) => {
+            // Probably sent into a hung network or server: let a fresh attempt start beside
+            // it (within the maximum), so the pool recovers as soon as the network does,
+            // not when this one reaches connect_timeout.
+            {
+                let mut g = shared.lock();
+                g.stalled.push(number);
+                shared.spawn_openers(&mut g);
+            }
+            (until_done_or_given_up(&shared, number, attempt).await, true)
         }
     };
     let mut g = shared.lock();
-    if let Some(ticket) = ticket {
-        let Some(at) = g.stalled.iter().position(|t| *t == ticket) else {
+    if stalled {
+        let Some(at) = g.stalled.iter().position(|n| *n == number) else {
             // Given up: whoever did so already released its place (a connection that
             // finished at that very moment is closed with it).
             tracing::debug!(pool = %shared.config.name, "gave up a stalled connect");
             return;
         };
-        g.stalled.remove(at);
+        g.stalled.swap_remove(at);
     }
     g.opening -= 1;
     let Some(result) = result else {
-        // Not reached: an attempt is given up only after its ticket was taken out above.
+        // Not reached: an attempt is given up only after its number was taken out above.
         return;
     };
     let mut fresh = None;
     match result {
         Ok(conn) => {
             shared.metrics.opened.increment(1);
-            shared.note_connect_time(started.elapsed());
-            // Connects still hanging were sent into a network that has since let this one
-            // through: they will not come back.
-            if !g.stalled.is_empty() {
-                g.opening -= g.stalled.len();
-                g.stalled.clear();
-                g.give_up_below = g.next_stall_ticket;
+            // Stalled connects that started before this one were lost in a hole it did not
+            // meet: they give up, and their places are released now.
+            let before = g.stalled.len();
+            g.stalled.retain(|n| *n > number);
+            let outrun = before - g.stalled.len();
+            if outrun > 0 {
+                g.opening -= outrun;
                 shared.give_up.notify_waiters();
             }
             if let Some(down) = g.down.take() {
@@ -133,7 +123,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
                 cause: Arc::clone(&cause),
                 since: g.down.as_ref().map_or(now, |d| d.since),
                 failures,
-                next_attempt: now + pause,
+                attempts_started: now + pause,
             });
             // Nothing open could come back to the waiters: tell them now, with the cause.
             if g.open == 0 {
@@ -152,39 +142,18 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
     }
 }
 
-/// Marks the calling attempt stalled and lets a fresh one start beside it; past
-/// `max_connecting` stalled attempts, the oldest gives up. Returns this attempt's ticket.
-///
-/// Whoever gives an attempt up takes its ticket out of `stalled` and releases its place in
-/// `opening` at once, under the lock, so the counts never include an attempt being
-/// abandoned; the attempt itself only drops its connect when it wakes.
-fn stall(shared: &Arc<Shared>) -> u64 {
-    let mut g = shared.lock();
-    let ticket = g.next_stall_ticket;
-    g.next_stall_ticket += 1;
-    g.stalled.push_back(ticket);
-    if g.stalled.len() > shared.config.max_connecting {
-        if let Some(oldest) = g.stalled.pop_front() {
-            g.opening -= 1;
-            g.give_up_below = g.give_up_below.max(oldest + 1);
-            shared.give_up.notify_waiters();
-        }
-    }
-    shared.spawn_openers(&mut g);
-    ticket
-}
-
-/// Waits for a stalled attempt to finish, or for it to be given up (`None`).
+/// Waits for a stalled attempt to finish, or for it to be given up (`None`): whoever gives
+/// it up takes its number out of `stalled` and releases its place, under the lock.
 async fn until_done_or_given_up(
     shared: &Shared,
-    ticket: u64,
+    number: u64,
     mut attempt: Pin<&mut impl std::future::Future<Output = Result<Connection, ConnectError>>>,
 ) -> Option<Result<Connection, ConnectError>> {
     loop {
         let given_up = shared.give_up.notified();
         tokio::pin!(given_up);
         given_up.as_mut().enable();
-        if shared.lock().give_up_below > ticket {
+        if !shared.lock().stalled.contains(&number) {
             return None;
         }
         tokio::select! {
@@ -205,28 +174,5 @@ fn is_fatal(error: &ConnectError) -> bool {
             .sqlstate()
             .is_some_and(|code| matches!(code.code(), "28P01" | "28000" | "3D000" | "42704")),
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_stall_bound_follows_recent_connects_within_its_limits() {
-        assert_eq!(stall_bound(0), STALL_MAX, "nothing known yet");
-        let ms = |n: u64| Duration::from_millis(n);
-        let nanos = |d: Duration| d.as_nanos() as u64;
-        assert_eq!(stall_bound(nanos(ms(3))), STALL_MIN, "a quick network: the floor");
-        assert_eq!(stall_bound(nanos(ms(120))), ms(1200));
-        assert_eq!(stall_bound(nanos(ms(900))), STALL_MAX, "the ceiling");
-        // One slow connect raises it at once and is forgotten over the next ones.
-        let mut slowest = slowest_after(0, ms(3));
-        slowest = slowest_after(slowest, ms(150));
-        assert_eq!(stall_bound(slowest), ms(1500));
-        for _ in 0..40 {
-            slowest = slowest_after(slowest, ms(3));
-        }
-        assert_eq!(stall_bound(slowest), STALL_MIN);
     }
 }

@@ -15,7 +15,6 @@ use tokio::sync::Notify;
 
 use crate::connection::Connection;
 use crate::internals::{CloseReason, Internals, Slot};
-use crate::opener::{slowest_after, stall_bound};
 use crate::pipelined::{Lanes, Outlook};
 use crate::pool_config::PoolConfig;
 use crate::pool_metrics::PoolMetrics;
@@ -48,11 +47,8 @@ pub(crate) struct Shared {
     /// (resolved from `config.unanswered_timeout`), and the connections watched for it.
     pub(crate) unanswered: Option<Duration>,
     pub(crate) watch: Watch,
-    /// Wakes stalled connects to check whether they should give up.
+    /// Wakes stalled connects to check whether they were given up.
     pub(crate) give_up: Notify,
-    /// The slowest recent successful connect, in nanoseconds, decaying by an eighth per
-    /// connect (0: none yet); the stall bound follows it.
-    slowest_connect: AtomicU64,
 }
 
 impl Drop for Shared {
@@ -78,7 +74,6 @@ impl Shared {
             unanswered: config.unanswered_timeout.resolve(&config),
             watch: Watch::default(),
             give_up: Notify::new(),
-            slowest_connect: AtomicU64::new(0),
             config,
             internals: Mutex::new(Internals::default()),
             generation: AtomicU64::new(0),
@@ -281,20 +276,6 @@ impl Shared {
             drop(slot);
             self.closed_one.notify_waiters();
         }
-    }
-
-    /// How long a connect may run before it counts as stalled: ten times the slowest recent
-    /// successful connect, within `STALL_MIN..=STALL_MAX` (the longest before any).
-    pub(crate) fn stall_bound(&self) -> Duration {
-        stall_bound(self.slowest_connect.load(Ordering::Relaxed))
-    }
-
-    /// Records how long a successful connect took, for the stall bound.
-    pub(crate) fn note_connect_time(&self, took: Duration) {
-        let old = self.slowest_connect.load(Ordering::Relaxed);
-        // Openers racing here may lose one sample; the bound only needs the trend.
-        self.slowest_connect
-            .store(slowest_after(old, took), Ordering::Relaxed);
     }
 
     /// Starts as many connects as unmet demand calls for, within `max_connecting` and the
