@@ -8,8 +8,9 @@
 //! answers) stops counting against `max_connecting` after `STALLED_CONNECT`, so another
 //! attempt starts beside it. Once a newer attempt gets through, the stalled ones that
 //! started before it give up: they were lost in a hole the newer one did not meet, and
-//! would otherwise hold the pool's capacity until their connect timeout. (A slow server is
-//! not mistaken for a hole: there the older attempts finish first.)
+//! would otherwise hold the pool's capacity until their connect timeout. (With a slow
+//! server the older attempts mostly finish first; one given up there costs only a connect,
+//! since a newer one has just succeeded, and nothing can keep every attempt from finishing.)
 
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
