@@ -90,7 +90,7 @@ pub(crate) struct Down {
     pub(crate) cause: Arc<ConnectError>,
     pub(crate) since: Instant,
     pub(crate) failures: u32,
-    pub(crate) attempts_started: Instant,
+    pub(crate) next_attempt: Instant,
 }
 
 /// Who holds a connection, for leak detection.
@@ -265,7 +265,7 @@ impl Internals {
     pub(crate) fn backoff_remaining(&self, now: Instant) -> Duration {
         self.down
             .as_ref()
-            .map(|d| d.attempts_started.saturating_duration_since(now))
+            .map(|d| d.next_attempt.saturating_duration_since(now))
             .unwrap_or(Duration::ZERO)
     }
 }

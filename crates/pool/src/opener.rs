@@ -124,7 +124,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
                 cause: Arc::clone(&cause),
                 since: g.down.as_ref().map_or(now, |d| d.since),
                 failures,
-                attempts_started: now + pause,
+                next_attempt: now + pause,
             });
             // Nothing open could come back to the waiters: tell them now, with the cause.
             if g.open == 0 {

@@ -19,6 +19,22 @@ async fn warm(pool: &Pool, n: usize) {
     assert_eq!(pool.status().idle, n);
 }
 
+/// The proxy swallows every byte both ways; connects through it hang.
+fn swallow_everything(proxy: &holdfast_faults::ProxyHandle) {
+    proxy
+        .update(|f| {
+            f.upstream.blackhole = true;
+            f.downstream.blackhole = true;
+        })
+        .expect("blackhole");
+}
+
+/// A `get()` on its own task, the connection dropped once it comes.
+fn get_in_background(pool: &Pool) -> tokio::task::JoinHandle<Result<(), PoolError>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.get().await.map(drop) })
+}
+
 /// Runs blocking cluster control (stop, start) without stalling the runtime.
 async fn control(cluster: &TempCluster, f: impl FnOnce(&TempCluster) -> holdfast_tempdb::Result<()>) {
     tokio::task::block_in_place(|| f(cluster)).expect("cluster control");
@@ -206,22 +222,14 @@ async fn connections_older_than_a_disconnect_are_verified_before_use() {
 async fn connects_sent_into_a_hung_network_do_not_hold_the_pool_once_it_heals() {
     let (proxy, url) = support::behind_a_proxy().await;
     // Connects into the hole hang until connect_timeout, far beyond the pool timeout.
-    proxy
-        .update(|f| {
-            f.upstream.blackhole = true;
-            f.downstream.blackhole = true;
-        })
-        .expect("blackhole");
+    swallow_everything(&proxy);
     let mut config = config_for_url(&url, "hung-connect")
         .pool_size(2)
         .max_connecting(1)
         .pool_timeout(Duration::from_secs(30));
     config.connect = config.connect.connect_timeout(Duration::from_secs(120));
     let pool = Pool::new(config).expect("pool");
-    let waiter = {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.get().await.map(drop) })
-    };
+    let waiter = get_in_background(&pool);
     eventually("a connect is under way through the proxy", || async {
         proxy.counters().connections_opened >= 1
     })
@@ -295,16 +303,8 @@ async fn stalled_connects_give_up_once_a_newer_one_gets_through() {
     config.connect = config.connect.connect_timeout(Duration::from_secs(120));
     let pool = Pool::new(config).expect("pool");
     let held = pool.get().await.expect("first connection");
-    proxy
-        .update(|f| {
-            f.upstream.blackhole = true;
-            f.downstream.blackhole = true;
-        })
-        .expect("blackhole");
-    let waiter = {
-        let pool = pool.clone();
-        tokio::spawn(async move { pool.get().await.map(drop) })
-    };
+    swallow_everything(&proxy);
+    let waiter = get_in_background(&pool);
     // A connect goes into the hole, stalls, and a second follows it there.
     eventually("two connects sent into the hole", || async {
         proxy.counters().connections_opened >= 3
