@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use holdfast_wire::TxStatus;
 
-use crate::internals::{CloseReason, Slot};
+use super::metrics::ResetKind;
+use super::slot::{CloseReason, Slot};
+use super::Shared;
 
 /// How long a returned connection's outstanding reply may take before the request counts
 /// as abandoned and is cancelled.
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(5);
-use crate::pool_metrics::ResetKind;
-use crate::shared::Shared;
 
 /// Holds a connection during its reset; if the task is dropped unfinished (the runtime shuts
 /// down), the connection is closed and the books stay right.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 
-use crate::internals::{CloseReason, Internals};
+use super::internals::Internals;
+use super::slot::CloseReason;
 
 const REASONS: [CloseReason; 7] = [
     CloseReason::Recycled,

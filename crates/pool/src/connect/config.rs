@@ -5,11 +5,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::passfile::PassFile;
+use super::pooler::Pooler;
+use super::tls::config::{SslMode, Tls, TlsOptions};
+use super::url_params::{extract, OWN_KEYS};
 use crate::error::ConfigError;
-use crate::passfile::PassFile;
-use crate::pooler::Pooler;
-use crate::tls_config::{Tls, TlsOptions};
-use crate::url_params::{extract, OWN_KEYS};
 
 /// TCP keepalive probing: how soon a silent peer is probed and given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,14 +217,6 @@ impl ConnectConfig {
         self.pg.get_password().is_some()
     }
 
-    /// Applies the TLS and password variables of `source` (`DB_SSLMODE`, `DB_SSLROOTCERT`,
-    /// `DB_SSLCERT`, `DB_SSLKEY`, `DB_SSLSNI`, `DB_PASSWORD`, `DB_PASSFILE`, `PGPASSFILE`) to
-    /// what the URL left unset, as [`PoolConfig::from_env`](crate::PoolConfig::from_env) does.
-    pub fn apply_env(self, source: &dyn crate::env::Source) -> Result<ConnectConfig, ConfigError> {
-        let config = crate::connect_env::with_env_tls(self, source)?;
-        crate::connect_env::with_env_password(config, source)
-    }
-
     /// What sits between us and PostgreSQL (see [`Pooler`]).
     pub fn pooler(mut self, pooler: Pooler) -> Self {
         self.pooler = pooler;
@@ -379,9 +371,9 @@ impl fmt::Debug for ConnectConfig {
 fn tls_from_pg(pg: &tokio_postgres::Config) -> Tls {
     use tokio_postgres::config::SslMode as Pg;
     let mode = match pg.get_ssl_mode() {
-        Pg::Disable => crate::SslMode::Disable,
-        Pg::Require => crate::SslMode::Require,
-        _ => crate::SslMode::Prefer,
+        Pg::Disable => SslMode::Disable,
+        Pg::Require => SslMode::Require,
+        _ => SslMode::Prefer,
     };
     let options = TlsOptions {
         mode: Some(mode),
@@ -486,18 +478,12 @@ mod tests {
     fn a_tokio_postgres_sslmode_is_kept() {
         let mut pg = tokio_postgres::Config::new();
         pg.host("h").ssl_mode(tokio_postgres::config::SslMode::Require);
-        assert_eq!(
-            ConnectConfig::from_pg(pg).get_tls().mode(),
-            crate::SslMode::Require
-        );
+        assert_eq!(ConnectConfig::from_pg(pg).get_tls().mode(), SslMode::Require);
         let mut pg = tokio_postgres::Config::new();
         pg.host("h").ssl_mode(tokio_postgres::config::SslMode::Disable);
-        assert_eq!(
-            ConnectConfig::from_pg(pg).get_tls().mode(),
-            crate::SslMode::Disable
-        );
+        assert_eq!(ConnectConfig::from_pg(pg).get_tls().mode(), SslMode::Disable);
         let c = ConnectConfig::from_url("postgres://u@h/d?sslmode=require").expect("url");
-        assert_eq!(c.get_tls().mode(), crate::SslMode::Require);
+        assert_eq!(c.get_tls().mode(), SslMode::Require);
         let err = ConnectConfig::from_url("postgres://u@h/d?sslmode=verify-ca&sslrootcert=system")
             .expect_err("system roots need verify-full")
             .to_string();

@@ -2,11 +2,11 @@
 //! (`DB_SSLMODE`, `DB_SSLROOTCERT`, `DB_SSLCERT`, `DB_SSLKEY`, `DB_SSLSNI`) and passwords
 //! (`DB_PASSWORD`, `DB_PASSFILE` / `PGPASSFILE` / `~/.pgpass`).
 
-use crate::connect_config::ConnectConfig;
-use crate::env::Source;
+use super::config::ConnectConfig;
+use super::passfile::PassFile;
+use super::tls::config::TlsOptions;
 use crate::error::ConfigError;
-use crate::passfile::PassFile;
-use crate::tls_config::TlsOptions;
+use crate::settings::Source;
 
 /// TLS from `DB_SSLMODE`, `DB_SSLROOTCERT`, `DB_SSLCERT`, `DB_SSLKEY` and `DB_SSLSNI`, for
 /// what the URL leaves unset (its own parameters win, as libpq's do over `PGSSLMODE`).
@@ -82,4 +82,14 @@ pub(crate) fn with_env_password(
         }
     }
     Ok(connect)
+}
+
+impl ConnectConfig {
+    /// Applies the TLS and password variables of `source` (`DB_SSLMODE`, `DB_SSLROOTCERT`,
+    /// `DB_SSLCERT`, `DB_SSLKEY`, `DB_SSLSNI`, `DB_PASSWORD`, `DB_PASSFILE`, `PGPASSFILE`) to
+    /// what the URL left unset, as [`PoolConfig::from_env`](crate::PoolConfig::from_env) does.
+    pub fn apply_env(self, source: &dyn Source) -> Result<ConnectConfig, ConfigError> {
+        let config = with_env_tls(self, source)?;
+        with_env_password(config, source)
+    }
 }

@@ -1,130 +1,26 @@
-//! The pool's public face: create, get a connection, look at its state, close.
+//! Taking a connection out: the idle set first, else a place in the first-come-first-served
+//! queue until a connection is handed over or the deadline keeper fails the wait; then the
+//! checks a connection that could be stale must pass before the caller sees it.
 
-use std::future::Future;
 use std::panic::Location;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_wire::CoarseInstant;
-
 use tokio::sync::oneshot;
 
+use super::config::PrePing;
+use super::pooled::PooledConnection;
+use super::slot::{CloseReason, Slot};
+use super::{Pool, Shared};
 use crate::error::PoolError;
-use crate::internals::{CloseReason, Slot};
-use crate::pool_config::{PoolConfig, PrePing};
-use crate::pooled::PooledConnection;
-use crate::shared::Shared;
-use crate::status::PoolStatus;
-
-/// A pool of tapped PostgreSQL connections that never hands out a dirty or dead one.
-///
-/// Cheap to clone; every clone is the same pool. Background work (maintenance, connects,
-/// resets) runs on the tokio runtime the pool was created in and stops when the last handle
-/// and the last pooled connection are gone.
-#[derive(Debug, Clone)]
-pub struct Pool {
-    shared: Arc<Shared>,
-}
 
 impl Pool {
-    /// Creates a pool (no connection is opened until one is needed, or `min_idle` asks for
-    /// warm ones). Must be called inside a tokio runtime.
-    pub fn new(config: PoolConfig) -> Result<Pool, PoolError> {
-        config.validate()?;
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| PoolError::NoRuntime)?;
-        let shared = Arc::new(Shared::new(config, runtime));
-        crate::maintenance::spawn(&shared);
-        crate::deadlines::spawn(&shared);
-        if shared.config.min_idle > 0 {
-            let mut g = shared.lock();
-            shared.spawn_openers(&mut g);
-        }
-        Ok(Pool { shared })
-    }
-
-    pub(crate) fn from_shared(shared: Arc<Shared>) -> Pool {
-        Pool { shared }
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// Creates a pool from the environment (`DATABASE_URL`, `DB_POOL_SIZE`, ...).
-    pub fn from_env() -> Result<Pool, PoolError> {
-        Pool::new(PoolConfig::from_env()?)
-    }
-
-    /// The pool's settings.
-    pub fn config(&self) -> &PoolConfig {
-        &self.shared.config
-    }
-
-    /// Gets a connection: idle with nothing in flight, not known dead, verified when it
-    /// could be stale. Waits (first come, first served) up to `pool_timeout`.
-    ///
-    /// Dropping the returned future at any point loses no connection and no capacity.
-    #[track_caller]
-    pub fn get(&self) -> impl Future<Output = Result<PooledConnection, PoolError>> + Send + '_ {
-        let location = Location::caller();
-        self.acquire(location)
-    }
-
-    /// The pool's counts right now.
-    pub fn status(&self) -> PoolStatus {
-        self.shared.status()
-    }
-
-    /// Runs one maintenance pass now (idle timeout, recycling, keepalive pings, `min_idle`
-    /// refill, leak warnings). It also runs by itself every second; tests call this to avoid
-    /// waiting for it.
-    pub async fn run_maintenance(&self) {
-        crate::maintenance::run_once(&self.shared).await;
-    }
-
-    /// Every connection opened before now will be verified before its next use. The pool
-    /// does this by itself on disconnect-class errors; call it after an event it cannot see
-    /// (a failover announced elsewhere, for example).
-    pub fn invalidate_all(&self) {
-        self.shared.bump_generation();
-    }
-
-    /// Closes the pool: no more connections are handed out, waiters get
-    /// [`PoolError::Closed`], idle connections close now, and connections in use close as
-    /// they come back (waiting at most `close_timeout` for them). Returns the number still
-    /// in use when the wait ended.
-    pub async fn close(&self) -> usize {
-        let idle = {
-            let mut g = self.shared.lock();
-            g.closed = true;
-            let name = self.shared.config.name.clone();
-            g.fail_waiters(|| PoolError::Closed { pool: name.clone() });
-            let idle: Vec<Box<Slot>> = g.idle.drain(..).collect();
-            g.open -= idle.len();
-            idle
-        };
-        for slot in idle {
-            self.shared.close_slot(Some((slot, CloseReason::PoolClosed)));
-        }
-        let deadline = tokio::time::Instant::now() + self.shared.config.close_timeout;
-        loop {
-            let closed = self.shared.closed_one.notified();
-            tokio::pin!(closed);
-            closed.as_mut().enable();
-            let open = self.shared.lock().open;
-            if open == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, closed).await.is_err() {
-                let left = self.shared.lock().in_use;
-                tracing::warn!(pool = %self.shared.config.name, in_use = left, "pool closed with connections still in use");
-                return left;
-            }
-        }
-    }
-
-    async fn acquire(&self, location: &'static Location<'static>) -> Result<PooledConnection, PoolError> {
+    pub(super) async fn acquire(
+        &self,
+        location: &'static Location<'static>,
+    ) -> Result<PooledConnection, PoolError> {
         // The deadline is set when the caller first has to wait: the fast path (an idle
         // connection ready) reads no clock and arms no timer.
         let mut deadline = None;

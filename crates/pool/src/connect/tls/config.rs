@@ -11,8 +11,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
+use super::verify::{AnyServerCert, ChainOnly};
 use crate::error::ConfigError;
-use crate::tls_verify::{AnyServerCert, ChainOnly};
 
 /// `sslmode`: whether TLS is used and what is verified (libpq's meanings).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use crate::connect_config::ConnectConfig;
-use crate::env::{self, ProcessEnv, Source};
+use crate::connect::{ConnectConfig, Pooler};
 use crate::error::ConfigError;
-use crate::pooler::Pooler;
-use crate::unanswered::{start_up_statement_timeout, UnansweredTimeout};
+use crate::settings::{self as env, ProcessEnv, Source};
 
 /// When a connection taken from the idle set is pinged before it is handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,6 +19,52 @@ pub enum PrePing {
     Always,
     /// Never; rely on the wire state alone.
     Never,
+}
+
+/// What `Auto` adds to the start-up `statement_timeout`: room for the server's own
+/// cancellation and its error to arrive, on a loaded machine.
+pub const AUTO_GRACE: Duration = Duration::from_secs(30);
+
+/// When the pool closes a connection that has requests in flight and has received nothing
+/// for a while (`DB_UNANSWERED_TIMEOUT_MS`: `auto`, `0` for off, or milliseconds).
+///
+/// A statement running under `statement_timeout` is answered (rows or the timeout's error)
+/// within it, so silence well past it means the request never reached a server that can
+/// answer. Checked once a second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnansweredTimeout {
+    /// The `statement_timeout` sent at start-up plus 30 s (the default). Off when none is
+    /// sent: the server's own may be unbounded, and behind a transaction-mode pooler it is
+    /// set only inside holdfast-tx transactions, so other statements may legitimately run
+    /// longer.
+    #[default]
+    Auto,
+    /// Never close a connection for silence.
+    Off,
+    /// After this long; it must exceed the start-up `statement_timeout`, if any. A session
+    /// that raises its own `statement_timeout` (`SET statement_timeout = ...`) beyond this
+    /// bound will have its long statements cut off: turn the bound off or raise it too.
+    After(Duration),
+}
+
+impl UnansweredTimeout {
+    /// The bound this setting gives for `config`'s connections, if any.
+    pub fn resolve(self, config: &PoolConfig) -> Option<Duration> {
+        match self {
+            UnansweredTimeout::Off => None,
+            UnansweredTimeout::After(bound) => Some(bound),
+            UnansweredTimeout::Auto => start_up_statement_timeout(config).map(|t| t + AUTO_GRACE),
+        }
+    }
+}
+
+/// The `statement_timeout` every statement on the pool's connections runs under, if the
+/// pool sets one at start-up (it does not behind a transaction-mode pooler).
+pub(crate) fn start_up_statement_timeout(config: &PoolConfig) -> Option<Duration> {
+    if config.connect.get_pooler().is_transaction() {
+        return None;
+    }
+    config.connect.get_statement_timeout()
 }
 
 /// Everything a [`Pool`](crate::Pool) needs. Build with [`PoolConfig::new`] and the setters,
@@ -180,7 +224,7 @@ impl PoolConfig {
         let connect_timeout = env::duration(
             source,
             "DB_CONNECT_TIMEOUT",
-            crate::connect_config::DEFAULT_CONNECT_TIMEOUT,
+            crate::connect::DEFAULT_CONNECT_TIMEOUT,
             s,
             3600,
             false,

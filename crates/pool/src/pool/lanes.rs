@@ -26,12 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use holdfast_wire::Liveness;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Row;
 
+use super::pooled::PooledConnection;
+use super::{Pool, Shared};
 use crate::error::PoolError;
-use crate::pool::Pool;
-use crate::pooled::PooledConnection;
 
 /// How long a lane takes new statements before it drains and goes back to the pool.
 pub const LANE_TERM: Duration = Duration::from_secs(1);
@@ -69,13 +67,13 @@ impl Lanes {
 }
 
 /// A caller's place on a lane; leaving (drop) gives the lane back when it was the last.
-struct Seat {
+pub(super) struct Seat {
     pool: Pool,
     lane: u64,
-    conn: Arc<PooledConnection>,
+    pub(super) conn: Arc<PooledConnection>,
     /// The caller's statement was answered (rows or an error). A caller that gave up (its
     /// future dropped) proves nothing about the lane and does not count as its progress.
-    answered: bool,
+    pub(super) answered: bool,
 }
 
 impl Drop for Seat {
@@ -100,47 +98,11 @@ impl Drop for Seat {
 }
 
 impl Pool {
-    /// Runs one statement in autocommit and returns its rows. Short statements from many
-    /// callers are pipelined on connections they share (see the crate README), which is
-    /// far cheaper than a connection each; statements that could leave state behind
-    /// (anything not starting with SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES or
-    /// TABLE) take a connection of their own. The statement is prepared once per
-    /// connection; the same `sql` must always come with the same parameter types.
-    pub async fn query(
-        &self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Vec<Row>, PoolError> {
-        if !self.shares(sql) {
-            return Ok(self.get().await?.query_cached(sql, params).await?);
-        }
-        let mut seat = self.seat().await?;
-        let rows = seat.conn.query_cached(sql, params).await;
-        seat.answered = true;
-        Ok(rows?)
-    }
-
-    /// Like [`query`](Self::query), returning the number of rows affected.
-    pub async fn execute(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<u64, PoolError> {
-        if !self.shares(sql) {
-            return Ok(self.get().await?.execute_cached(sql, params).await?);
-        }
-        let mut seat = self.seat().await?;
-        let affected = seat.conn.execute_cached(sql, params).await;
-        seat.answered = true;
-        Ok(affected?)
-    }
-
-    fn shares(&self, sql: &str) -> bool {
-        let config = self.config();
-        config.pipeline_depth > 1 && !config.connect.get_pooler().is_transaction() && shareable(sql)
-    }
-
     /// A seat on the busiest lane below `pipeline_depth` that takes statements and has
     /// finished one within `pipeline_stall`; or a new lane, made of a connection taken like
     /// any other, while the pool has room; or, when it has none, the least busy lane even
     /// past `pipeline_depth` (deeper pipelining beats queueing).
-    async fn seat(&self) -> Result<Seat, PoolError> {
+    pub(super) async fn seat(&self) -> Result<Seat, PoolError> {
         let shared = self.shared();
         let depth = self.config().pipeline_depth;
         let stall = self.config().pipeline_stall;
@@ -207,6 +169,17 @@ impl Pool {
             conn,
             answered: false,
         })
+    }
+}
+
+impl Shared {
+    /// What lanes may do now, given how many callers of `Pool::query` wait in the queue.
+    pub(crate) fn lane_outlook(&self, lane_waiters: usize) -> Outlook {
+        let g = self.lock();
+        Outlook {
+            may_join: !g.closed && g.waiters.len() <= lane_waiters,
+            has_room: !g.idle.is_empty() || g.total() < self.config.max_size(),
+        }
     }
 }
 

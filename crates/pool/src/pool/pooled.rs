@@ -10,10 +10,10 @@ use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
-use crate::connection::Connection;
+use super::slot::{CloseReason, Slot};
+use super::{Pool, Shared};
+use crate::connect::Connection;
 use crate::error::PoolError;
-use crate::internals::{CloseReason, Slot};
-use crate::shared::Shared;
 
 /// A pooled connection. Use it as a `tokio_postgres::Client`; drop it to give it back.
 #[derive(Debug)]
@@ -162,8 +162,8 @@ impl PooledConnection {
     }
 
     /// The pool this connection belongs to.
-    pub fn pool(&self) -> crate::Pool {
-        crate::Pool::from_shared(Arc::clone(&self.shared))
+    pub fn pool(&self) -> Pool {
+        Pool::from_shared(Arc::clone(&self.shared))
     }
 
     /// The server process serving this connection.

@@ -10,8 +10,8 @@ use std::sync::{Arc, Weak};
 
 use tokio::sync::Notify;
 
+use super::Shared;
 use crate::error::PoolError;
-use crate::shared::Shared;
 
 pub(crate) fn spawn(shared: &Arc<Shared>) {
     let pool = Arc::downgrade(shared);

@@ -14,9 +14,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 use tokio_rustls::TlsConnector;
 
+use super::config::{SslMode, Tls};
+use crate::connect::socket::Socket;
 use crate::error::TlsProblem;
-use crate::socket::Socket;
-use crate::tls_config::{SslMode, Tls};
 
 /// The SSLRequest message: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];

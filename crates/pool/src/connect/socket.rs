@@ -11,7 +11,7 @@ use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, UnixStream};
 
-use crate::connect_config::ConnectConfig;
+use super::config::ConnectConfig;
 
 /// A connected TCP or unix stream.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ impl AsyncWrite for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connect_config::Keepalive;
+    use crate::connect::Keepalive;
     use std::time::Duration;
 
     #[tokio::test]

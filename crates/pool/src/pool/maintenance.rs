@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use holdfast_wire::CoarseInstant;
 
-use crate::internals::{CloseReason, Slot};
-use crate::shared::Shared;
+use super::slot::{CloseReason, Slot};
+use super::Shared;
 
 /// How often maintenance runs.
 const TICK: Duration = Duration::from_secs(1);

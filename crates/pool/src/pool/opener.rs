@@ -13,13 +13,17 @@
 //! since a newer one has just succeeded, and nothing can keep every attempt from finishing.)
 
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::connection::{connect, Connection};
+use holdfast_wire::CoarseInstant;
+
+use super::internals::{backoff, Down, Internals, Limits};
+use super::slot::Slot;
+use super::Shared;
+use crate::connect::{connect, Connection};
 use crate::error::{ConnectError, PoolError};
-use crate::internals::{backoff, Down};
-use crate::shared::Shared;
 
 /// How long a connect may run before it counts as stalled (see `Internals::stalled`).
 /// Connects to a healthy server take milliseconds, even with TLS across a region.
@@ -170,10 +174,55 @@ fn is_fatal(error: &ConnectError) -> bool {
     match error {
         ConnectError::NoHost => true,
         // A certificate refused, or TLS required of a server without it: settings to fix.
-        ConnectError::Tls { problem, .. } => *problem != crate::TlsProblem::Handshake,
+        ConnectError::Tls { problem, .. } => *problem != crate::error::TlsProblem::Handshake,
         ConnectError::Postgres { .. } => error
             .sqlstate()
             .is_some_and(|code| matches!(code.code(), "28P01" | "28000" | "3D000" | "42704")),
         _ => false,
+    }
+}
+
+impl Shared {
+    /// Wraps a freshly opened connection.
+    pub(crate) fn new_slot(&self, conn: Connection) -> Box<Slot> {
+        let now = CoarseInstant::now();
+        let recycle_at = self.config.recycle.map(|age| {
+            // 0 to 5% jitter, so that connections opened together are not all replaced at once.
+            now.after(age.mul_f64(1.0 + fastrand::f64() * 0.05))
+        });
+        let id = self.next_slot.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.unanswered.is_some() {
+            self.watch
+                .register(id, conn.state().clone(), conn.driver_handle());
+        }
+        Box::new(Slot {
+            conn,
+            id,
+            generation: self.generation.load(Ordering::Acquire),
+            recycle_at,
+            idle_since: now,
+            statements: Default::default(),
+        })
+    }
+
+    /// Starts as many connects as unmet demand calls for, within `max_connecting` and the
+    /// size limit. Each waits out the reconnect backoff first if the database is down.
+    pub(crate) fn spawn_openers(self: &Arc<Self>, g: &mut Internals) {
+        if g.closed {
+            return;
+        }
+        let c = &self.config;
+        let n = g.connects_wanted(Limits {
+            max_size: c.max_size(),
+            pool_size: c.pool_size,
+            max_connecting: c.max_connecting,
+            min_idle: c.min_idle,
+        });
+        let delay = g.backoff_remaining(Instant::now());
+        for _ in 0..n {
+            g.opening += 1;
+            let weak = Arc::downgrade(self);
+            self.runtime.spawn(open_one(weak, delay));
+        }
     }
 }

@@ -1,0 +1,299 @@
+//! The pool: [`Pool`], its public face (create, get a connection, run one statement, look at
+//! its state, close), and [`Shared`], the state every handle of one pool shares.
+//!
+//! The files beside this one each hold one concern of the pool:
+//! - `config`: the settings; `internals`: the bookkeeping behind the lock; `slot`: a
+//!   connection the pool owns;
+//! - `checkout`: taking a connection out (idle set, FIFO queue, checks); `release`: giving
+//!   it back (to a waiter, the idle set, a reset, or closed); `reset`: rolling back and
+//!   draining a connection returned dirty;
+//! - `opener`: connects for unmet demand, with backoff while the database is down;
+//!   `deadlines`: the task that fails waiters whose time is up; `maintenance`: the
+//!   once-a-second upkeep; `unanswered`: connections whose requests get no answer;
+//! - `lanes`: connections shared by [`Pool::query`]; `pooled`: a connection on loan;
+//!   `metrics` and `status`: what the pool reports.
+//!
+//! Locking rule: the internals lock is never held across an `.await`, and nothing that can
+//! run pool code on drop (a `PooledConnection`, a waiter's receiver) is dropped under it.
+//! The lanes have a lock of their own, never taken while the internals lock is held.
+
+mod checkout;
+pub(crate) mod config;
+mod deadlines;
+mod internals;
+mod lanes;
+pub use lanes::LANE_TERM;
+mod maintenance;
+mod metrics;
+mod opener;
+pub(crate) mod pooled;
+mod release;
+mod reset;
+mod slot;
+pub(crate) mod status;
+mod unanswered;
+
+use std::future::Future;
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Row;
+
+use crate::error::PoolError;
+use config::PoolConfig;
+use internals::Internals;
+use lanes::Lanes;
+use metrics::PoolMetrics;
+use pooled::PooledConnection;
+use slot::{CloseReason, Slot};
+use status::PoolStatus;
+use unanswered::Watch;
+
+/// A pool of tapped PostgreSQL connections that never hands out a dirty or dead one.
+///
+/// Cheap to clone; every clone is the same pool. Background work (maintenance, connects,
+/// resets) runs on the tokio runtime the pool was created in and stops when the last handle
+/// and the last pooled connection are gone.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl Pool {
+    /// Creates a pool (no connection is opened until one is needed, or `min_idle` asks for
+    /// warm ones). Must be called inside a tokio runtime.
+    pub fn new(config: PoolConfig) -> Result<Pool, PoolError> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| PoolError::NoRuntime)?;
+        let shared = Arc::new(Shared::new(config, runtime));
+        maintenance::spawn(&shared);
+        deadlines::spawn(&shared);
+        if shared.config.min_idle > 0 {
+            let mut g = shared.lock();
+            shared.spawn_openers(&mut g);
+        }
+        Ok(Pool { shared })
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Pool {
+        Pool { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Creates a pool from the environment (`DATABASE_URL`, `DB_POOL_SIZE`, ...).
+    pub fn from_env() -> Result<Pool, PoolError> {
+        Pool::new(PoolConfig::from_env()?)
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Gets a connection: idle with nothing in flight, not known dead, verified when it
+    /// could be stale. Waits (first come, first served) up to `pool_timeout`.
+    ///
+    /// Dropping the returned future at any point loses no connection and no capacity.
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection, PoolError>> + Send + '_ {
+        let location = Location::caller();
+        self.acquire(location)
+    }
+
+    /// The pool's counts right now.
+    pub fn status(&self) -> PoolStatus {
+        self.shared.status()
+    }
+
+    /// Runs one maintenance pass now (idle timeout, recycling, keepalive pings, `min_idle`
+    /// refill, leak warnings). It also runs by itself every second; tests call this to avoid
+    /// waiting for it.
+    pub async fn run_maintenance(&self) {
+        maintenance::run_once(&self.shared).await;
+    }
+
+    /// Every connection opened before now will be verified before its next use. The pool
+    /// does this by itself on disconnect-class errors; call it after an event it cannot see
+    /// (a failover announced elsewhere, for example).
+    pub fn invalidate_all(&self) {
+        self.shared.bump_generation();
+    }
+
+    /// Closes the pool: no more connections are handed out, waiters get
+    /// [`PoolError::Closed`], idle connections close now, and connections in use close as
+    /// they come back (waiting at most `close_timeout` for them). Returns the number still
+    /// in use when the wait ended.
+    pub async fn close(&self) -> usize {
+        let idle = {
+            let mut g = self.shared.lock();
+            g.closed = true;
+            let name = self.shared.config.name.clone();
+            g.fail_waiters(|| PoolError::Closed { pool: name.clone() });
+            let idle: Vec<Box<Slot>> = g.idle.drain(..).collect();
+            g.open -= idle.len();
+            idle
+        };
+        for slot in idle {
+            self.shared.close_slot(Some((slot, CloseReason::PoolClosed)));
+        }
+        let deadline = tokio::time::Instant::now() + self.shared.config.close_timeout;
+        loop {
+            let closed = self.shared.closed_one.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            let open = self.shared.lock().open;
+            if open == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                let left = self.shared.lock().in_use;
+                tracing::warn!(pool = %self.shared.config.name, in_use = left, "pool closed with connections still in use");
+                return left;
+            }
+        }
+    }
+
+    /// Runs one statement in autocommit and returns its rows. Short statements from many
+    /// callers are pipelined on connections they share (see the crate README), which is
+    /// far cheaper than a connection each; statements that could leave state behind
+    /// (anything not starting with SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES or
+    /// TABLE) take a connection of their own. The statement is prepared once per
+    /// connection; the same `sql` must always come with the same parameter types.
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, PoolError> {
+        if !self.shares(sql) {
+            return Ok(self.get().await?.query_cached(sql, params).await?);
+        }
+        let mut seat = self.seat().await?;
+        let rows = seat.conn.query_cached(sql, params).await;
+        seat.answered = true;
+        Ok(rows?)
+    }
+
+    /// Like [`query`](Self::query), returning the number of rows affected.
+    pub async fn execute(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<u64, PoolError> {
+        if !self.shares(sql) {
+            return Ok(self.get().await?.execute_cached(sql, params).await?);
+        }
+        let mut seat = self.seat().await?;
+        let affected = seat.conn.execute_cached(sql, params).await;
+        seat.answered = true;
+        Ok(affected?)
+    }
+
+    fn shares(&self, sql: &str) -> bool {
+        let config = self.config();
+        config.pipeline_depth > 1 && !config.connect.get_pooler().is_transaction() && lanes::shareable(sql)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: PoolConfig,
+    internals: Mutex<Internals>,
+    /// Bumped on every disconnect-class failure; connections older than the current value
+    /// are verified before their next use.
+    pub(crate) generation: AtomicU64,
+    next_slot: AtomicU64,
+    pub(crate) runtime: Handle,
+    pub(crate) metrics: PoolMetrics,
+    /// Signalled whenever a connection closes, for `close()` to wait on.
+    pub(crate) closed_one: Notify,
+    /// Whether the warning about named statements behind a pooler was logged (once).
+    warned_named: AtomicBool,
+    /// Connections shared by `Pool::query` and `Pool::execute`.
+    pub(crate) lanes: Lanes,
+    /// Wakes the deadline keeper (a waiter with an earlier deadline, or the pool dropped).
+    pub(crate) deadline_keeper: Arc<Notify>,
+    /// How long a connection with requests in flight may hear nothing before it is closed
+    /// (resolved from `config.unanswered_timeout`), and the connections watched for it.
+    pub(crate) unanswered: Option<Duration>,
+    pub(crate) watch: Watch,
+    /// Wakes stalled connects to check whether they were given up.
+    pub(crate) give_up: Notify,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The keeper holds only a Weak: woken, it finds the pool gone and ends.
+        self.deadline_keeper.notify_one();
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.config.name)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(config: PoolConfig, runtime: Handle) -> Shared {
+        Shared {
+            metrics: PoolMetrics::new(&config.name),
+            unanswered: config.unanswered_timeout.resolve(&config),
+            watch: Watch::default(),
+            give_up: Notify::new(),
+            config,
+            internals: Mutex::new(Internals::default()),
+            generation: AtomicU64::new(0),
+            next_slot: AtomicU64::new(0),
+            runtime,
+            closed_one: Notify::new(),
+            lanes: Lanes::default(),
+            deadline_keeper: Arc::new(Notify::new()),
+            warned_named: AtomicBool::new(false),
+        }
+    }
+
+    /// A loan prepared a named statement outside a transaction behind a transaction-mode
+    /// pooler: counted, and explained once in the log.
+    pub(crate) fn named_statement_behind_pooler(&self) {
+        self.metrics.named_behind_pooler.increment(1);
+        if !self.warned_named.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                pool = %self.config.name,
+                "a named prepared statement was used outside a transaction behind a transaction-mode pooler: \
+                 the pooler may run it on another server connection, where it does not exist (SQLSTATE 26000) \
+                 or another one of the same name does (42P05); use query_cached / execute_cached or \
+                 tokio-postgres' query_typed, or run it inside a transaction"
+            );
+        }
+    }
+
+    /// The internals; a panic elsewhere never poisons the pool for good.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Internals> {
+        self.internals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn status(&self) -> PoolStatus {
+        let g = self.lock();
+        self.status_of(&g)
+    }
+
+    pub(crate) fn status_of(&self, g: &Internals) -> PoolStatus {
+        PoolStatus {
+            open: g.open,
+            idle: g.idle.len(),
+            in_use: g.in_use,
+            waiting: g.waiters.len(),
+            opening: g.opening,
+            max: self.config.max_size(),
+            database_down: g.down.is_some(),
+        }
+    }
+}
