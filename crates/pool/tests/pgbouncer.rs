@@ -26,10 +26,13 @@ fn bouncer() -> (Database, TempPgBouncer) {
     (db, bouncer)
 }
 
+/// No start-up statement timeout: PgBouncer refuses start-up options (the first test shows
+/// it), and the tests without the pooler setting are about what breaks after connecting.
 fn config(bouncer: &TempPgBouncer, db: &Database, test: &str, pooler: Pooler) -> PoolConfig {
     let connect = ConnectConfig::from_url(&bouncer.url_for(&db.name))
         .expect("url")
         .application_name(&app_name(test))
+        .statement_timeout(None)
         .pooler(pooler);
     PoolConfig::new(connect).pool_timeout(BOUND)
 }

@@ -10,6 +10,7 @@ use super::pooler::Pooler;
 use super::tls::config::{SslMode, Tls, TlsOptions};
 use super::url_params::{extract, OWN_KEYS};
 use crate::error::ConfigError;
+use crate::settings::table;
 
 /// TCP keepalive probing: how soon a silent peer is probed and given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +38,12 @@ impl Default for Keepalive {
 /// Default bound on the whole connect (TCP, start-up, authentication). Generous for a
 /// healthy server (connects take milliseconds), short enough that connects started into a
 /// hung network do not hold the pool's opener slots long after it healed.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = table::CONNECT_TIMEOUT.default_duration();
 /// Default `TCP_USER_TIMEOUT`: unacknowledged writes fail after this long.
 pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `application_name`, so holdfast's sessions are easy to find in
 /// `pg_stat_activity`.
-pub const DEFAULT_APPLICATION_NAME: &str = "holdfast";
+pub const DEFAULT_APPLICATION_NAME: &str = table::APPLICATION_NAME.default;
 
 /// How to open one connection. Build it from a URL (`postgres://user:pw@host:port/db?...`) or
 /// a key=value string, then adjust.
@@ -134,9 +135,9 @@ impl ConnectConfig {
                     .map(|d| Duration::from_millis(d.as_secs()))
                     .unwrap_or(DEFAULT_TCP_USER_TIMEOUT),
             ),
-            statement_timeout: None,
-            idle_in_transaction_session_timeout: None,
-            lock_timeout: None,
+            statement_timeout: table::STATEMENT_TIMEOUT.default_value(),
+            idle_in_transaction_session_timeout: table::IDLE_IN_TRANSACTION_TIMEOUT.default_value(),
+            lock_timeout: table::LOCK_TIMEOUT.default_value(),
             pooler: Pooler::None,
             tls: tls_from_pg(&pg),
             passfile: None,
@@ -144,43 +145,49 @@ impl ConnectConfig {
         }
     }
 
-    /// Bounds the whole connect: TCP, start-up and authentication.
+    /// Bounds the whole connect: TCP, start-up and authentication. Defaults to 10 s (or the
+    /// URL's `connect_timeout`).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// TCP keepalive settings, or `None` to leave keepalive off.
+    /// TCP keepalive settings, or `None` to leave keepalive off. Defaults to
+    /// [`Keepalive::default`] (or the URL's `keepalives_*`).
     pub fn keepalive(mut self, keepalive: Option<Keepalive>) -> Self {
         self.keepalive = keepalive;
         self
     }
 
-    /// `TCP_USER_TIMEOUT`, or `None` for the operating system's default.
+    /// `TCP_USER_TIMEOUT`, or `None` for the operating system's default. Defaults to 30 s
+    /// (or the URL's `tcp_user_timeout`, in milliseconds as in libpq).
     pub fn tcp_user_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.tcp_user_timeout = timeout;
         self
     }
 
-    /// `statement_timeout` sent at start-up (`None`: the server's setting).
+    /// `statement_timeout` sent at start-up (`None`: the server's setting). Defaults to
+    /// 300000 ms.
     pub fn statement_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.statement_timeout = timeout;
         self
     }
 
-    /// `idle_in_transaction_session_timeout` sent at start-up (`None`: the server's setting).
+    /// `idle_in_transaction_session_timeout` sent at start-up (`None`: the server's
+    /// setting). Defaults to none.
     pub fn idle_in_transaction_session_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_in_transaction_session_timeout = timeout;
         self
     }
 
-    /// `lock_timeout` sent at start-up (`None`: the server's setting).
+    /// `lock_timeout` sent at start-up (`None`: the server's setting). Defaults to none.
     pub fn lock_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.lock_timeout = timeout;
         self
     }
 
-    /// TLS settings (build them with [`TlsOptions::build`]).
+    /// TLS settings (build them with [`TlsOptions::build`]). Defaults to `sslmode=prefer`
+    /// (or the URL's TLS parameters).
     pub fn tls(mut self, tls: Tls) -> Self {
         self.tls = tls;
         self
@@ -193,6 +200,8 @@ impl ConnectConfig {
 
     /// Reads passwords from a password file in libpq's format (`~/.pgpass`), used when no
     /// password is set otherwise. The file must not be readable by others.
+    /// Defaults to none (the URL's `passfile`, `DB_PASSFILE`, `PGPASSFILE` or `~/.pgpass` when
+    /// read from the environment).
     pub fn passfile(mut self, path: &std::path::Path) -> Result<Self, ConfigError> {
         let file = PassFile::load(path).map_err(|accepted| ConfigError::InvalidValue {
             setting: "passfile".into(),
@@ -217,31 +226,33 @@ impl ConnectConfig {
         self.pg.get_password().is_some()
     }
 
-    /// What sits between us and PostgreSQL (see [`Pooler`]).
+    /// What sits between us and PostgreSQL (see [`Pooler`]). Defaults to [`Pooler::None`].
     pub fn pooler(mut self, pooler: Pooler) -> Self {
         self.pooler = pooler;
         self
     }
 
-    /// The `application_name` the server shows in `pg_stat_activity`.
+    /// The `application_name` the server shows in `pg_stat_activity`. Defaults to
+    /// `holdfast` (or the URL's).
     pub fn application_name(mut self, name: &str) -> Self {
         self.pg.application_name(name);
         self
     }
 
-    /// Sets the password (kept out of every `Debug` and error).
+    /// Sets the password (kept out of every `Debug` and error). Defaults to the URL's, if
+    /// any.
     pub fn password(mut self, password: impl AsRef<[u8]>) -> Self {
         self.pg.password(password);
         self
     }
 
-    /// Sets the user name.
+    /// Sets the user name. Defaults to the URL's.
     pub fn user(mut self, user: &str) -> Self {
         self.pg.user(user);
         self
     }
 
-    /// Sets the database name.
+    /// Sets the database name. Defaults to the URL's, else the user name.
     pub fn dbname(mut self, dbname: &str) -> Self {
         self.pg.dbname(dbname);
         self
@@ -434,6 +445,19 @@ mod tests {
     }
 
     #[test]
+    fn every_connection_setting_has_a_setter_that_states_its_default() {
+        // The TLS settings are set together, through `TlsOptions` and `tls()`.
+        let settings: Vec<&dyn crate::settings::Describe> = table::CONNECT
+            .iter()
+            .copied()
+            .filter(|s| !s.name().starts_with("ssl") && s.name() != "url")
+            .collect();
+        if let Err(e) = crate::settings::check_setter_docs(include_str!("config.rs"), &settings) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
     fn tight_defaults() {
         let c = ConnectConfig::from_url("postgres://u@h/d").expect("parse");
         assert_eq!(c.get_connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
@@ -470,6 +494,7 @@ mod tests {
         );
         let none = ConnectConfig::from_url("postgres://u@h/d")
             .expect("parse")
+            .statement_timeout(None)
             .pooler(Pooler::Transaction);
         assert_eq!(none.local_settings_sql(), None);
     }

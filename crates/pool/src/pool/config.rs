@@ -1,11 +1,12 @@
-//! Pool settings: a builder, and `from_env()` with the incident's own variables and values as
-//! defaults. Everything is checked before the pool starts.
+//! Pool settings: a builder with a setter per setting, and `from_env()`; defaults, ranges
+//! and variables come from [`settings::table`](crate::settings::table). Everything is
+//! checked before the pool starts.
 
 use std::time::Duration;
 
-use crate::connect::{ConnectConfig, Pooler};
+use crate::connect::ConnectConfig;
 use crate::error::ConfigError;
-use crate::settings::{self as env, ProcessEnv, Source};
+use crate::settings::{table, AutoValue, Count, Describe, ProcessEnv, Source};
 
 /// When a connection taken from the idle set is pinged before it is handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,132 +68,108 @@ pub(crate) fn start_up_statement_timeout(config: &PoolConfig) -> Option<Duration
     config.connect.get_statement_timeout()
 }
 
-/// Everything a [`Pool`](crate::Pool) needs. Build with [`PoolConfig::new`] and the setters,
-/// or [`PoolConfig::from_env`].
+/// Everything a [`Pool`](crate::Pool) needs. Build it with [`PoolConfig::new`] (or
+/// [`from_url`](Self::from_url)) and the setters, or read it with
+/// [`from_env`](Self::from_env); [`Pool::new`](crate::Pool::new) checks it. Each field's
+/// environment variable, default and accepted values are in [`settings::table`].
+///
+/// [`settings::table`]: crate::settings::table
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// How to open a connection.
     pub connect: ConnectConfig,
-    /// Connections kept open when idle (`DB_POOL_SIZE`, default 5).
+    /// Connections kept open when idle (`DB_POOL_SIZE`).
     pub pool_size: usize,
     /// Extra connections allowed under load, closed when they come back to a full idle set
-    /// (`DB_MAX_OVERFLOW`, default 10).
+    /// (`DB_MAX_OVERFLOW`).
     pub max_overflow: usize,
     /// Connections older than this (plus 0 to 5% jitter) are replaced; `None` keeps them
-    /// (`DB_POOL_RECYCLE` seconds, default 300, 0 = never).
+    /// (`DB_POOL_RECYCLE`).
     pub recycle: Option<Duration>,
-    /// How long `get()` waits for a connection (`DB_POOL_TIMEOUT` seconds, default 30).
+    /// How long `get()` waits for a connection (`DB_POOL_TIMEOUT`).
     pub pool_timeout: Duration,
-    /// Pre-ping policy (`DB_PRE_PING`: auto, always, never; default auto).
+    /// Pre-ping policy (`DB_PRE_PING`).
     pub pre_ping: PrePing,
     /// Under `PrePing::Auto`, ping only when the server was silent longer than this
-    /// (`DB_PRE_PING_WINDOW_MS`, default 500).
+    /// (`DB_PRE_PING_WINDOW_MS`).
     pub pre_ping_window: Duration,
-    /// Bound on one ping (`DB_PING_TIMEOUT_MS`, default 2000).
+    /// Bound on one ping (`DB_PING_TIMEOUT_MS`).
     pub ping_timeout: Duration,
     /// Idle connections above `min_idle` are closed after this long unused; `None` keeps them
-    /// (`DB_IDLE_TIMEOUT` seconds, default 600, 0 = never).
+    /// (`DB_IDLE_TIMEOUT`).
     pub idle_timeout: Option<Duration>,
-    /// Idle connections kept open and warm (`DB_MIN_IDLE`, default 0, at most `pool_size`);
-    /// the warm-up opens connections only while fewer than `pool_size` are open.
+    /// Idle connections kept open and warm, at most `pool_size`; the warm-up opens
+    /// connections only while fewer than `pool_size` are open (`DB_MIN_IDLE`).
     pub min_idle: usize,
-    /// Connects in progress at once, at most (`DB_MAX_CONNECTING`, default 2).
+    /// Connects in progress at once, at most (`DB_MAX_CONNECTING`).
     pub max_connecting: usize,
     /// Bound on the ROLLBACK (or reset query) of a connection returned dirty, and on waiting
-    /// for requests still in flight (`DB_RESET_TIMEOUT_MS`, default 5000).
+    /// for requests still in flight (`DB_RESET_TIMEOUT_MS`).
     pub reset_timeout: Duration,
     /// Run on every returned connection outside a transaction, for example `DISCARD ALL`
-    /// (`DB_RESET_QUERY`, default none).
+    /// (`DB_RESET_QUERY`).
     pub reset_query: Option<String>,
     /// A connection held longer than this is logged as a possible leak, with the place it
-    /// was taken; `None` turns detection off (`DB_LEAK_THRESHOLD_MS`, default 0 = off).
-    /// Connections serving [`Pool::query`](crate::Pool::query) are the pool's own and are
-    /// never reported.
+    /// was taken; `None` turns detection off (`DB_LEAK_THRESHOLD_MS`). Connections serving
+    /// [`Pool::query`](crate::Pool::query) are the pool's own and are never reported.
     pub leak_threshold: Option<Duration>,
     /// Idle connections are pinged (jittered) when silent this long, so that firewalls and
-    /// servers do not drop them unseen; `None` turns it off (`DB_KEEPALIVE_INTERVAL` seconds,
-    /// default 120, 0 = off).
+    /// servers do not drop them unseen; `None` turns it off (`DB_KEEPALIVE_INTERVAL`).
     pub keepalive_interval: Option<Duration>,
     /// Longest pause between reconnect attempts while the database is down
-    /// (`DB_RECONNECT_BACKOFF_MAX_MS`, default 2000).
+    /// (`DB_RECONNECT_BACKOFF_MAX_MS`).
     pub reconnect_backoff_max: Duration,
-    /// Bound on waiting for connections in use when the pool closes
-    /// (`DB_CLOSE_TIMEOUT_MS`, default 10000).
+    /// Bound on waiting for connections in use when the pool closes (`DB_CLOSE_TIMEOUT_MS`).
     pub close_timeout: Duration,
     /// Statements in flight at once on one connection shared by [`Pool::query`] and
     /// [`Pool::execute`]; more callers take another connection. 1 gives every statement a
-    /// connection of its own (`DB_PIPELINE_DEPTH`, default 8).
+    /// connection of its own (`DB_PIPELINE_DEPTH`).
     ///
     /// [`Pool::query`]: crate::Pool::query
     /// [`Pool::execute`]: crate::Pool::execute
     pub pipeline_depth: usize,
     /// A shared connection none of whose statements has finished for this long takes no
     /// more callers while the pool has room for another: callers do not queue behind a
-    /// statement that is stuck or slow (`DB_PIPELINE_STALL_MS`, default 10).
+    /// statement that is stuck or slow (`DB_PIPELINE_STALL_MS`).
     pub pipeline_stall: Duration,
     /// A connection with requests in flight that has received nothing for this long is
     /// closed, and its callers get an error instead of waiting forever for a reply that
-    /// will not come (`DB_UNANSWERED_TIMEOUT_MS`: `auto`, the default, is the start-up
-    /// `statement_timeout` plus 30 s, or off without one; `0` is off).
+    /// will not come (`DB_UNANSWERED_TIMEOUT_MS`).
     pub unanswered_timeout: UnansweredTimeout,
-    /// Name used in logs and metric labels (`DB_POOL_NAME`, default `default`).
+    /// Name used in logs and metric labels (`DB_POOL_NAME`).
     pub name: String,
 }
 
-/// Largest accepted `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`: beyond what any PostgreSQL server
-/// accepts as `max_connections`, so larger values are mistakes.
-pub const MAX_CONNECTIONS: usize = 10_000;
-
-/// Reads `DB_UNANSWERED_TIMEOUT_MS`: `auto` (or unset), `0` for off, or milliseconds.
-fn unanswered_from_env(source: &dyn Source) -> Result<UnansweredTimeout, ConfigError> {
-    const NAME: &str = "DB_UNANSWERED_TIMEOUT_MS";
-    const MAX_MS: u64 = 86_400_000;
-    let Some(raw) = source.get(NAME).filter(|v| !v.trim().is_empty()) else {
-        return Ok(UnansweredTimeout::Auto);
-    };
-    let value = raw.trim();
-    if value.eq_ignore_ascii_case("auto") {
-        return Ok(UnansweredTimeout::Auto);
-    }
-    match value.parse::<u64>() {
-        Ok(0) => Ok(UnansweredTimeout::Off),
-        Ok(ms) if ms <= MAX_MS => Ok(UnansweredTimeout::After(Duration::from_millis(ms))),
-        _ => Err(ConfigError::InvalidValue {
-            setting: NAME.into(),
-            value: raw.clone(),
-            accepted: format!("auto, or a whole number of milliseconds from 0 to {MAX_MS} (0 turns it off)"),
-        }),
-    }
-}
-
-/// Largest accepted `DB_PIPELINE_DEPTH`.
-const MAX_PIPELINE_DEPTH: usize = 1024;
+/// Largest accepted `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`.
+pub const MAX_CONNECTIONS: usize = table::MAX_CONNECTIONS as usize;
 
 impl PoolConfig {
-    /// Defaults (the incident's values) for connections described by `connect`.
+    /// The defaults of [`settings::table`](crate::settings::table) for connections described
+    /// by `connect`.
     pub fn new(connect: ConnectConfig) -> PoolConfig {
         PoolConfig {
             connect,
-            pool_size: 5,
-            max_overflow: 10,
-            recycle: Some(Duration::from_secs(300)),
-            pool_timeout: Duration::from_secs(30),
+            pool_size: table::POOL_SIZE.default_usize(),
+            max_overflow: table::MAX_OVERFLOW.default_usize(),
+            recycle: table::RECYCLE.default_value(),
+            pool_timeout: table::POOL_TIMEOUT.default_duration(),
             pre_ping: PrePing::Auto,
-            pre_ping_window: Duration::from_millis(500),
-            ping_timeout: Duration::from_secs(2),
-            idle_timeout: Some(Duration::from_secs(600)),
-            min_idle: 0,
-            max_connecting: 2,
-            reset_timeout: Duration::from_secs(5),
+            pre_ping_window: table::PRE_PING_WINDOW.default_duration(),
+            ping_timeout: table::PING_TIMEOUT.default_duration(),
+            idle_timeout: table::IDLE_TIMEOUT.default_value(),
+            min_idle: table::MIN_IDLE.default_usize(),
+            max_connecting: table::MAX_CONNECTING.default_usize(),
+            reset_timeout: table::RESET_TIMEOUT.default_duration(),
             reset_query: None,
-            leak_threshold: None,
-            keepalive_interval: Some(Duration::from_secs(120)),
-            reconnect_backoff_max: Duration::from_secs(2),
-            close_timeout: Duration::from_secs(10),
-            pipeline_depth: 8,
-            pipeline_stall: Duration::from_millis(10),
+            leak_threshold: table::LEAK_THRESHOLD.default_value(),
+            keepalive_interval: table::KEEPALIVE_INTERVAL.default_value(),
+            reconnect_backoff_max: table::RECONNECT_BACKOFF_MAX.default_duration(),
+            close_timeout: table::CLOSE_TIMEOUT.default_duration(),
+            pipeline_depth: table::PIPELINE_DEPTH.default_usize(),
+            pipeline_stall: table::PIPELINE_STALL.default_duration(),
             unanswered_timeout: UnansweredTimeout::Auto,
-            name: "default".to_string(),
+            name: table::POOL_NAME.default.to_string(),
         }
     }
 
@@ -201,268 +178,159 @@ impl PoolConfig {
         Ok(PoolConfig::new(ConnectConfig::from_url(url)?))
     }
 
-    /// Reads the process environment. See the crate README for every variable and default.
+    /// Reads the process environment: `DATABASE_URL` and every variable of
+    /// [`settings::table`](crate::settings::table).
     pub fn from_env() -> Result<PoolConfig, ConfigError> {
         PoolConfig::from_source(&ProcessEnv)
     }
 
     /// Reads settings from `source` (the environment, or a fixed list in tests).
     pub fn from_source(source: &dyn Source) -> Result<PoolConfig, ConfigError> {
-        let ms = Duration::from_millis(1);
-        let s = Duration::from_secs(1);
-        const DAY_S: u64 = 86_400;
-        const DAY_MS: u64 = 86_400_000;
-        let url = source
-            .get("DATABASE_URL")
-            .ok_or_else(|| ConfigError::InvalidValue {
-                setting: "DATABASE_URL".into(),
-                value: String::new(),
-                accepted: "a postgres:// URL; the variable is not set".into(),
-            })?;
-        let mut connect = ConnectConfig::parse_setting("DATABASE_URL", &url)?;
-        let defaults = PoolConfig::new(connect.clone());
-        let connect_timeout = env::duration(
-            source,
-            "DB_CONNECT_TIMEOUT",
-            crate::connect::DEFAULT_CONNECT_TIMEOUT,
-            s,
-            3600,
-            false,
-        )?;
-        connect = connect
-            .connect_timeout(connect_timeout.unwrap_or(defaults.connect.get_connect_timeout()))
-            .statement_timeout(env::duration(
-                source,
-                "DB_STATEMENT_TIMEOUT_MS",
-                Duration::from_millis(300_000),
-                ms,
-                DAY_MS,
-                true,
-            )?)
-            .idle_in_transaction_session_timeout(env::duration(
-                source,
-                "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
-                Duration::ZERO,
-                ms,
-                DAY_MS,
-                true,
-            )?)
-            .lock_timeout(env::duration(
-                source,
-                "DB_LOCK_TIMEOUT_MS",
-                Duration::ZERO,
-                ms,
-                DAY_MS,
-                true,
-            )?);
-        connect = connect.pooler(
-            match env::choice(source, "DB_POOLER", "none", &["none", "transaction"])? {
-                "transaction" => Pooler::Transaction,
-                _ => Pooler::None,
-            },
-        );
-        connect = connect.apply_env(source)?;
-        if let Some(name) = source.get("DB_APPLICATION_NAME").filter(|v| !v.is_empty()) {
-            connect = connect.application_name(&name);
-        }
-        let max = MAX_CONNECTIONS as u64;
+        PoolConfig::with_connect(ConnectConfig::from_source(source)?, source)
+    }
+
+    /// The pool settings of `source` for connections described by `connect` (for a URL
+    /// that comes from elsewhere, read with
+    /// [`ConnectConfig::from_url_and_source`](crate::ConnectConfig::from_url_and_source)).
+    pub fn with_connect(connect: ConnectConfig, source: &dyn Source) -> Result<PoolConfig, ConfigError> {
+        let count = |setting: &Count| setting.read(source).map(|n| n as usize);
         let config = PoolConfig {
             connect,
-            pool_size: env::integer(source, "DB_POOL_SIZE", 5, 1, max)? as usize,
-            max_overflow: env::integer(source, "DB_MAX_OVERFLOW", 10, 0, max)? as usize,
-            recycle: env::duration(
-                source,
-                "DB_POOL_RECYCLE",
-                Duration::from_secs(300),
-                s,
-                7 * DAY_S,
-                true,
-            )?,
-            pool_timeout: env::duration(
-                source,
-                "DB_POOL_TIMEOUT",
-                Duration::from_secs(30),
-                s,
-                DAY_S,
-                false,
-            )?
-            .unwrap_or(defaults.pool_timeout),
-            pre_ping: match env::choice(source, "DB_PRE_PING", "auto", &["auto", "always", "never"])? {
+            pool_size: count(&table::POOL_SIZE)?,
+            max_overflow: count(&table::MAX_OVERFLOW)?,
+            recycle: table::RECYCLE.read(source)?,
+            pool_timeout: table::POOL_TIMEOUT.read_duration(source)?,
+            pre_ping: match table::PRE_PING.read(source)? {
                 "always" => PrePing::Always,
                 "never" => PrePing::Never,
                 _ => PrePing::Auto,
             },
-            pre_ping_window: env::duration(
-                source,
-                "DB_PRE_PING_WINDOW_MS",
-                defaults.pre_ping_window,
-                ms,
-                DAY_MS,
-                true,
-            )?
-            .unwrap_or(Duration::ZERO),
-            ping_timeout: env::duration(
-                source,
-                "DB_PING_TIMEOUT_MS",
-                defaults.ping_timeout,
-                ms,
-                DAY_MS,
-                false,
-            )?
-            .unwrap_or(defaults.ping_timeout),
-            idle_timeout: env::duration(
-                source,
-                "DB_IDLE_TIMEOUT",
-                Duration::from_secs(600),
-                s,
-                7 * DAY_S,
-                true,
-            )?,
-            min_idle: env::integer(source, "DB_MIN_IDLE", 0, 0, max)? as usize,
-            max_connecting: env::integer(source, "DB_MAX_CONNECTING", 2, 1, 1000)? as usize,
-            reset_timeout: env::duration(
-                source,
-                "DB_RESET_TIMEOUT_MS",
-                defaults.reset_timeout,
-                ms,
-                DAY_MS,
-                false,
-            )?
-            .unwrap_or(defaults.reset_timeout),
-            reset_query: source.get("DB_RESET_QUERY").filter(|q| !q.trim().is_empty()),
-            leak_threshold: env::duration(source, "DB_LEAK_THRESHOLD_MS", Duration::ZERO, ms, DAY_MS, true)?,
-            keepalive_interval: env::duration(
-                source,
-                "DB_KEEPALIVE_INTERVAL",
-                Duration::from_secs(120),
-                s,
-                DAY_S,
-                true,
-            )?,
-            reconnect_backoff_max: env::duration(
-                source,
-                "DB_RECONNECT_BACKOFF_MAX_MS",
-                defaults.reconnect_backoff_max,
-                ms,
-                3_600_000,
-                false,
-            )?
-            .unwrap_or(defaults.reconnect_backoff_max),
-            close_timeout: env::duration(
-                source,
-                "DB_CLOSE_TIMEOUT_MS",
-                defaults.close_timeout,
-                ms,
-                DAY_MS,
-                false,
-            )?
-            .unwrap_or(defaults.close_timeout),
-            pipeline_depth: env::integer(source, "DB_PIPELINE_DEPTH", 8, 1, MAX_PIPELINE_DEPTH as u64)?
-                as usize,
-            pipeline_stall: env::duration(
-                source,
-                "DB_PIPELINE_STALL_MS",
-                defaults.pipeline_stall,
-                ms,
-                DAY_MS,
-                false,
-            )?
-            .unwrap_or(defaults.pipeline_stall),
-            unanswered_timeout: unanswered_from_env(source)?,
-            name: source
-                .get("DB_POOL_NAME")
-                .filter(|v| !v.is_empty())
-                .unwrap_or(defaults.name),
+            pre_ping_window: table::PRE_PING_WINDOW.read_duration(source)?,
+            ping_timeout: table::PING_TIMEOUT.read_duration(source)?,
+            idle_timeout: table::IDLE_TIMEOUT.read(source)?,
+            min_idle: count(&table::MIN_IDLE)?,
+            max_connecting: count(&table::MAX_CONNECTING)?,
+            reset_timeout: table::RESET_TIMEOUT.read_duration(source)?,
+            reset_query: table::RESET_QUERY.read(source),
+            leak_threshold: table::LEAK_THRESHOLD.read(source)?,
+            keepalive_interval: table::KEEPALIVE_INTERVAL.read(source)?,
+            reconnect_backoff_max: table::RECONNECT_BACKOFF_MAX.read_duration(source)?,
+            close_timeout: table::CLOSE_TIMEOUT.read_duration(source)?,
+            pipeline_depth: count(&table::PIPELINE_DEPTH)?,
+            pipeline_stall: table::PIPELINE_STALL.read_duration(source)?,
+            unanswered_timeout: match table::UNANSWERED_TIMEOUT.read(source)? {
+                AutoValue::Auto => UnansweredTimeout::Auto,
+                AutoValue::Off => UnansweredTimeout::Off,
+                AutoValue::Set(bound) => UnansweredTimeout::After(bound),
+            },
+            name: table::POOL_NAME.read_or_default(source),
         };
-        config.validate_as_env()
+        config.check(Naming::Env)?;
+        Ok(config)
     }
 
-    /// Connections kept when idle.
+    /// Connections kept open when idle. Defaults to 5.
     pub fn pool_size(mut self, n: usize) -> Self {
         self.pool_size = n;
         self
     }
 
-    /// Extra connections allowed under load.
+    /// Extra connections allowed under load. Defaults to 10.
     pub fn max_overflow(mut self, n: usize) -> Self {
         self.max_overflow = n;
         self
     }
 
-    /// How long `get()` waits.
-    pub fn pool_timeout(mut self, timeout: Duration) -> Self {
-        self.pool_timeout = timeout;
-        self
-    }
-
-    /// Replace connections older than this (`None`: never).
+    /// Replace connections older than this (`None`: never). Defaults to 300 s.
     pub fn recycle(mut self, age: Option<Duration>) -> Self {
         self.recycle = age;
         self
     }
 
-    /// Pre-ping policy.
+    /// How long `get()` waits. Defaults to 30 s.
+    pub fn pool_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_timeout = timeout;
+        self
+    }
+
+    /// Pre-ping policy. Defaults to [`PrePing::Auto`].
     pub fn pre_ping(mut self, policy: PrePing) -> Self {
         self.pre_ping = policy;
         self
     }
 
-    /// Close idle connections above `min_idle` after this long (`None`: never).
+    /// Under [`PrePing::Auto`], ping connections the server was silent on for longer than
+    /// this. Defaults to 500 ms.
+    pub fn pre_ping_window(mut self, window: Duration) -> Self {
+        self.pre_ping_window = window;
+        self
+    }
+
+    /// Bound on one ping. Defaults to 2000 ms.
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// Close idle connections above `min_idle` after this long (`None`: never). Defaults to
+    /// 600 s.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
     }
 
-    /// Idle connections kept warm; the warm-up stays within `pool_size`.
+    /// Idle connections kept warm; the warm-up stays within `pool_size`. Defaults to 0.
     pub fn min_idle(mut self, n: usize) -> Self {
         self.min_idle = n;
         self
     }
 
-    /// Connects in progress at once.
+    /// Connects in progress at once. Defaults to 2.
     pub fn max_connecting(mut self, n: usize) -> Self {
         self.max_connecting = n;
         self
     }
 
-    /// Bound on resetting a returned connection.
+    /// Bound on resetting a connection returned dirty. Defaults to 5000 ms.
     pub fn reset_timeout(mut self, timeout: Duration) -> Self {
         self.reset_timeout = timeout;
         self
     }
 
-    /// Query run on returned connections outside a transaction.
+    /// Run on every returned connection outside a transaction (for example `DISCARD ALL`).
+    /// Defaults to none.
     pub fn reset_query(mut self, query: Option<String>) -> Self {
         self.reset_query = query;
         self
     }
 
-    /// Leak detection threshold (`None`: off).
+    /// Warn about connections held longer than this (`None`: off). Defaults to off.
     pub fn leak_threshold(mut self, threshold: Option<Duration>) -> Self {
         self.leak_threshold = threshold;
         self
     }
 
-    /// Keepalive pings of idle connections (`None`: off).
+    /// Ping idle connections the server has been silent on this long (`None`: off).
+    /// Defaults to 120 s.
     pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
         self.keepalive_interval = interval;
         self
     }
 
-    /// Longest pause between reconnect attempts.
+    /// Longest pause between reconnect attempts. Defaults to 2000 ms.
     pub fn reconnect_backoff_max(mut self, max: Duration) -> Self {
         self.reconnect_backoff_max = max;
         self
     }
 
-    /// Name in logs and metrics.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+    /// How long `close()` waits for connections in use. Defaults to 10000 ms.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
         self
     }
 
     /// Statements in flight at once on one shared connection ([`Pool::query`]); 1 turns
-    /// sharing off.
+    /// sharing off. Defaults to 8.
     ///
     /// [`Pool::query`]: crate::Pool::query
     pub fn pipeline_depth(mut self, depth: usize) -> Self {
@@ -471,7 +339,8 @@ impl PoolConfig {
     }
 
     /// How long a shared connection may go without finishing a statement before it takes
-    /// no more callers while the pool has room for another ([`Pool::query`]).
+    /// no more callers while the pool has room for another ([`Pool::query`]). Defaults to
+    /// 10 ms.
     ///
     /// [`Pool::query`]: crate::Pool::query
     pub fn pipeline_stall(mut self, stall: Duration) -> Self {
@@ -479,9 +348,16 @@ impl PoolConfig {
         self
     }
 
-    /// When a connection whose requests get no answer at all is closed.
+    /// When a connection whose requests get no answer at all is closed. Defaults to
+    /// [`UnansweredTimeout::Auto`].
     pub fn unanswered_timeout(mut self, timeout: UnansweredTimeout) -> Self {
         self.unanswered_timeout = timeout;
+        self
+    }
+
+    /// Name in logs and metrics. Defaults to `default`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -490,88 +366,60 @@ impl PoolConfig {
         self.pool_size + self.max_overflow
     }
 
-    /// Checks the settings against each other; [`Pool::new`](crate::Pool::new) calls it.
+    /// Checks the settings, alone and against each other; [`Pool::new`](crate::Pool::new)
+    /// calls it. Errors name the builder method (`pool_size`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.check(false)
+        self.check(Naming::Builder)
     }
 
-    fn validate_as_env(self) -> Result<PoolConfig, ConfigError> {
-        self.check(true)?;
-        Ok(self)
-    }
-
-    fn check(&self, env_names: bool) -> Result<(), ConfigError> {
-        let name = |env: &str, builder: &str| {
-            if env_names {
-                env.to_string()
-            } else {
-                builder.to_string()
-            }
+    fn check(&self, naming: Naming) -> Result<(), ConfigError> {
+        let name = |s: &dyn Describe| match naming {
+            Naming::Env => s.env(),
+            Naming::Builder => s.name(),
         };
-        let invalid = |setting: String, value: String, accepted: String| {
+        for (setting, value) in [
+            (&table::POOL_SIZE, self.pool_size),
+            (&table::MAX_OVERFLOW, self.max_overflow),
+            (&table::MIN_IDLE, self.min_idle),
+            (&table::MAX_CONNECTING, self.max_connecting),
+            (&table::PIPELINE_DEPTH, self.pipeline_depth),
+        ] {
+            setting.check(name(setting), value)?;
+        }
+        for (setting, value) in [
+            (&table::RECYCLE, self.recycle),
+            (&table::POOL_TIMEOUT, Some(self.pool_timeout)),
+            (&table::PRE_PING_WINDOW, Some(self.pre_ping_window)),
+            (&table::PING_TIMEOUT, Some(self.ping_timeout)),
+            (&table::IDLE_TIMEOUT, self.idle_timeout),
+            (&table::RESET_TIMEOUT, Some(self.reset_timeout)),
+            (&table::LEAK_THRESHOLD, self.leak_threshold),
+            (&table::KEEPALIVE_INTERVAL, self.keepalive_interval),
+            (&table::RECONNECT_BACKOFF_MAX, Some(self.reconnect_backoff_max)),
+            (&table::CLOSE_TIMEOUT, Some(self.close_timeout)),
+            (&table::PIPELINE_STALL, Some(self.pipeline_stall)),
+        ] {
+            setting.check(name(setting), value)?;
+        }
+        let invalid = |setting: &dyn Describe, value: String, accepted: String| {
             Err(ConfigError::InvalidValue {
-                setting,
+                setting: name(setting).to_string(),
                 value,
                 accepted,
             })
         };
-        let max = MAX_CONNECTIONS;
-        if !(1..=max).contains(&self.pool_size) {
-            return invalid(
-                name("DB_POOL_SIZE", "pool_size"),
-                self.pool_size.to_string(),
-                format!("a whole number from 1 to {max}"),
-            );
-        }
-        if self.max_overflow > max {
-            return invalid(
-                name("DB_MAX_OVERFLOW", "max_overflow"),
-                self.max_overflow.to_string(),
-                format!("a whole number from 0 to {max}"),
-            );
-        }
         if self.min_idle > self.pool_size {
             return invalid(
-                name("DB_MIN_IDLE", "min_idle"),
+                &table::MIN_IDLE,
                 self.min_idle.to_string(),
                 format!("at most the pool size ({})", self.pool_size),
             );
-        }
-        if !(1..=MAX_PIPELINE_DEPTH).contains(&self.pipeline_depth) {
-            return invalid(
-                name("DB_PIPELINE_DEPTH", "pipeline_depth"),
-                self.pipeline_depth.to_string(),
-                format!("a whole number from 1 to {MAX_PIPELINE_DEPTH}"),
-            );
-        }
-        if self.max_connecting == 0 {
-            return invalid(
-                name("DB_MAX_CONNECTING", "max_connecting"),
-                "0".into(),
-                "a whole number from 1 to 1000".into(),
-            );
-        }
-        for (env, builder, value) in [
-            ("DB_POOL_TIMEOUT", "pool_timeout", self.pool_timeout),
-            ("DB_PING_TIMEOUT_MS", "ping_timeout", self.ping_timeout),
-            ("DB_RESET_TIMEOUT_MS", "reset_timeout", self.reset_timeout),
-            (
-                "DB_RECONNECT_BACKOFF_MAX_MS",
-                "reconnect_backoff_max",
-                self.reconnect_backoff_max,
-            ),
-            ("DB_CLOSE_TIMEOUT_MS", "close_timeout", self.close_timeout),
-            ("DB_PIPELINE_STALL_MS", "pipeline_stall", self.pipeline_stall),
-        ] {
-            if value.is_zero() {
-                return invalid(name(env, builder), "0".into(), "a duration above zero".into());
-            }
         }
         if let UnansweredTimeout::After(bound) = self.unanswered_timeout {
             let statement = start_up_statement_timeout(self);
             if bound.is_zero() || statement.is_some_and(|t| bound <= t) {
                 return invalid(
-                    name("DB_UNANSWERED_TIMEOUT_MS", "unanswered_timeout"),
+                    &table::UNANSWERED_TIMEOUT,
                     format!("{}", bound.as_millis()),
                     match statement {
                         Some(t) => format!(
@@ -587,14 +435,14 @@ impl PoolConfig {
             let behind = "behind a transaction-mode pooler (DB_POOLER=transaction)";
             if let Some(query) = &self.reset_query {
                 return invalid(
-                    name("DB_RESET_QUERY", "reset_query"),
+                    &table::RESET_QUERY,
                     query.clone(),
                     format!("none {behind}: it would run on whichever server connection the pooler picks, not on the one that was used"),
                 );
             }
             if let Some(options) = self.connect.pg().get_options() {
                 return invalid(
-                    name("DATABASE_URL", "connect"),
+                    &table::DATABASE_URL,
                     format!("options={options}"),
                     format!("no start-up options {behind}, which rejects them; holdfast applies DB_STATEMENT_TIMEOUT_MS and the other timeouts with SET LOCAL in each transaction, and ALTER ROLE ... SET covers the rest"),
                 );
@@ -604,9 +452,25 @@ impl PoolConfig {
     }
 }
 
+/// Whether errors name a setting by its environment variable or its builder method.
+#[derive(Debug, Clone, Copy)]
+enum Naming {
+    Env,
+    Builder,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connect::Pooler;
+
+    #[test]
+    fn every_setting_has_a_setter_that_states_its_default() {
+        let settings: Vec<&dyn Describe> = table::POOL.to_vec();
+        if let Err(e) = crate::settings::check_setter_docs(include_str!("config.rs"), &settings) {
+            panic!("{e}");
+        }
+    }
 
     #[test]
     fn incident_defaults_from_a_bare_environment() {
