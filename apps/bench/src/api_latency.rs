@@ -6,9 +6,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use holdfast_service::config::ServeArgs;
+use holdfast_pool::settings::table;
+use holdfast_service::config::{self, ServeArgs};
 use holdfast_service::http_client::request;
 use holdfast_service::serve::Service;
+use holdfast_tasks::settings as task_settings;
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 use serde_json::json;
 
@@ -35,16 +37,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let serve = ServeArgs {
-            listen: "127.0.0.1:0".parse()?,
-            statement_timeout_ms: 30_000,
-            assembly_workers: args.assemblies,
-            assembly_step_ms: 50,
-            // Short leases: a cancelled assembly stops within a heartbeat (a third of this).
-            task_lease_ms: 1500,
-            shutdown_grace_ms: 100,
-            ..ServeArgs::for_database(cluster.url())
-        };
+        // Short leases: a cancelled assembly stops within a heartbeat (a third of this).
+        let serve = ServeArgs::for_database(cluster.url())
+            .set(&config::LISTEN, "127.0.0.1:0")
+            .set(&table::STATEMENT_TIMEOUT, 30_000)
+            .set(&config::ASSEMBLY_WORKERS, args.assemblies)
+            .set(&config::ASSEMBLY_STEP, 50)
+            .set(&task_settings::LEASE, 1500)
+            .set(&task_settings::SHUTDOWN_GRACE, 100);
         let service = Service::start(&serve).await?;
         let addr = service.addr();
         phase(addr, 200).await; // warm-up

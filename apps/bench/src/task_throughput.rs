@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
-use holdfast_tasks::{Queue, TaskState, Worker, WorkerConfig};
+use holdfast_tasks::{Queue, TaskState, Worker, WorkerConfig, WorkerPools};
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 use tokio_postgres::types::{ToSql, Type};
 
@@ -217,11 +217,9 @@ async fn run_holdfast(
     n: usize,
     total: i64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let config = WorkerConfig {
-        poll_interval: Duration::from_millis(50),
-        ..WorkerConfig::default()
-    }
-    .concurrency(n);
+    let config = WorkerConfig::default()
+        .poll_interval(Duration::from_millis(50))
+        .concurrency(n);
     // The same number of connections as pgbench's clients carry claims and final writes.
     let control = pool(&cluster.url(), n)?;
     let work = pool(&cluster.url(), 1)?;
@@ -235,7 +233,7 @@ async fn run_holdfast(
     let all_ran = Arc::new(tokio::sync::Notify::new());
     let last = Arc::clone(&all_ran);
     let start = Instant::now();
-    let worker = Worker::new(queue.clone(), control, work, config)
+    let worker = Worker::new(queue.clone(), WorkerPools { control, work }, config)
         .handle("noop", move |_| {
             if counter.fetch_add(1, Ordering::Relaxed) + 1 == total {
                 last.notify_one();

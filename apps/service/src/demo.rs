@@ -15,11 +15,13 @@ use holdfast_faults::FaultProxy;
 use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
 use serde_json::json;
 
-use crate::config::ServeArgs;
+use crate::config::{self, ServeArgs};
 use crate::db_target::Target;
 use crate::http_client::request;
 use crate::prom;
 use crate::serve::{prometheus, Service};
+use holdfast::pool::settings::table;
+use holdfast::tasks::settings as task_settings;
 
 /// Options of `holdfast demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -189,17 +191,15 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
         .await
         .map_err(|e| e.to_string())?;
     let via = target.through(proxy.port());
-    let serve = ServeArgs {
-        listen: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
-        pool_size: 4,
-        max_overflow: 4,
-        statement_timeout_ms: 30_000,
-        assembly_workers: args.workers,
-        assembly_step_ms: args.step_ms,
-        task_lease_ms: 3000,
-        shutdown_grace_ms: 2000,
-        ..ServeArgs::for_database(via)
-    };
+    let serve = ServeArgs::for_database(via)
+        .set(&config::LISTEN, "127.0.0.1:0")
+        .set(&table::POOL_SIZE, 4)
+        .set(&table::MAX_OVERFLOW, 4)
+        .set(&table::STATEMENT_TIMEOUT, 30_000)
+        .set(&config::ASSEMBLY_WORKERS, args.workers)
+        .set(&config::ASSEMBLY_STEP, args.step_ms)
+        .set(&task_settings::LEASE, 3000)
+        .set(&task_settings::SHUTDOWN_GRACE, 2000);
     let service = Service::start(&serve).await?;
     let addr = service.addr();
     let admin = Pool::new(

@@ -4,9 +4,8 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use holdfast::tasks::{Queue, Worker, WorkerHandle};
+use holdfast::tasks::{Queue, Worker, WorkerHandle, WorkerPools};
 use holdfast::Pool;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
@@ -41,29 +40,38 @@ impl Service {
     /// Starts the service: pools, migrations, the assembly worker, the HTTP listener.
     pub async fn start(args: &ServeArgs) -> Result<Service, String> {
         let metrics = prometheus();
-        let api = Pool::new(args.api_pool()?).map_err(|e| e.to_string())?;
-        let control = Pool::new(args.control_pool()?).map_err(|e| e.to_string())?;
-        let work = Pool::new(args.work_pool()?).map_err(|e| e.to_string())?;
-        let queue = Queue::new(&args.task_schema).map_err(|e| format!("--task-schema: {e}"))?;
+        let api = Pool::new(args.api_pool().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let control =
+            Pool::new(args.control_pool().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let work = Pool::new(args.work_pool().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let queue = Queue::from_source(args).map_err(|e| e.to_string())?;
         schema::migrate(&api).await?;
         queue.migrate(&control).await.map_err(|e| e.to_string())?;
-        if args.tasks_database_url.is_some() {
+        if args.has_tasks_route() {
             tracing::info!("assembly workers connect through TASKS_DATABASE_URL");
         }
-        let step = Duration::from_millis(args.assembly_step_ms);
-        let worker = Worker::new(queue.clone(), control.clone(), work.clone(), args.worker()?)
-            .handle(ASSEMBLE, assembly::body(step))
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let step = args.assembly_step().map_err(|e| e.to_string())?;
+        let worker = Worker::new(
+            queue.clone(),
+            WorkerPools {
+                control: control.clone(),
+                work: work.clone(),
+            },
+            args.worker().map_err(|e| e.to_string())?,
+        )
+        .handle(ASSEMBLE, assembly::body(step))
+        .spawn()
+        .map_err(|e| e.to_string())?;
+        let listen = args.listen().map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("--listen: cannot listen on {}: {e}", args.listen))?;
+            .map_err(|e| format!("LISTEN: cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let state = AppState {
             pool: api.clone(),
             queue: queue.clone(),
             metrics,
-            request_timeout: args.request_timeout(),
+            request_timeout: args.request_timeout().map_err(|e| e.to_string())?,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
@@ -122,6 +130,7 @@ impl Service {
 
 /// `holdfast serve`: runs until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    ServeArgs::refuse_overridden(&holdfast::pool::ProcessEnv).map_err(|e| e.to_string())?;
     let service = Service::start(&args).await?;
     println!("listening on http://{}", service.addr());
     shutdown.await;

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use holdfast::pool::settings::table;
 use holdfast::pool::{ConnectConfig, PoolConfig};
+use holdfast::tasks::settings as task_settings;
 use holdfast::tasks::{Queue, TaskState};
 use holdfast::Pool;
 use holdfast_service::api::{app, AppState};
 use holdfast_service::api_error::ApiError;
-use holdfast_service::config::ServeArgs;
+use holdfast_service::config::{self, ServeArgs};
 use holdfast_service::serve::Service;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -19,16 +21,14 @@ use tower::ServiceExt;
 const BOUND: Duration = Duration::from_secs(60);
 
 fn args(url: &str, step_ms: u64) -> ServeArgs {
-    ServeArgs {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        pool_size: 3,
-        max_overflow: 2,
-        statement_timeout_ms: 30_000,
-        assembly_step_ms: step_ms,
-        task_lease_ms: 3000,
-        shutdown_grace_ms: 100,
-        ..ServeArgs::for_database(url)
-    }
+    ServeArgs::for_database(url)
+        .set(&config::LISTEN, "127.0.0.1:0")
+        .set(&table::POOL_SIZE, 3)
+        .set(&table::MAX_OVERFLOW, 2)
+        .set(&table::STATEMENT_TIMEOUT, 30_000)
+        .set(&config::ASSEMBLY_STEP, step_ms)
+        .set(&task_settings::LEASE, 3000)
+        .set(&task_settings::SHUTDOWN_GRACE, 100)
 }
 
 async fn service(step_ms: u64) -> Service {

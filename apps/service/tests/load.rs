@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::process::Command;
 
-use holdfast_service::config::ServeArgs;
+use holdfast::pool::settings::table;
+use holdfast::tasks::settings as task_settings;
+use holdfast_service::config::{self, ServeArgs};
 use holdfast_service::load::plan::FaultKind;
 use holdfast_service::load::{run, LoadArgs};
 use holdfast_service::serve::Service;
@@ -152,16 +154,14 @@ async fn against_a_running_service_a_session_left_in_a_transaction_fails_the_run
         .expect("cluster")
         .create_database()
         .expect("database");
-    let serve = ServeArgs {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        pool_size: 3,
-        max_overflow: 2,
-        statement_timeout_ms: 30_000,
-        assembly_step_ms: 20,
-        task_lease_ms: 3000,
-        shutdown_grace_ms: 100,
-        ..ServeArgs::for_database(db.url.clone())
-    };
+    let serve = ServeArgs::for_database(db.url.clone())
+        .set(&config::LISTEN, "127.0.0.1:0")
+        .set(&table::POOL_SIZE, 3)
+        .set(&table::MAX_OVERFLOW, 2)
+        .set(&table::STATEMENT_TIMEOUT, 30_000)
+        .set(&config::ASSEMBLY_STEP, 20)
+        .set(&task_settings::LEASE, 3000)
+        .set(&task_settings::SHUTDOWN_GRACE, 100);
     let service = Service::start(&serve).await.expect("service starts");
     // Somebody else's session, left inside a transaction.
     let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)

@@ -48,7 +48,7 @@ impl Instance {
             .env("ASSEMBLY_STEP_MS", "100")
             .env("TASK_LEASE_MS", "1500")
             .env("TASK_POLL_MS", "100")
-            .env("SHUTDOWN_GRACE_MS", "1000")
+            .env("TASK_SHUTDOWN_GRACE_MS", "1000")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log_file)

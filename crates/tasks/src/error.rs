@@ -7,16 +7,9 @@ pub enum TaskError {
     /// The schema name cannot be used.
     #[error("invalid task schema name {0:?}: use 1 to 63 characters from a-z, 0-9 and _, not starting with a digit")]
     InvalidSchema(String),
-    /// A setting is out of range.
-    #[error("{setting}: invalid value {value:?}; accepted: {accepted}")]
-    InvalidSetting {
-        /// The setting.
-        setting: &'static str,
-        /// The value given.
-        value: String,
-        /// What is accepted.
-        accepted: String,
-    },
+    /// A setting cannot be used.
+    #[error(transparent)]
+    Config(#[from] holdfast_pool::ConfigError),
     /// The database refused or failed.
     #[error("task database operation failed: {0}")]
     Database(#[from] tokio_postgres::Error),

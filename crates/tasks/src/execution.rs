@@ -14,7 +14,7 @@ use crate::context::{Link, TaskContext, TaskFailure};
 use crate::error::TaskError;
 use crate::queue::{Finish, Lease};
 use crate::task::Claimed;
-use crate::worker::{Handler, Shared};
+use crate::worker_state::{Handler, Shared};
 
 /// How the body's run ended.
 enum End {
@@ -77,7 +77,10 @@ pub(crate) async fn run(
     // A boxed future: dropping it below really ends the body (and returns what it holds,
     // such as pooled connections) before the outcome is written.
     let mut work = handler(ctx.clone());
-    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + config.heartbeat, config.heartbeat);
+    let mut beat = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.heartbeat_interval(),
+        config.heartbeat_interval(),
+    );
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Armed only when the body does not finish at once (the select polls the body first).
     let overtime = async {
@@ -94,7 +97,7 @@ pub(crate) async fn run(
             result = &mut work => break End::Done(result),
             _ = beat.tick() => {
                 let sent = Instant::now();
-                let renewed = tokio::time::timeout(config.heartbeat, heartbeat(&shared, &task, ctx.take_progress())).await;
+                let renewed = tokio::time::timeout(config.heartbeat_interval(), heartbeat(&shared, &task, ctx.take_progress())).await;
                 match renewed {
                     Ok(Ok(Lease::Held { cancel: false })) => lease_until = sent + config.lease,
                     Ok(Ok(Lease::Held { cancel: true })) => break End::Cancelled,
@@ -184,7 +187,7 @@ pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending) -> Option
     // not hold the slot.
     let bound = lease_until
         .saturating_duration_since(Instant::now())
-        .min(config.heartbeat);
+        .min(config.heartbeat_interval());
     match tokio::time::timeout(bound, both).await {
         Ok(Ok((Ok(true), claimed))) => {
             record(shared, &task, &outcome);

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod config;
 mod context;
 mod error;
 mod execution;
@@ -9,13 +10,18 @@ mod metrics;
 mod queue;
 mod rescuer;
 mod schema;
+pub mod settings;
 mod task;
 mod worker;
+mod worker_state;
 
+pub use config::{Listen, WorkerConfig};
 pub use context::{TaskContext, TaskFailure};
 pub use error::TaskError;
 pub use queue::Queue;
 pub use rescuer::Rescuer;
 pub use schema::{check_schema_name, latest_version, migrate};
+pub use settings::SETTINGS;
 pub use task::{NewTask, TaskId, TaskRecord, TaskState};
-pub use worker::{Handler, Listen, Worker, WorkerConfig, WorkerHandle};
+pub use worker::{Worker, WorkerHandle, WorkerPools};
+pub use worker_state::Handler;

@@ -55,6 +55,16 @@ const OURS: &str = "id = $1 AND attempt = $2 AND lease_token = $3 AND state = 'r
 const NO_LEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = now()";
 
 impl Queue {
+    /// A queue in the schema `TASK_SCHEMA` names (default `holdfast`).
+    pub fn from_env() -> Result<Queue, TaskError> {
+        Queue::from_source(&holdfast_pool::ProcessEnv)
+    }
+
+    /// A queue in the schema `TASK_SCHEMA` of `source` names (default `holdfast`).
+    pub fn from_source(source: &dyn holdfast_pool::Source) -> Result<Queue, TaskError> {
+        Queue::new(&crate::settings::SCHEMA.read_or_default(source))
+    }
+
     /// The queue in `schema` (created by [`Queue::migrate`]).
     pub fn new(schema: &str) -> Result<Queue, TaskError> {
         check_schema_name(schema)?;
@@ -206,11 +216,11 @@ impl Queue {
     /// the enclosing transaction commits.
     pub async fn enqueue(&self, client: &Client, task: &NewTask) -> Result<Option<TaskId>, TaskError> {
         if task.max_attempts < 1 {
-            return Err(TaskError::InvalidSetting {
-                setting: "max_attempts",
+            return Err(TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
+                setting: "max_attempts".into(),
                 value: task.max_attempts.to_string(),
                 accepted: "1 or more".into(),
-            });
+            }));
         }
         let rows = client
             .query_typed(

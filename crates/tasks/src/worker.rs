@@ -3,15 +3,15 @@
 //! lets running tasks finish within a grace period and releases the leases of the rest.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
-use holdfast_pool::{ConnectConfig, Pool};
+use holdfast_pool::Pool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::config::{listen_on, Listen, WorkerConfig};
 use crate::context::{TaskContext, TaskFailure};
 use crate::error::TaskError;
 use crate::execution;
@@ -20,172 +20,23 @@ use crate::metrics::TaskMetrics;
 use crate::queue::{Finish, Queue};
 use crate::rescuer::Rescuer;
 use crate::task::Claimed;
+use crate::worker_state::{Handler, Shared};
 
-/// A task body: given its context, does the work.
-pub type Handler = Arc<dyn Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync>;
-
-/// How a worker runs.
+/// The two pools a worker draws on, named so that they cannot be swapped.
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Tasks run at once (default 4).
-    pub concurrency: usize,
-    /// How long a claim or heartbeat holds a task (default 30 s).
-    pub lease: Duration,
-    /// Time between heartbeats (default lease / 3).
-    pub heartbeat: Duration,
-    /// How often to look for work when no notification comes (default 1 s).
-    pub poll_interval: Duration,
-    /// How the worker hears of enqueues between polls (default [`Listen::Auto`]).
-    pub listen: Listen,
-    /// How long shutdown waits for running tasks before releasing their leases (default 30 s).
-    pub shutdown_grace: Duration,
-    /// How long one attempt's body may run: past it, the body is stopped (its future
-    /// dropped) and the attempt fails and is retried like any failure. Heartbeats keep a
-    /// task whose worker lives, so without this bound a body stuck on a request nobody will
-    /// answer (a hung network eats it) would hold its task forever (default 1 hour; `None`:
-    /// no bound).
-    pub run_timeout: Option<Duration>,
-    /// First retry delay of a failed task; doubles each attempt, with jitter (default 1 s).
-    pub retry_base: Duration,
-    /// Longest retry delay (default 10 min).
-    pub retry_max: Duration,
-    /// Run a rescuer in this worker (default true).
-    pub rescue: bool,
-    /// How often the rescuer looks for expired leases (default 1 s).
-    pub rescue_interval: Duration,
-    /// This worker's name in leases and logs (default `<host>-<pid>-<n>`).
-    pub owner: String,
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "worker".into());
-        WorkerConfig {
-            concurrency: 4,
-            lease: Duration::from_secs(30),
-            heartbeat: Duration::from_secs(10),
-            poll_interval: Duration::from_secs(1),
-            listen: Listen::Auto,
-            shutdown_grace: Duration::from_secs(30),
-            run_timeout: Some(Duration::from_secs(3600)),
-            retry_base: Duration::from_secs(1),
-            retry_max: Duration::from_secs(600),
-            rescue: true,
-            rescue_interval: Duration::from_secs(1),
-            owner: format!(
-                "{host}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ),
-        }
-    }
-}
-
-impl WorkerConfig {
-    /// Sets the lease and a heartbeat of a third of it.
-    pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
-        self.heartbeat = lease / 3;
-        self
-    }
-
-    /// Sets the concurrency limit.
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n;
-        self
-    }
-
-    fn validate(&self) -> Result<(), TaskError> {
-        let bad = |setting: &'static str, value: String, accepted: &str| {
-            Err(TaskError::InvalidSetting {
-                setting,
-                value,
-                accepted: accepted.into(),
-            })
-        };
-        if self.concurrency == 0 {
-            return bad("concurrency", "0".into(), "1 or more");
-        }
-        if self.lease < Duration::from_millis(100) {
-            return bad("lease", format!("{:?}", self.lease), "at least 100 ms");
-        }
-        if self.heartbeat.is_zero() || self.heartbeat >= self.lease {
-            return bad(
-                "heartbeat",
-                format!("{:?}", self.heartbeat),
-                "above zero and below the lease",
-            );
-        }
-        if self.run_timeout.is_some_and(|t| t.is_zero()) {
-            return bad("run_timeout", "0".into(), "above zero, or None for no bound");
-        }
-        if self.poll_interval.is_zero() || self.rescue_interval.is_zero() {
-            return bad("poll_interval / rescue_interval", "0".into(), "above zero");
-        }
-        if let Listen::Direct(direct) = &self.listen {
-            if direct.get_pooler().is_transaction() {
-                return bad(
-                    "listen",
-                    "Listen::Direct with a connection behind a transaction-mode pooler".into(),
-                    "a direct connection to PostgreSQL (a transaction-mode pooler does not deliver \
-                     notifications), Listen::Auto or Listen::Off",
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How a worker hears of new tasks between polls.
-#[derive(Debug, Clone, Default)]
-pub enum Listen {
-    /// LISTEN on a connection made like the control pool's, so that an enqueue wakes an idle
-    /// worker at once; poll only when that pool is behind a transaction-mode pooler, which
-    /// does not deliver notifications (the default).
-    #[default]
-    Auto,
-    /// LISTEN on a connection of its own with these settings: a direct connection to
-    /// PostgreSQL, for workers whose pools go through a transaction-mode pooler (one
-    /// connection per worker; enqueues through the pooler still notify it).
-    Direct(Box<ConnectConfig>),
-    /// Never LISTEN: poll every `poll_interval`.
-    Off,
-}
-
-/// Where a worker LISTENs, if anywhere: `control` is how its control pool connects.
-fn listen_on(listen: &Listen, control: &ConnectConfig) -> Option<ConnectConfig> {
-    match listen {
-        Listen::Auto if control.get_pooler().is_transaction() => None,
-        Listen::Auto => Some(control.clone()),
-        Listen::Direct(direct) => Some((**direct).clone()),
-        Listen::Off => None,
-    }
-}
-
-/// What a worker needs while it runs, shared by its tasks.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) queue: Queue,
-    /// Claim, heartbeat, finalize, rescue: a small pool of its own so that task bodies and
-    /// the rest of the application cannot starve it.
-    pub(crate) control: Pool,
-    /// Handed to task bodies.
-    pub(crate) work: Pool,
-    pub(crate) config: WorkerConfig,
-    pub(crate) metrics: TaskMetrics,
-    /// Set on shutdown: running tasks' contexts see it; past the grace period their futures
-    /// are dropped and leases released.
-    pub(crate) hard_stop: watch::Sender<bool>,
+pub struct WorkerPools {
+    /// Claims, heartbeats, final writes and rescues: a small pool of the worker's own, so
+    /// that task bodies and the rest of the application cannot starve it (2 connections
+    /// plus one per 8 concurrent tasks is plenty).
+    pub control: Pool,
+    /// Handed to task bodies as [`TaskContext::pool`].
+    pub work: Pool,
 }
 
 /// A worker being configured.
 pub struct Worker {
     queue: Queue,
-    control: Pool,
-    work: Pool,
+    pools: WorkerPools,
     config: WorkerConfig,
     handlers: HashMap<String, Handler>,
 }
@@ -201,14 +52,11 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    /// A worker for `queue`. `control` carries claims, heartbeats and final writes (size it
-    /// small: 2 connections plus one per 8 concurrent tasks is plenty); `work` is handed to
-    /// task bodies.
-    pub fn new(queue: Queue, control: Pool, work: Pool, config: WorkerConfig) -> Worker {
+    /// A worker for `queue`, drawing on `pools`.
+    pub fn new(queue: Queue, pools: WorkerPools, config: WorkerConfig) -> Worker {
         Worker {
             queue,
-            control,
-            work,
+            pools,
             config,
             handlers: HashMap::new(),
         }
@@ -223,14 +71,15 @@ impl Worker {
         self
     }
 
-    /// Starts the worker on the current tokio runtime.
+    /// Starts the worker on the current tokio runtime; refuses a configuration that does
+    /// not pass [`WorkerConfig::validate`].
     pub fn spawn(self) -> Result<WorkerHandle, TaskError> {
         self.config.validate()?;
         let shared = Arc::new(Shared {
             metrics: TaskMetrics::new(self.queue.schema()),
             queue: self.queue,
-            control: self.control,
-            work: self.work,
+            control: self.pools.control,
+            work: self.pools.work,
             config: self.config,
             hard_stop: watch::channel(false).0,
         });
@@ -414,68 +263,10 @@ async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>
             .await?;
         Ok(claimed)
     };
-    tokio::time::timeout(config.heartbeat, claim)
+    tokio::time::timeout(config.heartbeat_interval(), claim)
         .await
         .unwrap_or(Err(TaskError::TimedOut {
             what: "claim",
-            after: config.heartbeat,
+            after: config.heartbeat_interval(),
         }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use holdfast_pool::Pooler;
-
-    #[test]
-    fn bad_settings_are_refused_naming_the_setting() {
-        let setting = |config: WorkerConfig| match config.validate() {
-            Err(TaskError::InvalidSetting { setting, .. }) => setting,
-            other => panic!("expected a refusal, got {other:?}"),
-        };
-        assert!(WorkerConfig::default().validate().is_ok());
-        assert_eq!(setting(WorkerConfig::default().concurrency(0)), "concurrency");
-        assert_eq!(
-            setting(WorkerConfig::default().lease(Duration::from_millis(50))),
-            "lease"
-        );
-        let mut config = WorkerConfig::default();
-        config.heartbeat = config.lease;
-        assert_eq!(setting(config), "heartbeat");
-        let config = WorkerConfig {
-            run_timeout: Some(Duration::ZERO),
-            ..WorkerConfig::default()
-        };
-        assert_eq!(setting(config), "run_timeout");
-        let config = WorkerConfig {
-            run_timeout: None,
-            ..WorkerConfig::default()
-        };
-        assert!(config.validate().is_ok(), "no bound is a valid choice");
-    }
-
-    #[test]
-    fn listen_goes_around_a_transaction_pooler() {
-        let direct = ConnectConfig::from_url("postgres://u@db/app").expect("url");
-        let pooled = ConnectConfig::from_url("postgres://u@bouncer:6432/app")
-            .expect("url")
-            .pooler(Pooler::Transaction);
-        let host = |c: Option<ConnectConfig>| c.map(|c| format!("{:?}", c.pg().get_hosts()));
-        assert_eq!(
-            host(listen_on(&Listen::Auto, &direct)),
-            host(Some(direct.clone()))
-        );
-        assert_eq!(
-            host(listen_on(&Listen::Auto, &pooled)),
-            None,
-            "polls behind the pooler"
-        );
-        let own = Listen::Direct(Box::new(direct.clone()));
-        assert_eq!(
-            host(listen_on(&own, &pooled)),
-            host(Some(direct)),
-            "the direct route"
-        );
-        assert_eq!(host(listen_on(&Listen::Off, &pooled)), None);
-    }
 }

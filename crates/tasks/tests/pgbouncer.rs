@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig, Pooler};
-use holdfast_tasks::{Listen, NewTask, Queue, TaskError, TaskState, Worker};
+use holdfast_tasks::{Listen, NewTask, Queue, TaskError, TaskState, Worker, WorkerPools};
 use holdfast_tempdb::{PgBouncerOptions, TempCluster, TempPgBouncer};
 use serde_json::json;
 use support::{eventually, fast, settled, BOUND};
@@ -88,8 +88,10 @@ async fn two_workers_run_every_task_once_through_pgbouncer_by_polling() {
         .map(|name| {
             Worker::new(
                 queue.clone(),
-                make(&format!("hf-ctl-{name}"), 2),
-                make(&format!("hf-work-{name}"), 2),
+                WorkerPools {
+                    control: make(&format!("hf-ctl-{name}"), 2),
+                    work: make(&format!("hf-work-{name}"), 2),
+                },
                 fast(3),
             )
             .handle("effect", record_effect())
@@ -129,16 +131,23 @@ async fn a_direct_listen_connection_wakes_workers_behind_a_pooler() {
     config.listen = Listen::Direct(Box::new(ConnectConfig::from_url(&direct_url).expect("url")));
     let ran = Arc::new(tokio::sync::Notify::new());
     let r = Arc::clone(&ran);
-    let worker = Worker::new(queue.clone(), make("hf-ctl", 2), make("hf-work", 2), config)
-        .handle("ping", move |_| {
-            let r = Arc::clone(&r);
-            Box::pin(async move {
-                r.notify_one();
-                Ok(())
-            })
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerPools {
+            control: make("hf-ctl", 2),
+            work: make("hf-work", 2),
+        },
+        config,
+    )
+    .handle("ping", move |_| {
+        let r = Arc::clone(&r);
+        Box::pin(async move {
+            r.notify_one();
+            Ok(())
         })
-        .spawn()
-        .expect("worker");
+    })
+    .spawn()
+    .expect("worker");
     let db = db_name(&direct_url);
     eventually("listening on the direct connection", || async {
         cluster()
@@ -174,16 +183,20 @@ async fn asking_to_listen_through_a_pooler_is_refused() {
             .expect("url")
             .pooler(Pooler::Transaction),
     ));
-    let err = Worker::new(queue, make("hf-ctl", 1), make("hf-work", 1), config)
-        .spawn()
-        .expect_err("LISTEN through a transaction pooler cannot work");
+    let err = Worker::new(
+        queue,
+        WorkerPools {
+            control: make("hf-ctl", 1),
+            work: make("hf-work", 1),
+        },
+        config,
+    )
+    .spawn()
+    .expect_err("LISTEN through a transaction pooler cannot work");
     assert!(
         matches!(
             err,
-            TaskError::InvalidSetting {
-                setting: "listen",
-                ..
-            }
+            TaskError::Config(holdfast_pool::ConfigError::InvalidValue { ref setting, .. }) if setting == "listen"
         ),
         "{err}"
     );

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use holdfast_tasks::{NewTask, TaskFailure, TaskState, Worker};
+use holdfast_tasks::{NewTask, TaskFailure, TaskState, Worker, WorkerPools};
 use holdfast_tx::{TransactionExt, TxOptions};
 use serde_json::json;
 use support::{counts, database, eventually, fast, pool, settled, state_of};
@@ -48,8 +48,10 @@ async fn a_task_runs_and_succeeds_with_its_payload() {
     let s = Arc::clone(&seen);
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         fast(2),
     )
     .handle("echo", move |ctx| {
@@ -153,8 +155,10 @@ async fn tasks_in_the_future_wait_for_their_time() {
         .expect("id");
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         fast(2),
     )
     .handle("x", |_| Box::pin(async { Ok(()) }))
@@ -194,8 +198,10 @@ async fn failures_retry_with_backoff_then_fail_keeping_the_last_error() {
         .expect("id");
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         fast(4),
     )
     .handle("flaky", |ctx| {
@@ -326,8 +332,10 @@ async fn cancelling_stops_waiting_and_running_tasks() {
     let body = Endless::default();
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         fast(1),
     )
     .handle("slow", body.body())
@@ -357,8 +365,10 @@ async fn a_heartbeat_that_matches_no_row_cancels_the_work() {
     config.rescue = false;
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         config,
     )
     .handle("slow", body.body())
@@ -397,8 +407,10 @@ async fn progress_is_stored_with_the_task() {
     let r = Arc::clone(&release);
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         fast(1),
     )
     .handle("long", move |ctx| {
@@ -439,8 +451,10 @@ async fn shutdown_releases_leases_without_counting_the_attempt() {
     config.shutdown_grace = Duration::from_millis(50);
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         config,
     )
     .handle("forever", body.body())
@@ -465,8 +479,10 @@ async fn notifications_wake_workers_without_waiting_for_the_poll() {
     let r = Arc::clone(&ran);
     let worker = Worker::new(
         queue.clone(),
-        pool(&url, "hf-ctl", 2),
-        pool(&url, "hf-work", 2),
+        WorkerPools {
+            control: pool(&url, "hf-ctl", 2),
+            work: pool(&url, "hf-work", 2),
+        },
         config,
     )
     .handle("ping", move |_| {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use holdfast_faults::{Action, FaultProxy, Faults, MessageRule, ProxyHandle, Trigger};
 use holdfast_pool::Pool;
-use holdfast_tasks::{NewTask, Queue, TaskContext, TaskFailure, TaskState, Worker, WorkerHandle};
+use holdfast_tasks::{
+    NewTask, Queue, TaskContext, TaskFailure, TaskState, Worker, WorkerHandle, WorkerPools,
+};
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 use holdfast_tx::{TransactionExt, TxOptions};
 use serde_json::json;
@@ -81,8 +83,10 @@ fn fleet(queue: &Queue, url: &str, n: usize, concurrency: usize) -> Fleet {
         .map(|i| {
             Worker::new(
                 queue.clone(),
-                pool(url, &format!("hf-ctl-{i}"), 2),
-                pool(url, &format!("hf-work-{i}"), 2),
+                WorkerPools {
+                    control: pool(url, &format!("hf-ctl-{i}"), 2),
+                    work: pool(url, &format!("hf-work-{i}"), 2),
+                },
                 fast(concurrency),
             )
             .handle("assemble", assemble(rx.clone(), Arc::clone(&started)))
@@ -429,8 +433,10 @@ async fn a_body_stuck_on_a_request_nobody_answers_is_stopped_by_its_run_timeout(
     };
     let worker = Worker::new(
         queue.clone(),
-        pool(&direct, "hf-ctl", 2),
-        pool(&via, "hf-work", 2),
+        WorkerPools {
+            control: pool(&direct, "hf-ctl", 2),
+            work: pool(&via, "hf-work", 2),
+        },
         config,
     )
     .handle("assemble", body)

@@ -31,9 +31,11 @@ use self::progress::Progress;
 use self::report::{LoadReport, Totals};
 use self::samples::{percentile, Sample, Sampler};
 use self::traffic::{lock, ApiLoad, Ledger};
-use crate::config::ServeArgs;
+use crate::config::{self, ServeArgs};
 use crate::db_target::Target;
 use crate::serve::{prometheus, Service};
+use holdfast::pool::settings::table;
+use holdfast::tasks::settings as task_settings;
 
 /// Options of `holdfast load`.
 #[derive(Debug, Clone, clap::Args)]
@@ -376,22 +378,20 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
         .await
         .map_err(|e| e.to_string())?;
     let request_timeout_ms = 3000;
-    let serve = ServeArgs {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        pool_size: 4,
-        max_overflow: 4,
-        api_pool_timeout_ms: 1000,
-        api_request_timeout_ms: request_timeout_ms,
-        statement_timeout_ms: 30_000,
-        assembly_workers: args.assemblies,
-        assembly_step_ms: args.step_ms,
-        task_lease_ms: 3000,
-        // Assemblies here take about a second, several during a latency fault; a body whose
-        // statement a blackhole swallowed is stopped after this and runs again.
-        assembly_timeout_ms: 20_000,
-        shutdown_grace_ms: 2000,
-        ..ServeArgs::for_database(target.through(proxy.port()))
-    };
+    // Assemblies here take about a second, several during a latency fault; a body whose
+    // statement a blackhole swallowed is stopped after ASSEMBLY_TIMEOUT_MS and runs again.
+    let serve = ServeArgs::for_database(target.through(proxy.port()))
+        .set(&config::LISTEN, "127.0.0.1:0")
+        .set(&table::POOL_SIZE, 4)
+        .set(&table::MAX_OVERFLOW, 4)
+        .set(&config::API_POOL_TIMEOUT, 1000)
+        .set(&config::API_REQUEST_TIMEOUT, request_timeout_ms)
+        .set(&table::STATEMENT_TIMEOUT, 30_000)
+        .set(&config::ASSEMBLY_WORKERS, args.assemblies)
+        .set(&config::ASSEMBLY_STEP, args.step_ms)
+        .set(&task_settings::LEASE, 3000)
+        .set(&config::ASSEMBLY_TIMEOUT, 20_000)
+        .set(&task_settings::SHUTDOWN_GRACE, 2000);
     let service = Service::start(&serve).await?;
     println!(
         "service on http://{}, database behind the fault proxy on port {}",
@@ -409,7 +409,7 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
             latency: Duration::from_millis(args.latency_ms),
         },
         admin,
-        schema: serve.task_schema,
+        schema: task_settings::SCHEMA.read_or_default(&serve),
         tail: Duration::from_millis(request_timeout_ms.min(args.api_timeout_ms)),
     })
 }

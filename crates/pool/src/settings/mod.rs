@@ -405,7 +405,8 @@ impl Describe for Text {
     }
 }
 
-/// A duration that may also be `auto` (worked out from other settings) or 0 (off).
+/// A duration that may also be `auto` (worked out from other settings), and 0 (off) where
+/// `zero_is_off`.
 #[derive(Debug, Clone, Copy)]
 pub struct AutoSpan {
     /// Environment variable.
@@ -416,6 +417,8 @@ pub struct AutoSpan {
     pub unit: Unit,
     /// Largest accepted, in units.
     pub max: u64,
+    /// 0 turns the behaviour off; otherwise 0 is refused.
+    pub zero_is_off: bool,
     /// What it does, and what `auto` means.
     pub doc: &'static str,
 }
@@ -441,8 +444,8 @@ impl AutoSpan {
             return Ok(AutoValue::Auto);
         }
         match trimmed.parse::<u64>() {
-            Ok(0) => Ok(AutoValue::Off),
-            Ok(n) if n <= self.max => Ok(AutoValue::Set(match self.unit {
+            Ok(0) if self.zero_is_off => Ok(AutoValue::Off),
+            Ok(n) if n > 0 && n <= self.max => Ok(AutoValue::Set(match self.unit {
                 Unit::Seconds => Duration::from_secs(n),
                 Unit::Milliseconds => Duration::from_millis(n),
             })),
@@ -462,11 +465,19 @@ impl Describe for AutoSpan {
         "auto".into()
     }
     fn accepted(&self) -> String {
-        format!(
-            "auto, or a whole number of {} from 0 to {} (0 turns it off)",
-            self.unit.word(),
-            self.max
-        )
+        if self.zero_is_off {
+            format!(
+                "auto, or a whole number of {} from 0 to {} (0 turns it off)",
+                self.unit.word(),
+                self.max
+            )
+        } else {
+            format!(
+                "auto, or a whole number of {} from 1 to {}",
+                self.unit.word(),
+                self.max
+            )
+        }
     }
     fn unit(&self) -> &'static str {
         self.unit.symbol()
@@ -648,6 +659,7 @@ mod tests {
             name: "a",
             unit: Unit::Milliseconds,
             max: 100,
+            zero_is_off: true,
             doc: "",
         };
         assert_eq!(s.read(&[("X", "")]), Ok(AutoValue::Auto));
@@ -658,6 +670,11 @@ mod tests {
             Ok(AutoValue::Set(Duration::from_millis(7)))
         );
         assert!(s.read(&[("A_MS", "101")]).is_err());
+        let never_off = AutoSpan {
+            zero_is_off: false,
+            ..s
+        };
+        assert!(never_off.read(&[("A_MS", "0")]).is_err());
     }
 
     #[test]

@@ -365,6 +365,7 @@ pub const UNANSWERED_TIMEOUT: AutoSpan = AutoSpan {
     name: "unanswered_timeout",
     unit: Unit::Milliseconds,
     max: DAY_MS,
+    zero_is_off: true,
     doc: "close a connection with requests in flight that has heard nothing from the server for this long; `auto`: the start-up statement timeout + 30 s (off without one, or behind a transaction pooler); a number must exceed the statement timeout",
 };
 

@@ -26,16 +26,14 @@ pub fn pool(url: &str, app: &str, size: usize) -> Pool {
 
 /// Worker settings for tests: short leases and intervals so that faults resolve quickly.
 pub fn fast(concurrency: usize) -> WorkerConfig {
-    WorkerConfig {
-        poll_interval: Duration::from_millis(100),
-        rescue_interval: Duration::from_millis(200),
-        retry_base: Duration::from_millis(10),
-        retry_max: Duration::from_millis(100),
-        shutdown_grace: Duration::from_secs(5),
-        ..WorkerConfig::default()
-    }
-    .lease(Duration::from_millis(1500))
-    .concurrency(concurrency)
+    WorkerConfig::default()
+        .poll_interval(Duration::from_millis(100))
+        .rescue_interval(Duration::from_millis(200))
+        .retry_base(Duration::from_millis(10))
+        .retry_max(Duration::from_millis(100))
+        .shutdown_grace(Duration::from_secs(5))
+        .lease(Duration::from_millis(1500))
+        .concurrency(concurrency)
 }
 
 /// A fresh database with the queue migrated and an `effects` table for task side effects.

@@ -1,0 +1,32 @@
+//! What a running worker shares between its slots, its background loops and the task
+//! bodies it runs.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use holdfast_pool::Pool;
+use tokio::sync::watch;
+
+use crate::config::WorkerConfig;
+use crate::context::{TaskContext, TaskFailure};
+use crate::metrics::TaskMetrics;
+use crate::queue::Queue;
+
+/// A task body: given its context, does the work.
+pub type Handler = Arc<dyn Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync>;
+
+/// What a worker needs while it runs, shared by its tasks.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) queue: Queue,
+    /// Claim, heartbeat, finalize, rescue: a small pool of its own so that task bodies and
+    /// the rest of the application cannot starve it.
+    pub(crate) control: Pool,
+    /// Handed to task bodies.
+    pub(crate) work: Pool,
+    pub(crate) config: WorkerConfig,
+    pub(crate) metrics: TaskMetrics,
+    /// Set on shutdown: running tasks' contexts see it; past the grace period their futures
+    /// are dropped and leases released.
+    pub(crate) hard_stop: watch::Sender<bool>,
+}
