@@ -97,8 +97,7 @@ async fn get_task(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
     let task = s
         .queue
         .get(&conn, id)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
     Ok(Json(json!({
         "id": task.id,

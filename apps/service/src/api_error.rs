@@ -5,7 +5,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use holdfast::pool::PoolError;
+use holdfast::pool::{pg_error_text, PoolError};
+use holdfast::tasks::TaskError;
 use holdfast::tx::{ClassifyError, ErrorClass, TxError};
 use serde_json::json;
 
@@ -63,9 +64,20 @@ impl From<tokio_postgres::Error> for ApiError {
     fn from(e: tokio_postgres::Error) -> Self {
         match holdfast::tx::classify(&e) {
             ErrorClass::Disconnected | ErrorClass::Conflict => {
-                ApiError::Unavailable(format!("database unavailable: {e}"))
+                ApiError::Unavailable(format!("database unavailable: {}", pg_error_text(&e)))
             }
-            ErrorClass::Permanent => ApiError::Internal(e.to_string()),
+            ErrorClass::Permanent => ApiError::Internal(pg_error_text(&e)),
+        }
+    }
+}
+
+impl From<TaskError> for ApiError {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::Database(e) => e.into(),
+            TaskError::Pool(e) => e.into(),
+            TaskError::TimedOut { .. } => ApiError::Unavailable(format!("database unavailable: {e}")),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

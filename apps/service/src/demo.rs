@@ -200,7 +200,7 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
         .set(&config::ASSEMBLY_STEP, args.step_ms)
         .set(&task_settings::LEASE, 3000)
         .set(&task_settings::SHUTDOWN_GRACE, 2000);
-    let service = Service::start(&serve).await?;
+    let service = Service::start(&serve).await.map_err(|e| e.to_string())?;
     let addr = service.addr();
     let admin = Pool::new(
         PoolConfig::new(
@@ -371,7 +371,7 @@ pub async fn run(args: DemoArgs) -> Result<Report, String> {
             + prom::sum(&text, "holdfast_tasks_retried_total", &[])) as u64;
         report.commits_resolved = prom::sum(&text, "holdfast_tx_commit_outcomes_resolved_total", &[]) as u64;
     }
-    service.stop().await?;
+    service.stop().await.map_err(|e| e.to_string())?;
     admin.close().await;
     drop(proxy);
     report.seconds = started.elapsed().as_secs_f64();

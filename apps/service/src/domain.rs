@@ -189,8 +189,7 @@ pub async fn start_assembly(pool: &Pool, queue: &Queue, id: i64) -> Result<i64, 
                     NewTask::new(ASSEMBLE, json!({ "episode": id })).unique_key(format!("assemble-{id}"));
                 let task = queue
                     .enqueue(tx, &new)
-                    .await
-                    .map_err(|e| ApiError::Unavailable(e.to_string()))?
+                    .await?
                     .ok_or_else(|| ApiError::Conflict(format!("episode {id} is already being assembled")))?;
                 tx.execute(
                     "UPDATE episodes SET status = 'queued', progress = 0, error = NULL, task_id = $2,

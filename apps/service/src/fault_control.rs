@@ -15,6 +15,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::error::ServiceError;
+
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -42,21 +44,26 @@ pub struct Args {
 pub async fn run(
     args: Args,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServiceError> {
     for (what, addr) in [("--listen", args.listen), ("--control", args.control)] {
         if !addr.ip().is_loopback() {
-            return Err(format!(
-                "{what}: {addr} is not a loopback address; the proxy only listens on loopback"
-            ));
+            return Err(ServiceError::Config(holdfast::pool::ConfigError::InvalidValue {
+                setting: what.to_string(),
+                value: addr.to_string(),
+                accepted: "a loopback address: the proxy only listens on loopback".into(),
+            }));
         }
     }
-    let proxy = FaultProxy::start(args.listen, args.upstream)
-        .await
-        .map_err(|e| e.to_string())?;
+    let proxy = FaultProxy::start(args.listen, args.upstream).await?;
     let control = tokio::net::TcpListener::bind(args.control)
         .await
-        .map_err(|e| format!("--control: could not listen on {}: {e}", args.control))?;
-    let control_addr = control.local_addr().map_err(|e| e.to_string())?;
+        .map_err(ServiceError::io(format!(
+            "--control: could not listen on {}",
+            args.control
+        )))?;
+    let control_addr = control
+        .local_addr()
+        .map_err(ServiceError::io("--control: the socket has no address"))?;
     // Machine-readable for scripts and tests that asked for port 0.
     println!(
         "listening {} control {} upstream {}",
@@ -68,7 +75,7 @@ pub async fn run(
     axum::serve(control, router(Arc::new(proxy)))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(ServiceError::io("serving the control API"))
 }
 
 /// The control API over a running proxy.

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db_target;
 pub mod demo;
 pub mod domain;
+pub mod error;
 pub mod fault_control;
 pub mod http_client;
 pub mod load;

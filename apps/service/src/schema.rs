@@ -3,6 +3,8 @@
 
 use holdfast::pool::Pool;
 
+use crate::error::ServiceError;
+
 /// Migrations in order; version `i + 1` is `MIGRATIONS[i]`.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE episodes (
@@ -42,9 +44,12 @@ INSERT INTO intent_hints (phrase, intent) VALUES
 "#];
 
 /// Applies the migrations not applied yet; returns the versions applied now.
-pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, String> {
-    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = conn.transaction().await.map_err(|e| e.to_string())?;
+pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, ServiceError> {
+    let mut conn = pool.get().await?;
+    let tx = conn
+        .transaction()
+        .await
+        .map_err(ServiceError::database("service migration failed"))?;
     let step = async {
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext('holdfast_service_migrate'))",
@@ -76,7 +81,11 @@ pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, String> {
         }
         Ok::<_, tokio_postgres::Error>(applied)
     };
-    let applied = step.await.map_err(|e| format!("service migration failed: {e}"))?;
-    tx.commit().await.map_err(|e| e.to_string())?;
+    let applied = step
+        .await
+        .map_err(ServiceError::database("service migration failed"))?;
+    tx.commit()
+        .await
+        .map_err(ServiceError::database("service migration failed"))?;
     Ok(applied)
 }

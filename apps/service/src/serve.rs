@@ -14,6 +14,7 @@ use crate::api::{app, AppState};
 use crate::assembly;
 use crate::config::ServeArgs;
 use crate::domain::ASSEMBLE;
+use crate::error::ServiceError;
 use crate::schema;
 
 /// The process-wide Prometheus recorder (installed once, before any pool is created).
@@ -29,7 +30,7 @@ pub fn prometheus() -> Option<Arc<PrometheusHandle>> {
 pub struct Service {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    http: tokio::task::JoinHandle<Result<(), String>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
     worker: Option<WorkerHandle>,
     pools: Vec<Pool>,
     api: Pool,
@@ -38,40 +39,40 @@ pub struct Service {
 
 impl Service {
     /// Starts the service: pools, migrations, the assembly worker, the HTTP listener.
-    pub async fn start(args: &ServeArgs) -> Result<Service, String> {
+    pub async fn start(args: &ServeArgs) -> Result<Service, ServiceError> {
         let metrics = prometheus();
-        let api = Pool::new(args.api_pool().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        let control =
-            Pool::new(args.control_pool().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        let work = Pool::new(args.work_pool().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-        let queue = Queue::from_source(args).map_err(|e| e.to_string())?;
+        let api = Pool::new(args.api_pool()?)?;
+        let control = Pool::new(args.control_pool()?)?;
+        let work = Pool::new(args.work_pool()?)?;
+        let queue = Queue::from_source(args)?;
         schema::migrate(&api).await?;
-        queue.migrate(&control).await.map_err(|e| e.to_string())?;
+        queue.migrate(&control).await?;
         if args.has_tasks_route() {
             tracing::info!("assembly workers connect through TASKS_DATABASE_URL");
         }
-        let step = args.assembly_step().map_err(|e| e.to_string())?;
+        let step = args.assembly_step()?;
         let worker = Worker::new(
             queue.clone(),
             WorkerPools {
                 control: control.clone(),
                 work: work.clone(),
             },
-            args.worker().map_err(|e| e.to_string())?,
+            args.worker()?,
         )
         .handle(ASSEMBLE, assembly::body(step))
-        .spawn()
-        .map_err(|e| e.to_string())?;
-        let listen = args.listen().map_err(|e| e.to_string())?;
+        .spawn()?;
+        let listen = args.listen()?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("LISTEN: cannot listen on {listen}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            .map_err(ServiceError::io(format!("LISTEN: cannot listen on {listen}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(ServiceError::io("LISTEN: the socket has no address"))?;
         let state = AppState {
             pool: api.clone(),
             queue: queue.clone(),
             metrics,
-            request_timeout: args.request_timeout().map_err(|e| e.to_string())?,
+            request_timeout: args.request_timeout()?,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(async move {
@@ -80,7 +81,6 @@ impl Service {
                     let _ = stopped.await;
                 })
                 .await
-                .map_err(|e| e.to_string())
         });
         tracing::info!(%addr, "serving");
         Ok(Service {
@@ -111,11 +111,14 @@ impl Service {
 
     /// Stops in order: no new requests, running requests finish, running assemblies finish
     /// within the grace period or give their leases back, pools close.
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let served = (&mut self.http).await.map_err(|e| e.to_string())?;
+        let served = match (&mut self.http).await {
+            Ok(served) => served.map_err(ServiceError::io("serving HTTP")),
+            Err(e) => Err(ServiceError::Run(format!("the HTTP server task failed: {e}"))),
+        };
         if let Some(worker) = self.worker.take() {
             worker.shutdown().await;
         }
@@ -129,8 +132,11 @@ impl Service {
 }
 
 /// `holdfast serve`: runs until Ctrl-C or SIGTERM.
-pub async fn run(args: ServeArgs, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
-    ServeArgs::refuse_overridden(&holdfast::pool::ProcessEnv).map_err(|e| e.to_string())?;
+pub async fn run(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServiceError> {
+    ServeArgs::refuse_overridden(&holdfast::pool::ProcessEnv)?;
     let service = Service::start(&args).await?;
     println!("listening on http://{}", service.addr());
     shutdown.await;

@@ -422,10 +422,12 @@ async fn a_statement_the_pool_ran_is_classified_like_any_database_error() {
         .expect_err("the backend ends itself");
     let api_error: ApiError = terminated.into();
     assert!(matches!(api_error, ApiError::Unavailable(_)), "{api_error:?}");
+    assert!(api_error.to_string().contains("SQLSTATE 57P01"), "{api_error}");
     let division = pool
         .query("SELECT 1 / 0", &[])
         .await
         .expect_err("division by zero");
     let api_error: ApiError = division.into();
     assert!(matches!(api_error, ApiError::Internal(_)), "{api_error:?}");
+    assert!(api_error.to_string().contains("SQLSTATE 22012"), "{api_error}");
 }

@@ -15,12 +15,11 @@ pub enum FaultError {
         accepted: String,
     },
     /// The listening socket could not be opened.
-    #[error("could not listen on {addr}: {source}")]
+    #[error("could not listen on {addr}: {error}")]
     Listen {
         /// The address asked for.
         addr: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (shown in this error's text, so not its `source()`).
+        error: std::io::Error,
     },
 }

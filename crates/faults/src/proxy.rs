@@ -59,11 +59,11 @@ impl FaultProxy {
             .await
             .map_err(|source| FaultError::Listen {
                 addr: listen.to_string(),
-                source,
+                error: source,
             })?;
         let addr = listener.local_addr().map_err(|source| FaultError::Listen {
             addr: listen.to_string(),
-            source,
+            error: source,
         })?;
         let shared = Arc::new(Shared {
             upstream,

@@ -42,22 +42,21 @@ pub enum ConnectError {
         timeout: Duration,
     },
     /// The socket could not be opened or configured.
-    #[error("could not connect to {target}: {source}")]
+    #[error("could not connect to {target}: {error}")]
     Io {
         /// Host and port, or socket path.
         target: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (shown in this error's text, so not its `source()`).
+        error: std::io::Error,
     },
     /// The server refused the start-up or authentication, or the conversation failed.
-    #[error("connection to {target} failed during start-up: {}", server_message(source))]
+    #[error("connection to {target} failed during start-up: {}", pg_error_text(error))]
     Postgres {
         /// Host and port, or socket path.
         target: String,
-        /// The driver's error (carries the SQLSTATE when the server sent one).
-        #[source]
-        source: tokio_postgres::Error,
+        /// The driver's error (carries the SQLSTATE when the server sent one). Shown in
+        /// this error's text, so not its `source()`.
+        error: tokio_postgres::Error,
     },
     /// TLS could not be set up, or the server's or our certificate was refused.
     #[error("TLS with {target} failed: {problem}: {detail}")]
@@ -79,7 +78,7 @@ impl ConnectError {
     /// (for example `28P01` invalid password, `57P03` cannot connect now).
     pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
-            ConnectError::Postgres { source, .. } => source.code(),
+            ConnectError::Postgres { error, .. } => error.code(),
             _ => None,
         }
     }
@@ -115,7 +114,13 @@ pub enum TlsProblem {
     Handshake,
 }
 
-/// Why `Pool::get` returned no connection.
+/// Why a pool operation failed: `get()` gave no connection (timeout, database unavailable,
+/// pool closed), or a statement the pool ran for the caller (`pool.query`,
+/// `query_cached`) failed on the server or the connection.
+///
+/// Its text says the whole cause, with the server's message and SQLSTATE; it has no
+/// `source()` (the text already holds it): use [`connect_error`](Self::connect_error),
+/// [`as_db_error`](Self::as_db_error) and [`code`](Self::code) to look inside.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
@@ -132,8 +137,7 @@ pub enum PoolError {
         waited: Duration,
         /// Connections open, idle, in use, waiting and opening when it gave up.
         status: crate::PoolStatus,
-        /// The most recent failure to open a connection.
-        #[source]
+        /// The most recent failure to open a connection (shown in this error's text).
         last_connect_error: Option<std::sync::Arc<ConnectError>>,
     },
     /// The database cannot be reached and the pool has no connection left to give: the
@@ -143,8 +147,7 @@ pub enum PoolError {
     Unavailable {
         /// The pool's name.
         pool: String,
-        /// The connect error.
-        #[source]
+        /// The connect error (shown in this error's text).
         cause: std::sync::Arc<ConnectError>,
     },
     /// The pool was closed.
@@ -168,11 +171,34 @@ pub enum PoolError {
         instead: &'static str,
     },
     /// The server or the connection failed a statement the pool ran for the caller.
-    #[error(transparent)]
-    Database(#[from] tokio_postgres::Error),
+    #[error("{}", pg_error_text(.0))]
+    Database(tokio_postgres::Error),
+}
+
+impl From<tokio_postgres::Error> for PoolError {
+    fn from(error: tokio_postgres::Error) -> PoolError {
+        PoolError::Database(error)
+    }
 }
 
 impl PoolError {
+    /// The server's error, when a statement failed on the server.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            PoolError::Database(e) => e.as_db_error(),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE of the server's error, when a statement failed on the server or a
+    /// connect was refused by it.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            PoolError::Database(e) => e.code(),
+            other => other.connect_error().and_then(ConnectError::sqlstate),
+        }
+    }
+
     /// The connect error behind this failure, if there is one.
     pub fn connect_error(&self) -> Option<&ConnectError> {
         match self {
@@ -185,16 +211,40 @@ impl PoolError {
     }
 }
 
-/// The driver's error with the server's own words when there are some: tokio-postgres shows
-/// a server error as just "db error", leaving the message in its source.
-fn server_message(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!(
-            "{}: {} (SQLSTATE {})",
-            db.severity(),
-            db.message(),
-            db.code().code()
-        ),
-        None => error.to_string(),
+/// A driver error as a person needs to read it. tokio-postgres shows every server error as
+/// just "db error" and leaves out the cause of the others ("error communicating with the
+/// server", without the I/O error); this gives the server's severity, message and SQLSTATE,
+/// with its detail and hint when it sent them, or the driver's text with every cause behind
+/// it, on one line.
+pub fn pg_error_text(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return db_error_text(db);
     }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+/// What the server said: `ERROR: message (SQLSTATE 23505); DETAIL: ...; HINT: ...`.
+pub fn db_error_text(db: &tokio_postgres::error::DbError) -> String {
+    let mut text = format!(
+        "{}: {} (SQLSTATE {})",
+        db.severity(),
+        db.message(),
+        db.code().code()
+    );
+    if let Some(detail) = db.detail() {
+        text.push_str("; DETAIL: ");
+        text.push_str(detail);
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str("; HINT: ");
+        text.push_str(hint);
+    }
+    text
 }

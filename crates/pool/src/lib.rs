@@ -10,7 +10,7 @@ pub use connect::{
     connect, connect_listening, redact_url, ConnectConfig, Connection, Keepalive, Pooler, RootCerts, SslMode,
     Tls, TlsOptions, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TCP_USER_TIMEOUT,
 };
-pub use error::{ConfigError, ConnectError, PoolError, TlsProblem};
+pub use error::{db_error_text, pg_error_text, ConfigError, ConnectError, PoolError, TlsProblem};
 pub use holdfast_wire::{CommitState, Liveness, Snapshot, TxStatus, WireState};
 pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout, AUTO_GRACE, MAX_CONNECTIONS};
 pub use pool::pooled::PooledConnection;

@@ -112,8 +112,8 @@ async fn database_down_fails_fast_with_the_cause_and_recovers_by_itself() {
         .expect_err("database is down");
     match &err {
         PoolError::Unavailable { cause, .. } => match cause.as_ref() {
-            ConnectError::Io { source, .. } => {
-                assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused, "{err}")
+            ConnectError::Io { error, .. } => {
+                assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused, "{err}")
             }
             other => panic!("expected connection refused, got {other}"),
         },

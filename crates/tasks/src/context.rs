@@ -101,18 +101,25 @@ impl From<tokio_postgres::Error> for TaskFailure {
     fn from(e: tokio_postgres::Error) -> Self {
         TaskFailure {
             retryable: holdfast_tx::is_retryable(&e),
-            message: e.to_string(),
+            message: holdfast_pool::pg_error_text(&e),
         }
     }
 }
 
 impl From<holdfast_pool::PoolError> for TaskFailure {
+    /// No connection: retried. A statement the pool ran: retried when its class says so.
     fn from(e: holdfast_pool::PoolError) -> Self {
-        TaskFailure::retry(e)
+        TaskFailure {
+            retryable: match &e {
+                holdfast_pool::PoolError::Database(pg) => holdfast_tx::is_retryable(pg),
+                _ => true,
+            },
+            message: e.to_string(),
+        }
     }
 }
 
-impl<E: holdfast_tx::ClassifyError> From<holdfast_tx::TxError<E>> for TaskFailure {
+impl<E: holdfast_tx::ClassifyError + 'static> From<holdfast_tx::TxError<E>> for TaskFailure {
     fn from(e: holdfast_tx::TxError<E>) -> Self {
         TaskFailure {
             retryable: e.is_retryable(),

@@ -1,4 +1,5 @@
-//! The one error type of holdfast-tasks.
+//! The one error type of holdfast-tasks. Its text says the whole cause (the server's message
+//! and SQLSTATE where there is one) and it has no `source()`: a cause is never printed twice.
 
 /// Why a queue operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -11,8 +12,8 @@ pub enum TaskError {
     #[error(transparent)]
     Config(#[from] holdfast_pool::ConfigError),
     /// The database refused or failed.
-    #[error("task database operation failed: {0}")]
-    Database(#[from] tokio_postgres::Error),
+    #[error("task database operation failed: {}", holdfast_pool::pg_error_text(.0))]
+    Database(tokio_postgres::Error),
     /// No connection was available.
     #[error(transparent)]
     Pool(#[from] holdfast_pool::PoolError),
@@ -27,5 +28,19 @@ pub enum TaskError {
     },
     /// A state change inside a transaction failed.
     #[error("task state change failed: {0}")]
-    Transaction(#[from] holdfast_tx::TxError<tokio_postgres::Error>),
+    Transaction(holdfast_tx::TxError<tokio_postgres::Error>),
+}
+
+// By hand rather than `#[from]`, which would also make them the `source()`: the text above
+// already shows them, and a cause printed twice in a chain reads as two failures.
+impl From<tokio_postgres::Error> for TaskError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        TaskError::Database(e)
+    }
+}
+
+impl From<holdfast_tx::TxError<tokio_postgres::Error>> for TaskError {
+    fn from(e: holdfast_tx::TxError<tokio_postgres::Error>) -> Self {
+        TaskError::Transaction(e)
+    }
 }

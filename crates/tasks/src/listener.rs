@@ -44,7 +44,7 @@ pub(crate) async fn run(config: ConnectConfig, channel: String, wake: Arc<Wake>)
         match connect_listening(&config).await {
             Ok((conn, mut notifications)) => {
                 if let Err(error) = conn.batch_execute(&format!("LISTEN {channel}")).await {
-                    tracing::warn!(%error, "LISTEN failed: falling back to polling only");
+                    tracing::warn!(error = %holdfast_pool::pg_error_text(&error), "LISTEN failed: falling back to polling only");
                     return;
                 }
                 failures = 0;

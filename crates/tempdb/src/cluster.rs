@@ -185,7 +185,7 @@ impl TempCluster {
             .output()
             .map_err(|source| Error::Spawn {
                 program: psql.clone(),
-                source,
+                error: source,
             })?;
         if !output.status.success() {
             return Err(Error::Command {
@@ -255,7 +255,7 @@ impl TempCluster {
             .output()
             .map_err(|source| Error::Spawn {
                 program: self.bin.program("initdb"),
-                source,
+                error: source,
             })?;
         if output.status.success() {
             Ok(())
@@ -372,7 +372,7 @@ impl TempCluster {
             .spawn()
             .map_err(|source| Error::Spawn {
                 program: self.bin.program("postgres"),
-                source,
+                error: source,
             })?;
         let pid = child.id();
         let mut server = self.server.lock();
@@ -475,7 +475,7 @@ pub(crate) fn io_error(what: &'static str, path: impl Into<PathBuf>, source: std
     Error::Io {
         what,
         path: path.into(),
-        source,
+        error: source,
     }
 }
 

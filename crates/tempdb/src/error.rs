@@ -35,24 +35,22 @@ pub enum Error {
         user: String,
     },
     /// A file system operation failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {error}")]
     Io {
         /// What was being done.
         what: &'static str,
         /// On which path.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (shown in this error's text, so not its `source()`).
+        error: std::io::Error,
     },
     /// A program could not be started.
-    #[error("could not run {program}: {source}")]
+    #[error("could not run {program}: {error}")]
     Spawn {
         /// The program.
         program: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (shown in this error's text, so not its `source()`).
+        error: std::io::Error,
     },
     /// A program ran and failed.
     #[error("{program} failed ({status}): {output}")]

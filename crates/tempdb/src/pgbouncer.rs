@@ -222,7 +222,7 @@ impl TempPgBouncer {
             .output()
             .map_err(|source| Error::Spawn {
                 program: self.psql.clone(),
-                source,
+                error: source,
             })?;
         if !output.status.success() {
             return Err(Error::Command {
@@ -294,7 +294,7 @@ impl TempPgBouncer {
         }
         let child = command.spawn().map_err(|source| Error::Spawn {
             program: self.program.clone(),
-            source,
+            error: source,
         })?;
         let mut process = self.process.lock();
         *process = Some(child);

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use crate::cluster::TempCluster;
+use crate::error::Error;
 use crate::options::ClusterOptions;
 
 /// The cluster shared by all tests of this process, started on first use with default
@@ -12,10 +13,9 @@ use crate::options::ClusterOptions;
 ///
 /// It lives until the process exits; its watchdog then stops the server and removes the
 /// directory.
-pub fn shared() -> Result<&'static TempCluster, String> {
-    static SHARED: OnceLock<Result<TempCluster, String>> = OnceLock::new();
+pub fn shared() -> Result<&'static TempCluster, &'static Error> {
+    static SHARED: OnceLock<Result<TempCluster, Error>> = OnceLock::new();
     SHARED
-        .get_or_init(|| TempCluster::start(ClusterOptions::default()).map_err(|e| e.to_string()))
+        .get_or_init(|| TempCluster::start(ClusterOptions::default()))
         .as_ref()
-        .map_err(Clone::clone)
 }

@@ -49,7 +49,7 @@ impl Watchdog {
             .spawn()
             .map_err(|source| Error::Spawn {
                 program: "/bin/sh".into(),
-                source,
+                error: source,
             })?;
         Ok(Watchdog { child })
     }

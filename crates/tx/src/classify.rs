@@ -64,7 +64,8 @@ fn has_io_source(error: &(dyn StdError + 'static)) -> bool {
 }
 
 /// Errors a transaction closure may return: anything that can say what class it is. The
-/// driver's errors, the pool's and boxed errors (searched for a driver error) implement it;
+/// driver's errors, the pool's and boxed errors (searched for a driver or pool error)
+/// implement it;
 /// an application error type implements it in one line (usually `Permanent`, or delegating
 /// to a wrapped driver error).
 pub trait ClassifyError: std::fmt::Display {
@@ -84,6 +85,7 @@ impl ClassifyError for holdfast_pool::PoolError {
             holdfast_pool::PoolError::Unavailable { .. } | holdfast_pool::PoolError::Timeout { .. } => {
                 ErrorClass::Disconnected
             }
+            holdfast_pool::PoolError::Database(e) => classify(e),
             _ => ErrorClass::Permanent,
         }
     }
@@ -95,6 +97,9 @@ impl ClassifyError for Box<dyn StdError + Send + Sync> {
         while let Some(e) = current {
             if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>() {
                 return classify(pg);
+            }
+            if let Some(pool) = e.downcast_ref::<holdfast_pool::PoolError>() {
+                return pool.error_class();
             }
             current = e.source();
         }

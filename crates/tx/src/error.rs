@@ -1,23 +1,33 @@
 //! Why a transaction did not commit (or may not have).
 
 use std::any::Any;
+use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::fmt;
 
+use holdfast_pool::pg_error_text;
+
 use crate::classify::{classify, ClassifyError, ErrorClass};
 
-/// A transaction that failed; `E` is the closure's own error type.
+/// A transaction that failed; `E` is the closure's own error type (none for the guard API:
+/// [`Tx::begin`](crate::Tx::begin), `commit` and `rollback` return `TxError`, that is
+/// `TxError<Infallible>`).
 ///
-/// It implements `std::error::Error` for any `E` that is `Debug + Display`, boxed errors
-/// included, so `?` works in functions returning `Box<dyn Error>`. The closure's error is the
-/// `source()` when it is a driver error or a boxed error.
+/// Its text says the whole cause, with the server's message and SQLSTATE where the server
+/// gave one; it has no `source()` (the text already holds it): match the variants, or use
+/// [`as_db_error`](Self::as_db_error), to look inside. It implements `std::error::Error`
+/// for any `E` that is `Debug + Display`, boxed errors included, so `?` works in functions
+/// returning `Box<dyn Error>`.
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum TxError<E> {
+pub enum TxError<E = Infallible> {
     /// The closure returned an error; the transaction was rolled back.
     Closure(E),
-    /// BEGIN, COMMIT or ROLLBACK failed on the server or the connection.
+    /// BEGIN, ROLLBACK or a savepoint statement failed on the server or the connection.
     Database(tokio_postgres::Error),
+    /// COMMIT failed on the server, or the connection was lost before it was sent: nothing
+    /// was committed.
+    Commit(tokio_postgres::Error),
     /// No connection could be had.
     Pool(holdfast_pool::PoolError),
     /// The server answered COMMIT with ROLLBACK: the transaction had already failed (an error
@@ -46,11 +56,55 @@ impl<E> From<holdfast_pool::PoolError> for TxError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for TxError<E> {
+impl TxError {
+    /// The same failure as a transaction closure's error type sees it (no closure ran, so
+    /// there is no closure error to carry).
+    pub fn widen<E>(self) -> TxError<E> {
+        match self {
+            TxError::Closure(never) => match never {},
+            TxError::Database(e) => TxError::Database(e),
+            TxError::Commit(e) => TxError::Commit(e),
+            TxError::Pool(e) => TxError::Pool(e),
+            TxError::CommitRolledBack => TxError::CommitRolledBack,
+            TxError::CommitOutcomeUnknown { xid, reason } => TxError::CommitOutcomeUnknown { xid, reason },
+            TxError::CommitAborted => TxError::CommitAborted,
+            TxError::EndedByClosure => TxError::EndedByClosure,
+        }
+    }
+}
+
+impl<E> TxError<E> {
+    /// Where it failed: `getting a connection`, `at BEGIN or ROLLBACK`, `in the
+    /// transaction's work`, or `at COMMIT`.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            TxError::Pool(_) => "getting a connection",
+            TxError::Database(_) => "at BEGIN or ROLLBACK",
+            TxError::Closure(_) | TxError::EndedByClosure => "in the transaction's work",
+            TxError::Commit(_)
+            | TxError::CommitRolledBack
+            | TxError::CommitOutcomeUnknown { .. }
+            | TxError::CommitAborted => "on commit",
+        }
+    }
+
+    /// The server's error, when a statement of holdfast's (BEGIN, COMMIT, ROLLBACK) or a
+    /// statement the pool ran failed on the server.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            TxError::Database(e) | TxError::Commit(e) => e.as_db_error(),
+            TxError::Pool(e) => e.as_db_error(),
+            _ => None,
+        }
+    }
+}
+
+impl<E: fmt::Display + 'static> fmt::Display for TxError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TxError::Closure(e) => write!(f, "the transaction's work failed: {e}"),
-            TxError::Database(e) => write!(f, "transaction statement failed: {e}"),
+            TxError::Closure(e) => write!(f, "the transaction's work failed: {}", closure_error_text(e)),
+            TxError::Database(e) => write!(f, "transaction statement failed: {}", pg_error_text(e)),
+            TxError::Commit(e) => write!(f, "COMMIT failed, nothing was committed: {}", pg_error_text(e)),
             TxError::Pool(e) => write!(f, "{e}"),
             TxError::CommitRolledBack => f.write_str(
                 "COMMIT was answered with ROLLBACK: the transaction had failed and nothing was committed",
@@ -68,31 +122,28 @@ impl<E: fmt::Display> fmt::Display for TxError<E> {
     }
 }
 
-impl<E: fmt::Debug + fmt::Display + 'static> StdError for TxError<E> {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match self {
-            TxError::Closure(e) => {
-                let any = e as &dyn Any;
-                if let Some(pg) = any.downcast_ref::<tokio_postgres::Error>() {
-                    Some(pg)
-                } else if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
-                    Some(boxed.as_ref())
-                } else {
-                    None
-                }
-            }
-            TxError::Database(e) => Some(e),
-            TxError::Pool(e) => Some(e),
-            _ => None,
+/// The closure's error as a person needs to read it: a driver error (alone, or boxed) with
+/// the server's message and SQLSTATE, anything else as it displays itself.
+fn closure_error_text<E: fmt::Display + 'static>(e: &E) -> String {
+    let any = e as &dyn Any;
+    if let Some(pg) = any.downcast_ref::<tokio_postgres::Error>() {
+        return pg_error_text(pg);
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
+        if let Some(pg) = boxed.downcast_ref::<tokio_postgres::Error>() {
+            return pg_error_text(pg);
         }
     }
+    e.to_string()
 }
 
-impl<E: ClassifyError> ClassifyError for TxError<E> {
+impl<E: fmt::Debug + fmt::Display + 'static> StdError for TxError<E> {}
+
+impl<E: ClassifyError + 'static> ClassifyError for TxError<E> {
     fn error_class(&self) -> ErrorClass {
         match self {
             TxError::Closure(e) => e.error_class(),
-            TxError::Database(e) => classify(e),
+            TxError::Database(e) | TxError::Commit(e) => classify(e),
             TxError::Pool(e) => e.error_class(),
             TxError::CommitAborted => ErrorClass::Disconnected,
             TxError::CommitRolledBack | TxError::CommitOutcomeUnknown { .. } | TxError::EndedByClosure => {
@@ -102,7 +153,7 @@ impl<E: ClassifyError> ClassifyError for TxError<E> {
     }
 }
 
-impl<E: ClassifyError> TxError<E> {
+impl<E: ClassifyError + 'static> TxError<E> {
     /// True when running the transaction again may succeed.
     pub fn is_retryable(&self) -> bool {
         self.error_class().is_retryable()

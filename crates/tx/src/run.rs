@@ -43,7 +43,7 @@ pub trait TransactionExt {
     ) -> BoxFuture<'p, Result<T, TxError<E>>>
     where
         T: Send + 'p,
-        E: ClassifyError + Send + 'p,
+        E: ClassifyError + Send + 'static,
         F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
 
     /// Like [`transaction`](TransactionExt::transaction), with the application's own check
@@ -60,7 +60,7 @@ pub trait TransactionExt {
     ) -> BoxFuture<'p, Result<T, TxError<E>>>
     where
         T: Send + 'p,
-        E: ClassifyError + Send + 'p,
+        E: ClassifyError + Send + 'static,
         F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
 }
 
@@ -77,7 +77,7 @@ impl TransactionExt for Pool {
     fn transaction<'p, T, E, F>(&'p self, options: TxOptions, work: F) -> BoxFuture<'p, Result<T, TxError<E>>>
     where
         T: Send + 'p,
-        E: ClassifyError + Send + 'p,
+        E: ClassifyError + Send + 'static,
         F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
     {
         Box::pin(run(self, options, None, work))
@@ -91,7 +91,7 @@ impl TransactionExt for Pool {
     ) -> BoxFuture<'p, Result<T, TxError<E>>>
     where
         T: Send + 'p,
-        E: ClassifyError + Send + 'p,
+        E: ClassifyError + Send + 'static,
         F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
     {
         Box::pin(run(self, options, Some(already_done), work))
@@ -105,7 +105,7 @@ async fn run<T, E, F>(
     mut work: F,
 ) -> Result<T, TxError<E>>
 where
-    E: ClassifyError,
+    E: ClassifyError + 'static,
     F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>>,
 {
     let policy = options.retry;
@@ -137,12 +137,14 @@ where
             ErrorClass::Conflict => "serialization conflict",
             _ => "connection error",
         };
+        let stage = error.stage();
         tracing::warn!(
             attempt,
             max_attempts = policy.max_attempts,
             retry_in_s = pause.as_secs_f64(),
+            stage,
             error = %error,
-            "{what} on commit (attempt {attempt}/{}), retrying in {:.3} s",
+            "{what} {stage} (attempt {attempt}/{}), retrying in {:.3} s",
             policy.max_attempts,
             pause.as_secs_f64()
         );
@@ -162,7 +164,7 @@ where
     F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>>,
 {
     let conn = pool.get().await?;
-    let tx = Tx::begin(conn, options).await.map_err(TxError::Database)?;
+    let tx = Tx::begin(conn, options).await.map_err(TxError::widen)?;
     let outcome = AssertUnwindSafe(work(&tx)).catch_unwind().await;
     match outcome {
         Err(panic) => {

@@ -1,7 +1,6 @@
 //! An open transaction on a pooled connection: the guard API (`begin`, `commit`,
 //! `rollback`, savepoints), and the COMMIT logic the closure API shares.
 
-use std::convert::Infallible;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -51,7 +50,7 @@ impl Tx {
     /// the server process are read in the same round trip as BEGIN, so that a lost COMMIT
     /// reply can be resolved. Behind a transaction-mode pooler the pool's server settings
     /// (statement timeout and the like) are set with `SET LOCAL` in that round trip too.
-    pub async fn begin(conn: PooledConnection, options: &TxOptions) -> Result<Tx, tokio_postgres::Error> {
+    pub async fn begin(conn: PooledConnection, options: &TxOptions) -> Result<Tx, TxError> {
         let mut begin = options.begin_sql();
         let pool = conn.pool();
         let connect = &pool.config().connect;
@@ -64,7 +63,7 @@ impl Tx {
         // pooler's (terminating it would hit an unrelated session), so ask the server.
         let behind_pooler = connect.get_pooler().is_transaction();
         let (xid, backend_pid) = if options.read_only || !options.resolve_lost_commits {
-            conn.batch_execute(&begin).await?;
+            conn.batch_execute(&begin).await.map_err(TxError::Database)?;
             (None, None)
         } else {
             // The simple query protocol answers in text: no cast is needed (casting to text
@@ -74,7 +73,10 @@ impl Tx {
             } else {
                 "SELECT pg_current_xact_id()"
             };
-            let messages = conn.simple_query(&format!("{begin}; {select}")).await?;
+            let messages = conn
+                .simple_query(&format!("{begin}; {select}"))
+                .await
+                .map_err(TxError::Database)?;
             let row = messages.iter().find_map(|m| match m {
                 SimpleQueryMessage::Row(row) => Some(row),
                 _ => None,
@@ -120,13 +122,16 @@ impl Tx {
 
     /// Commits. A COMMIT answered with ROLLBACK is an error; a COMMIT whose reply was lost
     /// is resolved from the server before anything is reported.
-    pub async fn commit(self) -> Result<(), TxError<Infallible>> {
+    pub async fn commit(self) -> Result<(), TxError> {
         self.finish().await.map_err(|f| f.into_error())
     }
 
     /// Rolls back.
-    pub async fn rollback(self) -> Result<(), tokio_postgres::Error> {
-        self.conn.batch_execute("ROLLBACK").await
+    pub async fn rollback(self) -> Result<(), TxError> {
+        self.conn
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(TxError::Database)
     }
 
     /// Runs `f` inside a savepoint: released when it returns `Ok`, rolled back to when it
@@ -237,7 +242,7 @@ impl CommitFailure {
     pub(crate) fn into_error<E>(self) -> TxError<E> {
         match self {
             CommitFailure::RolledBack => TxError::CommitRolledBack,
-            CommitFailure::NotCommitted(e) => TxError::Database(e),
+            CommitFailure::NotCommitted(e) => TxError::Commit(e),
             CommitFailure::Aborted => TxError::CommitAborted,
             CommitFailure::Unknown { xid, reason } => TxError::CommitOutcomeUnknown { xid, reason },
         }
@@ -255,11 +260,11 @@ impl Deref for Tx {
 /// `conn.begin(options)` on a pooled connection.
 pub trait BeginExt {
     /// Begins a transaction that takes over the connection.
-    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, tokio_postgres::Error>>;
+    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, TxError>>;
 }
 
 impl BeginExt for PooledConnection {
-    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, tokio_postgres::Error>> {
+    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, TxError>> {
         let options = *options;
         Box::pin(async move { Tx::begin(self, &options).await })
     }

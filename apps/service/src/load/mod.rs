@@ -263,7 +263,7 @@ pub async fn run(args: LoadArgs) -> Result<LoadReport, String> {
     };
     all_checks.extend(checks::api_checks(&played, &outcomes, bounds));
     if let Some(service) = setup.service.take() {
-        service.stop().await?;
+        service.stop().await.map_err(|e| e.to_string())?;
     }
     setup.admin.close().await;
 
@@ -392,7 +392,7 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
         .set(&task_settings::LEASE, 3000)
         .set(&config::ASSEMBLY_TIMEOUT, 20_000)
         .set(&task_settings::SHUTDOWN_GRACE, 2000);
-    let service = Service::start(&serve).await?;
+    let service = Service::start(&serve).await.map_err(|e| e.to_string())?;
     println!(
         "service on http://{}, database behind the fault proxy on port {}",
         service.addr(),

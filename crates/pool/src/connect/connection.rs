@@ -98,7 +98,12 @@ impl Connection {
         };
         let socket = match tokio::time::timeout(CANCEL_TIMEOUT, send).await {
             Ok(Ok(socket)) => socket,
-            Ok(Err(source)) => return Err(ConnectError::Io { target, source }),
+            Ok(Err(source)) => {
+                return Err(ConnectError::Io {
+                    target,
+                    error: source,
+                })
+            }
             Err(_) => {
                 return Err(ConnectError::Timeout {
                     target,
@@ -110,7 +115,10 @@ impl Connection {
         let cancel = token.cancel_query_raw(socket, self.cancel_tls.clone());
         match tokio::time::timeout(CANCEL_TIMEOUT, cancel).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(ConnectError::Postgres { target, source }),
+            Ok(Err(source)) => Err(ConnectError::Postgres {
+                target,
+                error: source,
+            }),
             Err(_) => Err(ConnectError::Timeout {
                 target,
                 timeout: CANCEL_TIMEOUT,

@@ -63,7 +63,7 @@ async fn connect_host(
 ) -> Result<Connection, ConnectError> {
     let io_error = |source| ConnectError::Io {
         target: target.to_string(),
-        source,
+        error: source,
     };
     match host {
         Host::Unix(dir) => {
@@ -168,7 +168,7 @@ async fn start(
         NegotiateError::Io(source) => Failed {
             error: ConnectError::Io {
                 target: target.to_string(),
-                source,
+                error: source,
             },
             retry_plain: false,
         },
@@ -208,7 +208,7 @@ async fn start(
             }
             None => ConnectError::Postgres {
                 target: target.to_string(),
-                source,
+                error: source,
             },
         };
         let refused_over_tls = matches!(error, ConnectError::Tls { .. })
@@ -231,7 +231,7 @@ async fn start(
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
-                    tracing::debug!(%error, "connection ended with an error");
+                    tracing::debug!(error = %crate::pg_error_text(&error), "connection ended with an error");
                     break;
                 }
                 None => break,

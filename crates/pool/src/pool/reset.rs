@@ -115,7 +115,7 @@ async fn bounded(
     match tokio::time::timeout(shared.config.reset_timeout, step).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => {
-            tracing::debug!(pool = %shared.config.name, %error, "reset failed: closing");
+            tracing::debug!(pool = %shared.config.name, error = %crate::pg_error_text(&error), "reset failed: closing");
             Err(CloseReason::ResetFailed)
         }
         Err(_) => {
