@@ -20,10 +20,10 @@ pub enum Kind {
     /// tokio-postgres clients, no pool: tasks share `size` clients round-robin.
     Raw,
     /// holdfast's `Pool::query`: single statements pipelined on shared connections (a row
-    /// of section (b)).
+    /// of section select).
     HoldfastQuery,
     /// One tokio-postgres client shared by every task: what a pool's single connection
-    /// does at one task, without the pool (a diagnostic row of section (b)).
+    /// does at one task, without the pool (a diagnostic row of section select).
     RawOne,
 }
 

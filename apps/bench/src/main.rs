@@ -1,28 +1,32 @@
 //! Side-by-side benchmarks. Every comparison runs its contenders alternately in one process
-//! against one throwaway server and prints ratios, because this machine is noisy.
+//! against one throwaway server and prints ratios, because this machine is noisy. Each
+//! subcommand is a module of `benches/` of the same name; `--json FILE` also writes what it
+//! measured, which `doc` turns into `docs/benchmarks.md`.
 
 mod affinity;
-mod api_latency;
+mod benches;
 mod contenders;
 mod cpu;
+mod doc;
 mod lean_client;
 mod pgbench;
-mod pooler_cost;
-mod pools;
-mod proxy_faults;
 mod relay;
+mod report;
 mod stats;
-mod tap_cost;
-mod task_throughput;
-mod tls_cost;
-mod tx_cost;
 
+use std::path::PathBuf;
+
+use benches::{api, pooler, pools, proxy, tap, tasks, tls, tx};
 use clap::{Parser, Subcommand};
 
 /// holdfast benchmarks.
 #[derive(Debug, Parser)]
 #[command(name = "holdfast-bench", about = "Side-by-side benchmarks of holdfast")]
 struct Cli {
+    /// Also write every figure the bench prints, with the date, commit, machine and
+    /// command, to this JSON file.
+    #[arg(long, global = true, value_name = "FILE")]
+    json: Option<PathBuf>,
     #[command(subcommand)]
     bench: Bench,
 }
@@ -30,33 +34,58 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// SELECT 1 on one connection: through the wire tap versus plain tokio-postgres.
-    Tap(tap_cost::Args),
+    Tap(tap::Args),
     /// holdfast's pool against deadpool-postgres, bb8, sqlx and raw tokio-postgres.
     Pools(pools::Args),
     /// Round trips through the fault proxy with latency and bandwidth faults.
-    Proxy(proxy_faults::Args),
+    Proxy(proxy::Args),
     /// pool.transaction against hand-written BEGIN/COMMIT.
-    Tx(tx_cost::Args),
+    Tx(tx::Args),
     /// No-op tasks per second against the same SQL in pgbench and on plain tokio-postgres.
-    Tasks(task_throughput::Args),
+    Tasks(tasks::Args),
     /// API latency with and without assemblies running.
-    Api(api_latency::Args),
+    Api(api::Args),
     /// Direct with named statements, direct with unnamed ones, and through PgBouncer.
-    Pooler(pooler_cost::Args),
+    Pooler(pooler::Args),
     /// SELECT 1 throughput and connect time over TLS against plain TCP.
-    Tls(tls_cost::Args),
+    Tls(tls::Args),
+    /// docs/benchmarks.md from files written by --json.
+    Doc(doc::Args),
+}
+
+impl Bench {
+    fn name(&self) -> &'static str {
+        match self {
+            Bench::Tap(_) => "tap",
+            Bench::Pools(_) => "pools",
+            Bench::Proxy(_) => "proxy",
+            Bench::Tx(_) => "tx",
+            Bench::Tasks(_) => "tasks",
+            Bench::Api(_) => "api",
+            Bench::Pooler(_) => "pooler",
+            Bench::Tls(_) => "tls",
+            Bench::Doc(_) => "doc",
+        }
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    let name = cli.bench.name();
     match cli.bench {
-        Bench::Tap(args) => tap_cost::run(args),
+        Bench::Tap(args) => tap::run(args),
         Bench::Pools(args) => pools::run(args),
-        Bench::Proxy(args) => proxy_faults::run(args),
-        Bench::Tx(args) => tx_cost::run(args),
-        Bench::Tasks(args) => task_throughput::run(args),
-        Bench::Api(args) => api_latency::run(args),
-        Bench::Pooler(args) => pooler_cost::run(args),
-        Bench::Tls(args) => tls_cost::run(args),
+        Bench::Proxy(args) => proxy::run(args),
+        Bench::Tx(args) => tx::run(args),
+        Bench::Tasks(args) => tasks::run(args),
+        Bench::Api(args) => api::run(args),
+        Bench::Pooler(args) => pooler::run(args),
+        Bench::Tls(args) => tls::run(args),
+        Bench::Doc(args) => return doc::run(args),
+    }?;
+    if let Some(path) = cli.json {
+        report::write_json(&path, name)?;
+        println!("figures written to {}", path.display());
     }
+    Ok(())
 }

@@ -81,7 +81,7 @@ async fn assemble(ctx: &TaskContext, step: Duration) -> Result<(), TaskFailure> 
     // 2. Load the segments.
     let segments: Vec<(i32, String, i32)> = {
         let conn = pool.get().await?;
-        conn.query_cached(
+        conn.query_typed_cached(
             "SELECT position, text, duration_ms FROM segments WHERE episode_id = $1 ORDER BY position",
             &[(&episode, Type::INT8)],
         )

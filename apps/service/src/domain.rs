@@ -138,7 +138,7 @@ pub async fn get_episode(pool: &Pool, id: i64) -> Result<Episode, ApiError> {
     // One statement in autocommit: pipelined with other readers on a shared connection, so
     // reads keep being served with few connections while assemblies hold theirs.
     let row = pool
-        .query(
+        .query_typed(
             "SELECT e.id, e.title, e.status, e.progress, e.output_path, e.task_id, e.error,
                     (SELECT count(*) FROM segments s WHERE s.episode_id = e.id),
                     (SELECT count(*) FROM transcript_lines t WHERE t.episode_id = e.id)
@@ -211,7 +211,7 @@ pub async fn intent_hints(pool: &Pool, q: &str) -> Result<Vec<(String, String)>,
         return Err(ApiError::BadRequest("q: at most 200 characters".into()));
     }
     let rows = pool
-        .query(
+        .query_typed(
             "SELECT phrase, intent FROM intent_hints
              WHERE phrase ILIKE '%' || $1 || '%' ORDER BY id LIMIT 20",
             &[(&q, Type::TEXT)],

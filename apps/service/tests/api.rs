@@ -14,6 +14,7 @@ use holdfast_service::api::{app, AppState};
 use holdfast_service::api_error::ApiError;
 use holdfast_service::config::{self, ServeArgs};
 use holdfast_service::serve::Service;
+use holdfast_testkit::cluster;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -32,10 +33,7 @@ fn args(url: &str, step_ms: u64) -> ServeArgs {
 }
 
 async fn service(step_ms: u64) -> Service {
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     Service::start(&args(&db.url, step_ms))
         .await
         .expect("service starts")
@@ -310,10 +308,7 @@ async fn an_unreachable_database_is_a_quick_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_releases_running_assemblies_for_another_instance() {
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     // A minute per segment: the assembly is certainly running when the service stops.
     let first = Service::start(&args(&db.url, 60_000))
         .await
@@ -368,10 +363,7 @@ async fn shutdown_releases_running_assemblies_for_another_instance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_database_never_answers_is_cut_off_by_the_request_timeout() {
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     let target = holdfast_service::db_target::Target::parse(&db.url).expect("url");
     let proxy = holdfast_faults::FaultProxy::start_local(target.resolve().await.expect("address"))
         .await
@@ -411,10 +403,7 @@ async fn a_request_the_database_never_answers_is_cut_off_by_the_request_timeout(
 async fn a_statement_the_pool_ran_is_classified_like_any_database_error() {
     // `pool.query` reports a statement's failure as PoolError::Database: a server that went
     // away mid-statement is a 503 (try again), a bad statement a 500, as from a connection.
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     let pool = Pool::new(PoolConfig::new(ConnectConfig::from_url(&db.url).expect("url"))).expect("pool");
     let terminated = pool
         .query("SELECT pg_terminate_backend(pg_backend_pid())", &[])

@@ -2,6 +2,7 @@
 //! reset mid-assembly, then a database restart), fewer and shorter assemblies.
 
 use holdfast_service::demo::{run, DemoArgs, Fault};
+use holdfast_testkit::cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_incidents_smoke_test_passes_through_resets_and_a_restart() {
@@ -33,10 +34,7 @@ async fn the_incidents_smoke_test_passes_through_resets_and_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_against_a_given_database_too() {
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     let report = run(DemoArgs {
         assemblies: 2,
         segments: 6,

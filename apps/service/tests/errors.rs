@@ -10,6 +10,7 @@ use holdfast::pool::settings::table;
 use holdfast_service::api::{app, AppState};
 use holdfast_service::config::{self, ServeArgs};
 use holdfast_service::serve::Service;
+use holdfast_testkit::cluster;
 use holdfast_testkit::{capture_logs_everywhere, connect_to};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -49,10 +50,7 @@ fn names_the_cause(text: &str, sqlstate: &str) {
 
 #[tokio::test]
 async fn a_service_started_on_a_read_only_database_says_why_it_cannot_start() {
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     make_read_only(&db.url, &db.name).await;
     let error = match Service::start(&args(&db.url)).await {
         Ok(_) => panic!("a read-only database cannot take the service's schema"),
@@ -80,10 +78,7 @@ async fn post_episode(router: &axum::Router) -> (StatusCode, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_and_a_failed_requests_log_line_name_the_servers_message_and_sqlstate() {
     let logs = capture_logs_everywhere();
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     let service = Service::start(&args(&db.url)).await.expect("service starts");
     let router = app(AppState {
         pool: service.api_pool().clone(),

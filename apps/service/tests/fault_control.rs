@@ -7,12 +7,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use holdfast_faults::FaultProxy;
+use holdfast_testkit::cluster;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-
-fn cluster() -> &'static holdfast_tempdb::TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 async fn call(router: axum::Router, method: &str, path: &str, body: &str) -> (StatusCode, serde_json::Value) {
     let request = Request::builder()

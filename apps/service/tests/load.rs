@@ -11,6 +11,7 @@ use holdfast_service::config::{self, ServeArgs};
 use holdfast_service::load::plan::FaultKind;
 use holdfast_service::load::{run, LoadArgs};
 use holdfast_service::serve::Service;
+use holdfast_testkit::cluster;
 use quick_xml::events::Event;
 
 fn args(report: std::path::PathBuf) -> LoadArgs {
@@ -150,10 +151,7 @@ async fn a_short_run_with_connection_kills_passes_and_its_report_holds_the_serie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_a_running_service_a_session_left_in_a_transaction_fails_the_run() {
-    let db = holdfast_tempdb::shared()
-        .expect("cluster")
-        .create_database()
-        .expect("database");
+    let db = cluster().create_database().expect("database");
     let serve = ServeArgs::for_database(db.url.clone())
         .set(&config::LISTEN, "127.0.0.1:0")
         .set(&table::POOL_SIZE, 3)

@@ -13,17 +13,12 @@ use std::time::Duration;
 
 use holdfast_service::http_client::fetch;
 use holdfast_service::prom::sum;
-use holdfast_tempdb::{Database, PgBouncerOptions, TempCluster, TempPgBouncer};
+use holdfast_tempdb::{Database, PgBouncerOptions, TempPgBouncer};
+use holdfast_testkit::{cluster, eventually_blocking as eventually};
 use serde_json::json;
 
 const EPISODES: usize = 12;
 const SEGMENTS: usize = 20;
-/// Upper bound on anything the test waits for.
-const BOUND: Duration = Duration::from_secs(90);
-
-fn cluster() -> &'static TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 /// One `holdfast serve` process.
 struct Instance {
@@ -86,18 +81,6 @@ fn tail(path: &Path) -> String {
 
 fn sql(db: &Database, query: &str) -> String {
     cluster().psql(&db.name, query).expect("psql")
-}
-
-/// Bounded wait until `check` holds, polling every few milliseconds.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + BOUND;
-    while !check() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not within {BOUND:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The pids of the processes whose workers hold running tasks now, with those tasks.

@@ -7,13 +7,9 @@ use holdfast_faults::{Action, DirectionFaults, FaultProxy, Faults, MessageRule, 
 use holdfast_pool::{
     connect, CommitState, ConnectConfig, ConnectError, Connection, Liveness, Pool, PoolConfig,
 };
-use holdfast_tempdb::TempCluster;
+use holdfast_testkit::cluster;
 
 const BOUND: Duration = Duration::from_secs(20);
-
-fn cluster() -> &'static TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 fn server() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], cluster().port()))

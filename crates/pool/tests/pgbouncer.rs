@@ -7,14 +7,11 @@ mod support;
 use std::time::Duration;
 
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig, PoolError, Pooler, TxStatus};
-use holdfast_tempdb::{Database, PgBouncerOptions, TempCluster, TempPgBouncer};
+use holdfast_tempdb::{Database, PgBouncerOptions, TempPgBouncer};
+use holdfast_testkit::cluster;
 use support::{app_name, eventually, BOUND};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
-
-fn cluster() -> &'static TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 /// A fresh database and a PgBouncer of this test's own in front of the shared cluster, with
 /// two server connections per database (so that which one a client gets is deterministic:
@@ -120,13 +117,13 @@ async fn named_statements_break_across_server_connections_and_query_cached_does_
     let a = pool.get().await.expect("a");
     let b = pool.get().await.expect("b");
     let first = a
-        .query_cached("SELECT $1::int", &[(&7i32, Type::INT4)])
+        .query_typed_cached("SELECT $1::int", &[(&7i32, Type::INT4)])
         .await
         .expect("first");
     assert_eq!(first[0].get::<_, i32>(0), 7);
     b.batch_execute("BEGIN; SELECT 1").await.expect("b begins");
     let second = a
-        .query_cached("SELECT $1::int", &[(&8i32, Type::INT4)])
+        .query_typed_cached("SELECT $1::int", &[(&8i32, Type::INT4)])
         .await
         .expect("runs on the other server connection");
     assert_eq!(second[0].get::<_, i32>(0), 8);
@@ -136,12 +133,34 @@ async fn named_statements_break_across_server_connections_and_query_cached_does_
         .await
         .expect("setup");
     let updated = a
-        .execute_cached("UPDATE t SET x = x + $1", &[(&1i32, Type::INT4)])
+        .execute_typed_cached("UPDATE t SET x = x + $1", &[(&1i32, Type::INT4)])
         .await
         .expect("update");
     assert_eq!(
         updated, 3,
         "rows affected, counted from the unnamed statement's reply"
+    );
+
+    // Untyped: the types are learned once (a prepare inside a rolled-back transaction), then
+    // it runs unnamed like the typed form, on whichever server connection it gets.
+    b.batch_execute("BEGIN; SELECT 1").await.expect("b begins");
+    for n in [5i32, 6] {
+        let rows = a
+            .query_cached("SELECT $1 + 1", &[&n])
+            .await
+            .expect("untyped through the pooler");
+        assert_eq!(rows[0].get::<_, i32>(0), n + 1);
+    }
+    b.batch_execute("ROLLBACK").await.expect("b ends");
+    let updated = pool
+        .execute("UPDATE t SET x = x + $1", &[&1i32])
+        .await
+        .expect("pool.execute untyped");
+    assert_eq!(updated, 3);
+    assert_eq!(
+        a.state().named_statements_outside_transactions(),
+        0,
+        "no named statement outlived its transaction"
     );
 
     match a.prepare_cached("SELECT 1").await {
@@ -227,7 +246,7 @@ async fn a_pgbouncer_restart_is_seen_without_a_round_trip_and_the_pool_serves_ag
             .await
             .expect("a new connection through the new PgBouncer");
         let n: i32 = conn
-            .query_cached("SELECT $1::int", &[(&i, Type::INT4)])
+            .query_typed_cached("SELECT $1::int", &[(&i, Type::INT4)])
             .await
             .expect("query")[0]
             .get(0);
@@ -280,7 +299,7 @@ async fn behind_a_transaction_pooler_pool_query_takes_a_connection_of_its_own() 
     .await;
     let b = tokio::spawn({
         let pool = pool.clone();
-        async move { pool.query("SELECT $1::int", &[(&7i32, Type::INT4)]).await }
+        async move { pool.query_typed("SELECT $1::int", &[(&7i32, Type::INT4)]).await }
     });
     eventually("the second caller queues for the connection", || async {
         pool.status().waiting == 1

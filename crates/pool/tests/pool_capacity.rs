@@ -9,11 +9,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use holdfast_pool::{Pool, PoolError};
+use holdfast_testkit::cluster;
 use support::{assert_no_idle_in_transaction, config_for, eventually, BOUND};
-
-fn cluster() -> &'static holdfast_tempdb::TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 #[tokio::test]
 async fn overflow_connections_close_when_they_come_back() {

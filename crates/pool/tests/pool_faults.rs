@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use holdfast_pool::{ConnectError, Pool, PoolError, PrePing, UnansweredTimeout};
 use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
+use holdfast_testkit::cluster;
 use support::{assert_no_idle_in_transaction, config_for, config_for_url, eventually, BOUND};
 
 /// Opens `n` connections at once and returns them all to the idle set.
@@ -42,7 +43,7 @@ async fn control(cluster: &TempCluster, f: impl FnOnce(&TempCluster) -> holdfast
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_every_backend_costs_callers_nothing() {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let pool = Pool::new(config_for(cluster, "terminate-all").pool_size(5)).expect("pool");
     warm(&pool, 5).await;
     let killed = support::terminate_pool_backends(&pool).await;
@@ -169,7 +170,7 @@ async fn authentication_failure_fails_fast_without_secrets() {
 
 #[tokio::test]
 async fn connections_older_than_a_disconnect_are_verified_before_use() {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     // Never pre-ping on its own: any ping seen below comes from the generation check.
     let config = config_for(cluster, "generation")
         .pool_size(2)
@@ -220,7 +221,7 @@ async fn connections_older_than_a_disconnect_are_verified_before_use() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_sent_into_a_hung_network_do_not_hold_the_pool_once_it_heals() {
-    let (proxy, url) = support::behind_a_proxy().await;
+    let support::Proxied { proxy, url, .. } = support::behind_a_proxy().await;
     // Connects into the hole hang until connect_timeout, far beyond the pool timeout.
     swallow_everything(&proxy);
     let mut config = config_for_url(&url, "hung-connect")
@@ -244,7 +245,7 @@ async fn connects_sent_into_a_hung_network_do_not_hold_the_pool_once_it_heals() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_server_never_gets_ends_in_an_error_instead_of_a_wait_forever() {
-    let (proxy, url) = support::behind_a_proxy().await;
+    let support::Proxied { proxy, url, .. } = support::behind_a_proxy().await;
     let mut config = config_for_url(&url, "unanswered")
         .pool_size(2)
         .unanswered_timeout(UnansweredTimeout::After(Duration::from_millis(800)));
@@ -294,7 +295,7 @@ async fn a_request_the_server_never_gets_ends_in_an_error_instead_of_a_wait_fore
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connects_give_up_once_a_newer_one_gets_through() {
-    let (proxy, url) = support::behind_a_proxy().await;
+    let support::Proxied { proxy, url, .. } = support::behind_a_proxy().await;
     let mut config = config_for_url(&url, "stalled-give-up")
         .pool_size(8)
         .max_overflow(0)

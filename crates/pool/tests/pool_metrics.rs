@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holdfast_pool::{Pool, PoolError, UnansweredTimeout};
+use holdfast_testkit::cluster;
 use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 /// Records counters by name and labels; ignores gauges and histograms.
@@ -68,7 +69,7 @@ impl Recorder for Counters {
 
 #[tokio::test]
 async fn counters_count_what_happened() {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let recorder = Counters::default();
     let config = support::config_for(cluster, "metrics")
         .pool_size(1)
@@ -97,7 +98,7 @@ async fn counters_count_what_happened() {
 
 #[tokio::test]
 async fn named_statements_outside_transactions_are_counted_behind_a_pooler() {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let recorder = Counters::default();
     let mut config = support::config_for(cluster, "named").pool_size(1).max_overflow(0);
     // The flag only changes what the client does; no pooler is needed to see the count.
@@ -106,7 +107,7 @@ async fn named_statements_outside_transactions_are_counted_behind_a_pooler() {
     let named = "holdfast_pool_named_statements_behind_pooler_total";
 
     let conn = pool.get().await.expect("get");
-    conn.query_cached("SELECT $1::int", &[(&1i32, tokio_postgres::types::Type::INT4)])
+    conn.query_cached("SELECT $1::int", &[&1i32])
         .await
         .expect("unnamed");
     conn.batch_execute("BEGIN").await.expect("begin");
@@ -132,7 +133,7 @@ async fn named_statements_outside_transactions_are_counted_behind_a_pooler() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_for_silence_is_counted() {
     let recorder = Counters::default();
-    let (proxy, url) = support::behind_a_proxy().await;
+    let support::Proxied { proxy, url, .. } = support::behind_a_proxy().await;
     let mut config = support::config_for_url(&url, "silence-metric")
         .pool_size(1)
         .unanswered_timeout(UnansweredTimeout::After(Duration::from_millis(800)));

@@ -6,12 +6,13 @@ mod support;
 use std::time::Duration;
 
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
+use holdfast_testkit::cluster;
 use support::{capture_logs, config_for};
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_held_too_long_is_reported_with_where_it_was_taken() {
     let (logs, _guard) = capture_logs();
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let config = config_for(cluster, "leak").leak_threshold(Some(Duration::from_millis(1)));
     let pool = Pool::new(config).expect("pool");
     let line = line!() + 1;
@@ -41,7 +42,7 @@ async fn a_connection_held_too_long_is_reported_with_where_it_was_taken() {
 #[tokio::test(flavor = "current_thread")]
 async fn connections_serving_pool_query_are_not_reported_as_leaks() {
     let (logs, _guard) = capture_logs();
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let config = config_for(cluster, "lane-leak").leak_threshold(Some(Duration::from_millis(1)));
     let pool = Pool::new(config).expect("pool");
     // A lane whose statement waits for a table lock until this test lets it go.
@@ -71,7 +72,7 @@ async fn connections_serving_pool_query_are_not_reported_as_leaks() {
 #[tokio::test(flavor = "current_thread")]
 async fn secrets_stay_out_of_logs_debug_and_errors() {
     let (logs, _guard) = capture_logs();
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     // trust authentication ignores the password, so the pool works and logs normally.
     let url = format!(
         "postgres://postgres:hunter2-s3cret@127.0.0.1:{}/postgres",
@@ -102,7 +103,7 @@ async fn secrets_stay_out_of_logs_debug_and_errors() {
 
 #[tokio::test]
 async fn status_counts_what_is_happening() {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let pool = Pool::new(config_for(cluster, "status").pool_size(2)).expect("pool");
     let s = pool.status();
     assert_eq!(

@@ -9,12 +9,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use holdfast_pool::{Pool, PoolError, PrePing};
+use holdfast_testkit::cluster;
 use support::{admin, assert_no_idle_in_transaction, busy_connection, config_for, eventually, BOUND};
 use tokio_postgres::types::Type;
-
-fn cluster() -> &'static holdfast_tempdb::TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 fn pool_of(test: &str, size: usize) -> Pool {
     Pool::new(config_for(cluster(), test).pool_size(size).max_overflow(0)).expect("pool")
@@ -32,7 +29,7 @@ async fn a_second_caller_is_pipelined_on_the_busy_connection_instead_of_queueing
     let pool = pool_of("query-pipelined", 1);
     let (locker, a) = busy_connection(&pool).await;
     // B, polled once: it joins A's connection and sends its statement behind A's.
-    let b = pool.query("SELECT $1::int", &[(&7i32, Type::INT4)]);
+    let b = pool.query_typed("SELECT $1::int", &[(&7i32, Type::INT4)]);
     futures_util::pin_mut!(b);
     assert!(
         b.as_mut().now_or_never().is_none(),
@@ -73,7 +70,7 @@ async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back()
     {
         let (a, b) = (pool.get().await.expect("a"), pool.get().await.expect("b"));
         for conn in [&a, &b] {
-            conn.query_cached(sql, &[(&0i64, Type::INT8)])
+            conn.query_typed_cached(sql, &[(&0i64, Type::INT8)])
                 .await
                 .expect("prepared on both connections");
         }
@@ -95,7 +92,7 @@ async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back()
     };
     let call = |key: i64| {
         let pool = pool.clone();
-        Box::pin(async move { pool.query(sql, &[(&key, Type::INT8)]).await })
+        Box::pin(async move { pool.query_typed(sql, &[(&key, Type::INT8)]).await })
     };
     // Each caller is polled once: that takes its seat and sends its statement.
     let mut first: Vec<_> = (1..=4).map(call).collect();
@@ -172,7 +169,7 @@ async fn answered_while_a_waits(
     locker: holdfast_pool::Connection,
     a: support::Answer,
 ) {
-    let rows = tokio::time::timeout(BOUND, pool.query("SELECT $1::int", &[(&value, Type::INT4)]))
+    let rows = tokio::time::timeout(BOUND, pool.query_typed("SELECT $1::int", &[(&value, Type::INT4)]))
         .await
         .expect("answered while A still waits")
         .expect("the new caller");
@@ -267,7 +264,7 @@ async fn many_callers_on_few_connections_each_get_their_own_answer() {
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let rows = pool
-                .query("SELECT $1::int, pg_backend_pid()", &[(&i, Type::INT4)])
+                .query_typed("SELECT $1::int, pg_backend_pid()", &[(&i, Type::INT4)])
                 .await
                 .expect("query");
             (i, rows[0].get::<_, i32>(0))
@@ -292,7 +289,7 @@ async fn an_error_fails_only_its_own_statement() {
         tasks.push(tokio::spawn(async move {
             let divisor = if i % 10 == 0 { 0 } else { 1 };
             let result = pool
-                .query(
+                .query_typed(
                     "SELECT $1::int / $2::int",
                     &[(&i, Type::INT4), (&divisor, Type::INT4)],
                 )
@@ -357,7 +354,7 @@ async fn cancelled_callers_lose_no_connection_and_no_capacity() {
             let give_up = Duration::from_micros(fastrand::u64(0..2000));
             let _ = tokio::time::timeout(
                 give_up,
-                pool.query("SELECT $1::int8", &[(&(i as i64), Type::INT8)]),
+                pool.query_typed("SELECT $1::int8", &[(&(i as i64), Type::INT8)]),
             )
             .await;
         }));
@@ -409,4 +406,45 @@ async fn a_caller_of_get_is_served_while_shared_statements_keep_coming() {
     }
     assert!(ran > 0, "the shared load ran");
     assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
+async fn untyped_parameters_take_the_types_the_server_infers() {
+    let pool = pool_of("query-untyped", 1);
+    let rows = pool
+        .query("SELECT $1 + 1, $2::text || '!'", &[&41i32, &"hi"])
+        .await
+        .expect("untyped");
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    assert_eq!(rows[0].get::<_, String>(1), "hi!");
+    // The server read $1 as int4: an i64 does not fit the prepared statement, said plainly.
+    let err = pool
+        .query("SELECT $1 + 1, $2::text || '!'", &[&41i64, &"hi"])
+        .await
+        .expect_err("wrong Rust type for the inferred parameter");
+    let text = err.to_string();
+    assert!(text.contains("i64") && text.contains("int4"), "{text}");
+}
+
+#[tokio::test]
+async fn the_same_sql_with_other_parameter_types_gets_its_own_statement() {
+    // One connection: both calls meet the same statement cache. Keyed by text alone, the
+    // second call would reuse the int4 statement and fail to bind the text.
+    let pool = pool_of("query-keyed-by-types", 1);
+    let rows = pool
+        .query_typed("SELECT $1::text", &[(&7i32, Type::INT4)])
+        .await
+        .expect("int4");
+    assert_eq!(rows[0].get::<_, String>(0), "7");
+    let rows = pool
+        .query_typed("SELECT $1::text", &[(&"seven", Type::TEXT)])
+        .await
+        .expect("text, on the same connection");
+    assert_eq!(rows[0].get::<_, String>(0), "seven");
+    let conn = pool.get().await.expect("get");
+    let rows = conn
+        .query_typed_cached("SELECT $1::text", &[(&8i64, Type::INT8)])
+        .await
+        .expect("int8 through the connection's cache");
+    assert_eq!(rows[0].get::<_, String>(0), "8");
 }

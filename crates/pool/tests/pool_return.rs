@@ -4,11 +4,8 @@
 mod support;
 
 use holdfast_pool::{Pool, PrePing, TxStatus};
+use holdfast_testkit::cluster;
 use support::{assert_no_idle_in_transaction, config_for, BOUND};
-
-fn cluster() -> &'static holdfast_tempdb::TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 /// One connection, so the next checkout gets the very connection the last caller had.
 fn single(test: &str) -> Pool {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use holdfast_pool::{connect, ConnectConfig, ConnectError, Pool, PoolConfig, TlsProblem, TxStatus};
 use holdfast_tempdb::TempCluster;
+use holdfast_testkit::cluster;
 use tls_support::{Pki, SCRAM_PASSWORD};
 use tokio_postgres::error::SqlState;
 
@@ -19,7 +20,7 @@ fn tls() -> &'static (Pki, TempCluster) {
 }
 
 fn plain() -> &'static TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
+    cluster()
 }
 
 /// A URL to the TLS cluster as `user`, with extra parameters.

@@ -298,7 +298,7 @@ impl Queue {
             &many
         };
         let rows = conn
-            .query_cached(
+            .query_typed_cached(
                 sql,
                 &[
                     (&owner, Type::TEXT),
@@ -332,7 +332,7 @@ impl Queue {
             None => (None, None),
         };
         let rows = conn
-            .query_cached(
+            .query_typed_cached(
                 &self.sql.heartbeat,
                 &[
                     (&task.id, Type::INT8),
@@ -365,9 +365,9 @@ impl Queue {
             (&task.token, Type::INT8),
         ];
         let rows = match outcome {
-            Finish::Succeeded => conn.execute_cached(&self.sql.succeed, &key).await?,
-            Finish::Cancelled => conn.execute_cached(&self.sql.cancelled, &key).await?,
-            Finish::Released => conn.execute_cached(&self.sql.release, &key).await?,
+            Finish::Succeeded => conn.execute_typed_cached(&self.sql.succeed, &key).await?,
+            Finish::Cancelled => conn.execute_typed_cached(&self.sql.cancelled, &key).await?,
+            Finish::Released => conn.execute_typed_cached(&self.sql.release, &key).await?,
             Finish::Failed {
                 error,
                 permanent,
@@ -382,7 +382,7 @@ impl Queue {
                     (permanent, Type::BOOL),
                     (&millis(*retry_in), Type::FLOAT8),
                 ];
-                conn.query_cached(&self.sql.fail, &params).await?.len() as u64
+                conn.query_typed_cached(&self.sql.fail, &params).await?.len() as u64
             }
         };
         Ok(rows == 1)
@@ -396,7 +396,7 @@ impl Queue {
         task: &Claimed,
     ) -> Result<bool, tokio_postgres::Error> {
         let rows = conn
-            .query_cached(
+            .query_typed_cached(
                 &self.sql.landed,
                 &[(&task.id, Type::INT8), (&task.token, Type::INT8)],
             )
@@ -412,7 +412,7 @@ impl Queue {
         page: i64,
     ) -> Result<u64, tokio_postgres::Error> {
         Ok(conn
-            .query_cached(&self.sql.rescue, &[(&page, Type::INT8)])
+            .query_typed_cached(&self.sql.rescue, &[(&page, Type::INT8)])
             .await?
             .len() as u64)
     }

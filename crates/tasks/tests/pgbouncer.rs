@@ -10,14 +10,11 @@ use std::time::Duration;
 
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig, Pooler};
 use holdfast_tasks::{Listen, NewTask, Queue, TaskError, TaskState, Worker, WorkerPools};
-use holdfast_tempdb::{PgBouncerOptions, TempCluster, TempPgBouncer};
+use holdfast_tempdb::{PgBouncerOptions, TempPgBouncer};
+use holdfast_testkit::cluster;
 use serde_json::json;
 use support::{eventually, fast, settled, BOUND};
 use tokio_postgres::types::Type;
-
-fn cluster() -> &'static TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 /// A database with the queue migrated, a PgBouncer in front of it, and a function making
 /// pools through PgBouncer.
@@ -61,7 +58,7 @@ fn record_effect() -> impl Fn(
     |ctx| {
         Box::pin(async move {
             let conn = ctx.pool.get().await?;
-            conn.execute_cached(
+            conn.execute_typed_cached(
                 "INSERT INTO effects (task_id, attempt) VALUES ($1, $2)",
                 &[(&ctx.id, Type::INT8), (&ctx.attempt, Type::INT4)],
             )
@@ -127,8 +124,10 @@ async fn two_workers_run_every_task_once_through_pgbouncer_by_polling() {
 async fn a_direct_listen_connection_wakes_workers_behind_a_pooler() {
     let (direct_url, _bouncer, queue, make) = setup("t_bouncer_listen").await;
     let mut config = fast(1);
-    config.poll_interval = Duration::from_secs(3600);
-    config.listen = Listen::Direct(Box::new(ConnectConfig::from_url(&direct_url).expect("url")));
+    config = config.poll_interval(Duration::from_secs(3600));
+    config = config.listen(Listen::Direct(Box::new(
+        ConnectConfig::from_url(&direct_url).expect("url"),
+    )));
     let ran = Arc::new(tokio::sync::Notify::new());
     let r = Arc::clone(&ran);
     let worker = Worker::new(
@@ -178,11 +177,11 @@ async fn a_direct_listen_connection_wakes_workers_behind_a_pooler() {
 async fn asking_to_listen_through_a_pooler_is_refused() {
     let (_direct_url, bouncer, queue, make) = setup("t_bouncer_refuse").await;
     let mut config = fast(1);
-    config.listen = Listen::Direct(Box::new(
+    config = config.listen(Listen::Direct(Box::new(
         ConnectConfig::from_url(&bouncer.url_for("postgres"))
             .expect("url")
             .pooler(Pooler::Transaction),
-    ));
+    )));
     let err = Worker::new(
         queue,
         WorkerPools {

@@ -7,14 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use holdfast_tasks::{NewTask, TaskFailure, TaskState, Worker, WorkerPools};
+use holdfast_tasks::{NewTask, TaskFailure, TaskState, Worker};
+use holdfast_testkit::cluster;
 use holdfast_tx::{TransactionExt, TxOptions};
 use serde_json::json;
-use support::{counts, database, eventually, fast, pool, settled, state_of};
-
-fn cluster() -> &'static holdfast_tempdb::TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
+use support::{counts, database, eventually, fast, pool, settled, state_of, worker_pools};
 
 #[tokio::test]
 async fn migrations_are_versioned_and_idempotent_across_concurrent_starters() {
@@ -46,25 +43,18 @@ async fn a_task_runs_and_succeeds_with_its_payload() {
     // What the body saw, and its context kept beyond the body (as work it spawned would).
     let seen = Arc::new(std::sync::Mutex::new(None));
     let s = Arc::clone(&seen);
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        fast(2),
-    )
-    .handle("echo", move |ctx| {
-        let s = Arc::clone(&s);
-        Box::pin(async move {
-            let saw = (ctx.payload.clone(), ctx.attempt, ctx.should_stop());
-            ctx.progress(50.0, "half way");
-            *s.lock().expect("seen") = Some((saw, ctx));
-            Ok(())
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), fast(2))
+        .handle("echo", move |ctx| {
+            let s = Arc::clone(&s);
+            Box::pin(async move {
+                let saw = (ctx.payload.clone(), ctx.attempt, ctx.should_stop());
+                ctx.progress(50.0, "half way");
+                *s.lock().expect("seen") = Some((saw, ctx));
+                Ok(())
+            })
         })
-    })
-    .spawn()
-    .expect("worker");
+        .spawn()
+        .expect("worker");
     settled(&queue, &admin, 1).await;
     assert_eq!(state_of(&queue, &admin, id).await, TaskState::Succeeded);
     let (saw, kept) = seen.lock().expect("seen").take().expect("the body ran");
@@ -153,17 +143,10 @@ async fn tasks_in_the_future_wait_for_their_time() {
         .await
         .expect("enqueue")
         .expect("id");
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        fast(2),
-    )
-    .handle("x", |_| Box::pin(async { Ok(()) }))
-    .spawn()
-    .expect("worker");
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), fast(2))
+        .handle("x", |_| Box::pin(async { Ok(()) }))
+        .spawn()
+        .expect("worker");
     eventually("the due task ran", || async {
         state_of(&queue, &admin, now_id).await == TaskState::Succeeded
     })
@@ -196,31 +179,24 @@ async fn failures_retry_with_backoff_then_fail_keeping_the_last_error() {
         .await
         .expect("enqueue")
         .expect("id");
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        fast(4),
-    )
-    .handle("flaky", |ctx| {
-        Box::pin(async move {
-            if ctx.attempt < 3 {
-                Err(TaskFailure::retry(format!("flaky attempt {}", ctx.attempt)))
-            } else {
-                Ok(())
-            }
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), fast(4))
+        .handle("flaky", |ctx| {
+            Box::pin(async move {
+                if ctx.attempt < 3 {
+                    Err(TaskFailure::retry(format!("flaky attempt {}", ctx.attempt)))
+                } else {
+                    Ok(())
+                }
+            })
         })
-    })
-    .handle("doomed", |ctx| {
-        Box::pin(async move { Err(TaskFailure::retry(format!("boom {}", ctx.attempt))) })
-    })
-    .handle("bad_input", |_| {
-        Box::pin(async { Err(TaskFailure::permanent("payload is not an episode")) })
-    })
-    .spawn()
-    .expect("worker");
+        .handle("doomed", |ctx| {
+            Box::pin(async move { Err(TaskFailure::retry(format!("boom {}", ctx.attempt))) })
+        })
+        .handle("bad_input", |_| {
+            Box::pin(async { Err(TaskFailure::permanent("payload is not an episode")) })
+        })
+        .spawn()
+        .expect("worker");
     settled(&queue, &admin, 4).await;
     let get = |id| {
         let (queue, admin) = (queue.clone(), admin.clone());
@@ -330,17 +306,10 @@ async fn cancelling_stops_waiting_and_running_tasks() {
         .expect("enqueue")
         .expect("id");
     let body = Endless::default();
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        fast(1),
-    )
-    .handle("slow", body.body())
-    .spawn()
-    .expect("worker");
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), fast(1))
+        .handle("slow", body.body())
+        .spawn()
+        .expect("worker");
     body.started().await;
     assert!(queue.cancel(&conn, running).await.expect("cancel"));
     eventually("cancelled at the next heartbeat", || async {
@@ -362,18 +331,11 @@ async fn a_heartbeat_that_matches_no_row_cancels_the_work() {
         .expect("id");
     let body = Endless::default();
     let mut config = fast(1);
-    config.rescue = false;
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        config,
-    )
-    .handle("slow", body.body())
-    .spawn()
-    .expect("worker");
+    config = config.rescue(false);
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), config)
+        .handle("slow", body.body())
+        .spawn()
+        .expect("worker");
     body.started().await;
     // Someone else now holds this task (a new token): our next heartbeat matches no row.
     conn.execute(
@@ -405,24 +367,17 @@ async fn progress_is_stored_with_the_task() {
         .expect("id");
     let release = Arc::new(tokio::sync::Notify::new());
     let r = Arc::clone(&release);
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        fast(1),
-    )
-    .handle("long", move |ctx| {
-        let r = Arc::clone(&r);
-        Box::pin(async move {
-            ctx.progress(42.0, "mixing segments");
-            r.notified().await;
-            Ok(())
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), fast(1))
+        .handle("long", move |ctx| {
+            let r = Arc::clone(&r);
+            Box::pin(async move {
+                ctx.progress(42.0, "mixing segments");
+                r.notified().await;
+                Ok(())
+            })
         })
-    })
-    .spawn()
-    .expect("worker");
+        .spawn()
+        .expect("worker");
     eventually("progress stored by a heartbeat", || async {
         let t = queue
             .get(&admin.get().await.expect("get"), id)
@@ -448,18 +403,11 @@ async fn shutdown_releases_leases_without_counting_the_attempt() {
         .expect("id");
     let body = Endless::default();
     let mut config = fast(1);
-    config.shutdown_grace = Duration::from_millis(50);
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        config,
-    )
-    .handle("forever", body.body())
-    .spawn()
-    .expect("worker");
+    config = config.shutdown_grace(Duration::from_millis(50));
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), config)
+        .handle("forever", body.body())
+        .spawn()
+        .expect("worker");
     body.started().await;
     worker.shutdown().await;
     assert_eq!(body.dropped(), 1, "stopped after the grace period");
@@ -474,26 +422,19 @@ async fn shutdown_releases_leases_without_counting_the_attempt() {
 async fn notifications_wake_workers_without_waiting_for_the_poll() {
     let (url, queue, admin) = database(cluster(), "t_listen").await;
     let mut config = fast(1);
-    config.poll_interval = Duration::from_secs(3600);
+    config = config.poll_interval(Duration::from_secs(3600));
     let ran = Arc::new(tokio::sync::Notify::new());
     let r = Arc::clone(&ran);
-    let worker = Worker::new(
-        queue.clone(),
-        WorkerPools {
-            control: pool(&url, "hf-ctl", 2),
-            work: pool(&url, "hf-work", 2),
-        },
-        config,
-    )
-    .handle("ping", move |_| {
-        let r = Arc::clone(&r);
-        Box::pin(async move {
-            r.notify_one();
-            Ok(())
+    let worker = Worker::new(queue.clone(), worker_pools(&url, ""), config)
+        .handle("ping", move |_| {
+            let r = Arc::clone(&r);
+            Box::pin(async move {
+                r.notify_one();
+                Ok(())
+            })
         })
-    })
-    .spawn()
-    .expect("worker");
+        .spawn()
+        .expect("worker");
     // Wait until the worker listens (it looks once on (re)connect), then enqueue.
     eventually("listening", || async {
         let conn = admin.get().await.expect("get");

@@ -16,9 +16,10 @@ use holdfast_tasks::{
     NewTask, Queue, TaskContext, TaskFailure, TaskState, Worker, WorkerHandle, WorkerPools,
 };
 use holdfast_tempdb::{ClusterOptions, TempCluster};
+use holdfast_testkit::cluster;
 use holdfast_tx::{TransactionExt, TxOptions};
 use serde_json::json;
-use support::{counts, database, eventually, fast, pool, settled};
+use support::{counts, database, eventually, fast, pool, settled, worker_pools};
 use tokio::sync::watch;
 
 /// Enqueues `n` tasks, each in one transaction with its episode row.
@@ -83,10 +84,7 @@ fn fleet(queue: &Queue, url: &str, n: usize, concurrency: usize) -> Fleet {
         .map(|i| {
             Worker::new(
                 queue.clone(),
-                WorkerPools {
-                    control: pool(url, &format!("hf-ctl-{i}"), 2),
-                    work: pool(url, &format!("hf-work-{i}"), 2),
-                },
+                worker_pools(url, &i.to_string()),
                 fast(concurrency),
             )
             .handle("assemble", assemble(rx.clone(), Arc::clone(&started)))
@@ -156,7 +154,7 @@ async fn attempts(queue: &Queue, admin: &Pool) -> Vec<i32> {
 }
 
 async fn proxied(schema: &str) -> (ProxyHandle, String, Queue, Pool) {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let (direct, queue, admin) = database(cluster, schema).await;
     let proxy = FaultProxy::start_local(SocketAddr::from(([127, 0, 0, 1], cluster.port())))
         .await
@@ -314,7 +312,7 @@ async fn a_network_that_swallows_everything_for_longer_than_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_workers_tasks_are_rescued() {
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let (url, queue, admin) = database(cluster, "f_abort").await;
     let n = 6;
     enqueue_episodes(&queue, &admin, n).await;
@@ -346,7 +344,7 @@ async fn a_killed_worker_process_is_rescued_by_another() {
         println!("CHILD RUNNING");
         std::future::pending::<()>().await;
     }
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let (url, queue, admin) = database(cluster, "f_process").await;
     let n = 4;
     enqueue_episodes(&queue, &admin, n).await;
@@ -397,7 +395,7 @@ async fn a_body_stuck_on_a_request_nobody_answers_is_stopped_by_its_run_timeout(
     // The incident's own shape: the worker lives and its heartbeats land (its control plane
     // reaches the database directly), but the body's statement went into a network that
     // swallows it. Nothing would ever end that body; its run timeout must.
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let (direct, queue, admin) = database(cluster, "f_stuck").await;
     let proxy = FaultProxy::start_local(SocketAddr::from(([127, 0, 0, 1], cluster.port())))
         .await
@@ -409,7 +407,7 @@ async fn a_body_stuck_on_a_request_nobody_answers_is_stopped_by_its_run_timeout(
     let ready = Arc::new(tokio::sync::Notify::new());
     let dropped = Arc::new(AtomicU32::new(0));
     let mut config = fast(1);
-    config.run_timeout = Some(Duration::from_secs(2));
+    config = config.run_timeout(Some(Duration::from_secs(2)));
     let body = {
         let (ready, dropped) = (Arc::clone(&ready), Arc::clone(&dropped));
         move |ctx: TaskContext| {

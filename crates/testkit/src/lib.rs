@@ -19,9 +19,9 @@ pub use logs::{capture_logs, capture_logs_everywhere, Logs};
 pub use pools::{config_for, config_for_url, pool};
 pub use proxy::{behind_a_proxy, Proxied};
 pub use sessions::{
-    admin, app_name, assert_no_idle_in_transaction, connect_to, server_sessions, terminate_backends,
+    admin, app_name, assert_no_idle_in_transaction, connect_to, server_sessions, terminate_pool_backends,
 };
-pub use tasks::{counts, fast_worker, queue_database, settled, start_worker, state_of};
+pub use tasks::{counts, fast_worker, queue_database, settled, start_worker, state_of, worker_pools};
 
 /// Upper bound for anything a test waits on; reaching it fails the test.
 pub const BOUND: Duration = Duration::from_secs(60);

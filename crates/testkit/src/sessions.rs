@@ -32,9 +32,12 @@ pub async fn admin(pool: &Pool) -> Connection {
     }
 }
 
-/// Sessions named `app`, by pid and state, as the server sees them (through `conn`).
-pub async fn server_sessions(conn: &Connection, app: &str) -> Vec<(i32, Option<String>)> {
-    let rows = conn
+/// The sessions of `pool` (by its `application_name`), by pid and state, as the server sees
+/// them.
+pub async fn server_sessions(pool: &Pool) -> Vec<(i32, Option<String>)> {
+    let app = pool.config().connect.get_application_name().to_string();
+    let rows = admin(pool)
+        .await
         .query(
             "SELECT pid, state FROM pg_stat_activity WHERE application_name = $1",
             &[&app],
@@ -44,21 +47,25 @@ pub async fn server_sessions(conn: &Connection, app: &str) -> Vec<(i32, Option<S
     rows.iter().map(|r| (r.get(0), r.get(1))).collect()
 }
 
-/// Terminates every session named `app` (through `conn`); returns how many there were.
-pub async fn terminate_backends(conn: &Connection, app: &str) -> i64 {
-    conn.query_one(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-        &[&app],
-    )
-    .await
-    .unwrap_or_else(|e| panic!("terminate: {}", holdfast_pool::pg_error_text(&e)))
-    .get(0)
+/// Terminates every server session of `pool` (by its `application_name`) from another
+/// connection; returns how many there were.
+pub async fn terminate_pool_backends(pool: &Pool) -> i64 {
+    let app = pool.config().connect.get_application_name().to_string();
+    admin(pool)
+        .await
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("terminate: {}", holdfast_pool::pg_error_text(&e)))
+        .get(0)
 }
 
-/// The check every fault test ends with: no session named `app` is left idle in a
-/// transaction on the server `conn` reaches.
-pub async fn assert_no_idle_in_transaction(conn: &Connection, app: &str) {
-    let stuck: Vec<_> = server_sessions(conn, app)
+/// The check every fault test ends with: no session of `pool` is left idle in a
+/// transaction on the server.
+pub async fn assert_no_idle_in_transaction(pool: &Pool) {
+    let stuck: Vec<_> = server_sessions(pool)
         .await
         .into_iter()
         .filter(|(_, state)| {
@@ -67,8 +74,5 @@ pub async fn assert_no_idle_in_transaction(conn: &Connection, app: &str) {
                 .is_some_and(|s| s.starts_with("idle in transaction"))
         })
         .collect();
-    assert!(
-        stuck.is_empty(),
-        "sessions of {app} left idle in transaction: {stuck:?}"
-    );
+    assert!(stuck.is_empty(), "sessions left idle in transaction: {stuck:?}");
 }

@@ -48,6 +48,20 @@ pub async fn queue_database(cluster: &TempCluster, schema: &str) -> (String, Que
     (db.url, queue, admin)
 }
 
+/// A worker's control and work pools to `url`, two connections each, named `hf-ctl-<name>`
+/// and `hf-work-<name>` (`hf-ctl` and `hf-work` when `name` is empty).
+pub fn worker_pools(url: &str, name: &str) -> WorkerPools {
+    let suffix = if name.is_empty() {
+        String::new()
+    } else {
+        format!("-{name}")
+    };
+    WorkerPools {
+        control: crate::pool(url, &format!("hf-ctl{suffix}"), 2),
+        work: crate::pool(url, &format!("hf-work{suffix}"), 2),
+    }
+}
+
 /// Starts a worker on `url` for `queue`, with control and work pools of two connections
 /// each (named `hf-ctl-<name>` and `hf-work-<name>`), running `body` for tasks of `kind`.
 pub fn start_worker<F>(
@@ -61,11 +75,7 @@ pub fn start_worker<F>(
 where
     F: Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync + 'static,
 {
-    let pools = WorkerPools {
-        control: crate::pool(url, &format!("hf-ctl-{name}"), 2),
-        work: crate::pool(url, &format!("hf-work-{name}"), 2),
-    };
-    match Worker::new(queue.clone(), pools, config)
+    match Worker::new(queue.clone(), worker_pools(url, name), config)
         .handle(kind, body)
         .spawn()
     {

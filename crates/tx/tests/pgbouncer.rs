@@ -10,15 +10,12 @@ use std::time::Duration;
 
 use holdfast_faults::{Action, FaultProxy, Faults, MessageRule, ProxyHandle, Trigger};
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig, Pooler};
-use holdfast_tempdb::{Database, PgBouncerOptions, TempCluster, TempPgBouncer};
+use holdfast_tempdb::{Database, PgBouncerOptions, TempPgBouncer};
+use holdfast_testkit::cluster;
 use holdfast_tx::{RetryPolicy, TransactionExt, TxError, TxOptions};
 use tokio_postgres::error::SqlState;
 
 const BOUND: Duration = Duration::from_secs(30);
-
-fn cluster() -> &'static TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 struct Setup {
     db: Database,

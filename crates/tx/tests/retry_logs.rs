@@ -3,37 +3,18 @@
 //! subscriber) would stay silent here.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use holdfast_faults::{Action, FaultProxy, Faults, MessageRule, Trigger};
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
+use holdfast_testkit::{capture_logs, cluster};
 use holdfast_tx::{TransactionExt, TxOptions};
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("logs").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn retries_are_logged_in_the_incidents_words() {
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = capture_logs();
 
-    let cluster = holdfast_tempdb::shared().expect("cluster");
+    let cluster = cluster();
     let db = cluster.create_database().expect("database");
     cluster
         .psql(&db.name, "CREATE TABLE items (key int)")
@@ -63,7 +44,7 @@ async fn retries_are_logged_in_the_incidents_words() {
     })
     .await
     .expect("succeeds on the second attempt");
-    let text = String::from_utf8_lossy(&logs.0.lock().expect("logs")).into_owned();
+    let text = logs.text();
     assert!(
         text.contains("connection lost after COMMIT was sent: asking the server whether it committed"),
         "{text}"

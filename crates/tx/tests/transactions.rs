@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use holdfast_faults::{Action, FaultProxy, Faults, MessageRule, ProxyHandle, Trigger};
 use holdfast_pool::{ConnectConfig, Pool, PoolConfig};
+use holdfast_testkit::{assert_no_idle_in_transaction, cluster};
 use holdfast_tx::{BeginExt, RetryPolicy, TransactionExt, TxError, TxOptions};
 
 const BOUND: Duration = Duration::from_secs(30);
-
-fn cluster() -> &'static holdfast_tempdb::TempCluster {
-    holdfast_tempdb::shared().expect("shared cluster")
-}
 
 /// A database with an `items` table (no unique key, so a double commit would show) and a
 /// counter, plus a pool to it through a fault proxy.
@@ -22,7 +19,6 @@ struct Setup {
     pool: Pool,
     proxy: ProxyHandle,
     direct: String,
-    app: String,
 }
 
 async fn setup(name: &str) -> Setup {
@@ -50,7 +46,6 @@ async fn setup(name: &str) -> Setup {
         pool: Pool::new(config).expect("pool"),
         proxy,
         direct: db.url,
-        app,
     }
 }
 
@@ -73,19 +68,6 @@ async fn ledger(url: &str) -> (Vec<(i32, i64)>, i32) {
         .expect("counter")
         .get(0);
     (rows.iter().map(|r| (r.get(0), r.get(1))).collect(), counter)
-}
-
-async fn assert_no_idle_in_transaction(s: &Setup) {
-    let conn = direct(&s.direct).await;
-    let stuck: i64 = conn
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
-            &[&s.app],
-        )
-        .await
-        .expect("activity")
-        .get(0);
-    assert_eq!(stuck, 0, "sessions left idle in transaction");
 }
 
 /// The unit of work of these tests: one row with its key, one bump of the counter.
@@ -144,74 +126,59 @@ async fn assert_exactly_once(s: &Setup, committed: &[i32]) {
     let expected: Vec<(i32, i64)> = committed.iter().map(|k| (*k, 1)).collect();
     assert_eq!(rows, expected, "each success exactly one row, no other rows");
     assert_eq!(counter as usize, committed.len(), "the counter equals the rows");
-    assert_no_idle_in_transaction(s).await;
+    assert_no_idle_in_transaction(&s.pool).await;
+}
+
+/// Ten transactions, each meeting `trigger`/`action` once on the way: every one succeeds,
+/// exactly once, and the closure ran `runs` times in all (`why`).
+async fn ten_through_a_fault(name: &str, trigger: Trigger, action: Action, runs: u32, why: &str) {
+    let s = setup(name).await;
+    let (committed, ran) = run_with_fault(&s, rule(trigger, action), 10).await;
+    assert_eq!(committed.len(), 10, "all succeed");
+    assert_eq!(ran, runs, "{why}");
+    assert_exactly_once(&s, &committed).await;
+}
+
+fn query(prefix: &str) -> Trigger {
+    Trigger::Query {
+        prefix: prefix.into(),
+    }
+}
+
+fn parse(prefix: &str) -> Trigger {
+    Trigger::Parse {
+        prefix: prefix.into(),
+    }
 }
 
 #[tokio::test]
 async fn cut_before_begin_is_retried() {
-    let s = setup("before-begin").await;
-    let (committed, runs) = run_with_fault(
-        &s,
-        rule(
-            Trigger::Query {
-                prefix: "BEGIN".into(),
-            },
-            Action::CutBefore,
-        ),
-        10,
-    )
-    .await;
-    assert_eq!(committed.len(), 10, "all succeed after a retry");
-    assert_eq!(runs, 10, "the closure never ran on the cut attempts");
-    assert_exactly_once(&s, &committed).await;
+    let why = "the closure never ran on the cut attempts";
+    ten_through_a_fault("before-begin", query("BEGIN"), Action::CutBefore, 10, why).await;
 }
 
 #[tokio::test]
 async fn cut_mid_closure_is_retried() {
-    let s = setup("mid-closure").await;
-    let (committed, runs) = run_with_fault(
-        &s,
-        rule(
-            Trigger::Parse {
-                prefix: "UPDATE".into(),
-            },
-            Action::CutBefore,
-        ),
-        10,
-    )
-    .await;
-    assert_eq!(committed.len(), 10);
-    assert_eq!(runs, 20, "each closure ran twice: once cut, once through");
-    assert_exactly_once(&s, &committed).await;
+    let why = "each closure ran twice: once cut, once through";
+    ten_through_a_fault("mid-closure", parse("UPDATE"), Action::CutBefore, 20, why).await;
 }
 
 #[tokio::test]
 async fn cut_just_before_commit_is_retried() {
-    let s = setup("before-commit").await;
-    let (committed, runs) = run_with_fault(&s, rule(Trigger::Commit, Action::CutBefore), 10).await;
-    assert_eq!(committed.len(), 10);
-    assert_eq!(
-        runs, 20,
-        "the first COMMIT never reached the server, so the work ran again"
-    );
-    assert_exactly_once(&s, &committed).await;
+    let why = "the first COMMIT never reached the server, so the work ran again";
+    ten_through_a_fault("before-commit", Trigger::Commit, Action::CutBefore, 20, why).await;
 }
 
 #[tokio::test]
 async fn a_lost_commit_reply_is_resolved_not_retried() {
-    let s = setup("reply-dropped").await;
-    let (committed, runs) = run_with_fault(&s, rule(Trigger::Commit, Action::DropReply), 10).await;
-    assert_eq!(committed.len(), 10, "the server says committed: success");
-    assert_eq!(runs, 10, "and the work is not run a second time");
-    assert_exactly_once(&s, &committed).await;
+    let why = "the server says committed: success, and the work is not run a second time";
+    ten_through_a_fault("reply-dropped", Trigger::Commit, Action::DropReply, 10, why).await;
 }
 
 #[tokio::test]
 async fn a_cut_after_the_reply_is_a_success() {
-    let s = setup("after-reply").await;
-    let (committed, runs) = run_with_fault(&s, rule(Trigger::Commit, Action::CutAfterReply), 10).await;
-    assert_eq!((committed.len(), runs), (10, 10));
-    assert_exactly_once(&s, &committed).await;
+    let why = "the reply arrived before the cut: nothing to retry";
+    ten_through_a_fault("after-reply", Trigger::Commit, Action::CutAfterReply, 10, why).await;
 }
 
 /// Warms one connection, then arms the proxy to drop the next COMMIT's reply and to refuse

@@ -11,6 +11,7 @@
 //!   `deadlines`: the task that fails waiters whose time is up; `maintenance`: the
 //!   once-a-second upkeep; `unanswered`: connections whose requests get no answer;
 //! - `lanes`: connections shared by [`Pool::query`]; `pooled`: a connection on loan;
+//!   `statements`: statements prepared once per connection, typed and untyped;
 //!   `metrics` and `status`: what the pool reports.
 //!
 //! Locking rule: the internals lock is never held across an `.await`, and nothing that can
@@ -30,6 +31,7 @@ pub(crate) mod pooled;
 mod release;
 mod reset;
 mod slot;
+mod statements;
 pub(crate) mod status;
 mod unanswered;
 
@@ -51,7 +53,9 @@ use lanes::Lanes;
 use metrics::PoolMetrics;
 use pooled::PooledConnection;
 use slot::{CloseReason, Slot};
+use statements::Params;
 use status::PoolStatus;
+use std::collections::HashMap;
 use unanswered::Watch;
 
 /// A pool of tapped PostgreSQL connections that never hands out a dirty or dead one.
@@ -166,28 +170,53 @@ impl Pool {
     /// far cheaper than a connection each; statements that could leave state behind
     /// (anything not starting with SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES or
     /// TABLE) take a connection of their own. The statement is prepared once per
-    /// connection; the same `sql` must always come with the same parameter types.
-    pub async fn query(
+    /// connection, its parameters' types those the server infers (`$1::int8` in the SQL
+    /// says which when it cannot tell).
+    pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PoolError> {
+        self.rows(sql, Params::Untyped(params)).await
+    }
+
+    /// Like [`query`](Self::query), with each parameter's type given (as tokio-postgres's
+    /// `query_typed`): the statement is prepared for those types, and cached per text and
+    /// types.
+    pub async fn query_typed(
         &self,
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, PoolError> {
+        self.rows(sql, Params::Typed(params)).await
+    }
+
+    /// Like [`query`](Self::query), returning the number of rows affected.
+    pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PoolError> {
+        self.affected(sql, Params::Untyped(params)).await
+    }
+
+    /// Like [`query_typed`](Self::query_typed), returning the number of rows affected.
+    pub async fn execute_typed(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<u64, PoolError> {
+        self.affected(sql, Params::Typed(params)).await
+    }
+
+    async fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, PoolError> {
         if !self.shares(sql) {
-            return Ok(self.get().await?.query_cached(sql, params).await?);
+            return Ok(self.get().await?.rows(sql, params).await?);
         }
         let mut seat = self.seat().await?;
-        let rows = seat.conn.query_cached(sql, params).await;
+        let rows = seat.conn.rows(sql, params).await;
         seat.answered = true;
         Ok(rows?)
     }
 
-    /// Like [`query`](Self::query), returning the number of rows affected.
-    pub async fn execute(&self, sql: &str, params: &[(&(dyn ToSql + Sync), Type)]) -> Result<u64, PoolError> {
+    async fn affected(&self, sql: &str, params: Params<'_>) -> Result<u64, PoolError> {
         if !self.shares(sql) {
-            return Ok(self.get().await?.execute_cached(sql, params).await?);
+            return Ok(self.get().await?.affected(sql, params).await?);
         }
         let mut seat = self.seat().await?;
-        let affected = seat.conn.execute_cached(sql, params).await;
+        let affected = seat.conn.affected(sql, params).await;
         seat.answered = true;
         Ok(affected?)
     }
@@ -221,6 +250,9 @@ pub(crate) struct Shared {
     pub(crate) watch: Watch,
     /// Wakes stalled connects to check whether they were given up.
     pub(crate) give_up: Notify,
+    /// Behind a transaction-mode pooler: the parameter types the server inferred for
+    /// untyped statements, by SQL text.
+    pooler_types: Mutex<HashMap<String, Vec<Type>>>,
 }
 
 impl Drop for Shared {
@@ -240,6 +272,22 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Parameter types learned for `sql` behind a transaction-mode pooler.
+    pub(crate) fn pooler_types(&self, sql: &str) -> Option<Vec<Type>> {
+        self.pooler_types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned()
+    }
+
+    pub(crate) fn remember_pooler_types(&self, sql: &str, types: &[Type]) {
+        self.pooler_types
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sql.to_string(), types.to_vec());
+    }
+
     pub(crate) fn new(config: PoolConfig, runtime: Handle) -> Shared {
         Shared {
             metrics: PoolMetrics::new(&config.name),
@@ -255,6 +303,7 @@ impl Shared {
             lanes: Lanes::default(),
             deadline_keeper: Arc::new(Notify::new()),
             warned_named: AtomicBool::new(false),
+            pooler_types: Mutex::new(HashMap::new()),
         }
     }
 

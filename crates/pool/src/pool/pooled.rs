@@ -3,17 +3,14 @@
 //! mid-query) returns it through the same path, which decides from the wire state what
 //! must happen before anyone else gets it.
 
-use futures_util::TryStreamExt;
 use holdfast_wire::{CoarseInstant, WireState};
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Client;
 
 use super::slot::{CloseReason, Slot};
 use super::{Pool, Shared};
 use crate::connect::Connection;
-use crate::error::PoolError;
 
 /// A pooled connection. Use it as a `tokio_postgres::Client`; drop it to give it back.
 #[derive(Debug)]
@@ -67,85 +64,12 @@ impl PooledConnection {
         &self.slot().conn
     }
 
-    /// Prepares `sql` once per connection and reuses the statement afterwards (one round
-    /// trip the first time on each connection, none after).
-    ///
-    /// Behind a transaction-mode pooler this is refused with
-    /// [`PoolError::NotThroughPooler`]: a named statement lives on one server connection, and
-    /// the next transaction may run on another. Use [`query_cached`](Self::query_cached) and
-    /// [`execute_cached`](Self::execute_cached), which work in both places.
-    pub async fn prepare_cached(&self, sql: &str) -> Result<tokio_postgres::Statement, PoolError> {
-        if self.behind_pooler() {
-            return Err(PoolError::NotThroughPooler {
-                feature: "prepare_cached",
-                instead:
-                    "use query_cached / execute_cached (unnamed statements), or prepare inside a transaction",
-            });
-        }
-        Ok(self.cached_statement(sql, &[]).await?)
-    }
-
-    /// Runs `sql` with parameters given with their types and returns its rows: on a direct
-    /// connection through a statement prepared once per connection (no parse after the
-    /// first time); behind a transaction-mode pooler as an unnamed statement (parse, bind
-    /// and execute in one round trip), the only kind that works there. The same `sql` must
-    /// always come with the same parameter types.
-    pub async fn query_cached(
-        &self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        if self.behind_pooler() {
-            return self.query_typed(sql, params).await;
-        }
-        let statement = self.cached_statement(sql, params).await?;
-        self.query(&statement, &values(params)).await
-    }
-
-    /// Like [`query_cached`](Self::query_cached), returning the number of rows affected.
-    pub async fn execute_cached(
-        &self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<u64, tokio_postgres::Error> {
-        if self.behind_pooler() {
-            let rows = self
-                .query_typed_raw(sql, params.iter().map(|(value, ty)| (*value, ty.clone())))
-                .await?;
-            futures_util::pin_mut!(rows);
-            while rows.try_next().await?.is_some() {}
-            return Ok(rows.rows_affected().unwrap_or(0));
-        }
-        let statement = self.cached_statement(sql, params).await?;
-        self.execute(&statement, &values(params)).await
-    }
-
-    fn behind_pooler(&self) -> bool {
+    pub(super) fn behind_pooler(&self) -> bool {
         self.shared.config.connect.get_pooler().is_transaction()
     }
 
-    async fn cached_statement(
-        &self,
-        sql: &str,
-        params: &[(&(dyn ToSql + Sync), Type)],
-    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
-        let slot = self.slot();
-        let cached = slot
-            .statements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sql)
-            .cloned();
-        if let Some(statement) = cached {
-            return Ok(statement);
-        }
-        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
-        let statement = slot.conn.prepare_typed(sql, &types).await?;
-        slot.statements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sql.to_string(), statement.clone());
-        Ok(statement)
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The connection's id within the pool.
@@ -153,7 +77,7 @@ impl PooledConnection {
         self.slot().id
     }
 
-    fn slot(&self) -> &Slot {
+    pub(super) fn slot(&self) -> &Slot {
         match &self.slot {
             Some(slot) => slot,
             // Only `discard`/`into_slot` empty it, and both consume or end the loan.
@@ -206,8 +130,4 @@ impl Drop for PooledConnection {
                 .release(slot, self.errors_at_checkout, self.since.elapsed());
         }
     }
-}
-
-fn values<'a>(params: &'a [(&'a (dyn ToSql + Sync), Type)]) -> Vec<&'a (dyn ToSql + Sync)> {
-    params.iter().map(|(value, _)| *value).collect()
 }

@@ -1,8 +1,6 @@
 //! A connection the pool owns, with what the pool knows about it, and why the pool closes
 //! one.
 
-use std::collections::HashMap;
-
 use holdfast_wire::CoarseInstant;
 
 use crate::connect::Connection;
@@ -19,10 +17,8 @@ pub(crate) struct Slot {
     pub(crate) recycle_at: Option<CoarseInstant>,
     /// When it last came back to the idle set.
     pub(crate) idle_since: CoarseInstant,
-    /// Statements prepared on this connection by `prepare_cached`, by SQL text (hashed with
-    /// foldhash: SipHash over a kilobyte of SQL on every call showed in profiles).
-    pub(crate) statements:
-        std::sync::Mutex<HashMap<String, tokio_postgres::Statement, foldhash::fast::RandomState>>,
+    /// Statements prepared on this connection, by SQL text and parameter types.
+    pub(crate) statements: std::sync::Mutex<super::statements::StatementCache>,
 }
 
 impl Slot {

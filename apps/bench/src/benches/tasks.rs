@@ -141,8 +141,29 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Ok::<_, Box<dyn std::error::Error>>(())
         })?;
         let mut line = format!("{n:<9}");
-        for side in rates.iter_mut() {
-            line += &format!("{:>13.0}", median(side));
+        let workers = format!("{n} workers");
+        for (i, side) in rates.iter_mut().enumerate() {
+            let rate = median(side);
+            line += &format!("{rate:>13.0}");
+            if rate.is_finite() {
+                crate::report::record(
+                    "throughput",
+                    &format!("{} tasks/s", SIDES[i]),
+                    &workers,
+                    rate,
+                    "tasks/s",
+                );
+            }
+        }
+        for (row, values) in [
+            ("holdfast / pgbench", &mut ratios),
+            ("holdfast / tokio-postgres", &mut ratios_raw),
+            ("lean / pgbench", &mut ratios_lean),
+        ] {
+            let ratio = median(values);
+            if ratio.is_finite() {
+                crate::report::record("throughput", row, &workers, ratio, "ratio");
+            }
         }
         line += &format!(
             "{:>12.3}{:>9.3}..{:.3}{:>13.3}{:>14.3}",
@@ -159,8 +180,14 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .chain(user_us.iter_mut())
             .chain(server_us.iter_mut())
             .chain(machine_us.iter_mut());
-        for per_side in all {
-            line += &format!("{:>17.1}", median(per_side));
+        for (j, per_side) in all.enumerate() {
+            let us = median(per_side);
+            line += &format!("{us:>17.1}");
+            let what = ["client", "user", "server", "machine"][j / SIDES.len()];
+            if us.is_finite() {
+                let row = format!("{what} CPU per task, {}", SIDES[j % SIDES.len()]);
+                crate::report::record("cpu", &row, &workers, us, "us");
+            }
         }
         cpu_lines.push(line);
     }

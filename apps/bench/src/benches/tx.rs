@@ -50,7 +50,7 @@ async fn hand_written(pool: &Pool, n: usize) -> Result<(), Box<dyn std::error::E
         let conn = pool.get().await?;
         let key = i as i32;
         conn.batch_execute("BEGIN").await?;
-        conn.execute_cached(INSERT, &[(&key, Type::INT4)]).await?;
+        conn.execute_typed_cached(INSERT, &[(&key, Type::INT4)]).await?;
         conn.batch_execute("COMMIT").await?;
     }
     Ok(())
@@ -66,7 +66,7 @@ async fn with_transaction(
         pool.transaction(options, move |tx| {
             Box::pin(async move {
                 tx.connection()
-                    .execute_cached(INSERT, &[(&key, Type::INT4)])
+                    .execute_typed_cached(INSERT, &[(&key, Type::INT4)])
                     .await
             })
         })
@@ -190,14 +190,28 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "{name:<32}{:>12.0}{:>12.0}{:>12.0}{:>14.2}",
                 r.median, r.p10, r.p90, rt
             );
+            let row = name.trim();
+            crate::report::record("transactions", row, "median", r.median, "tx/s");
+            crate::report::record("transactions", row, "p10", r.p10, "tx/s");
+            crate::report::record("transactions", row, "p90", r.p90, "tx/s");
+            crate::report::record("transactions", row, "round trips", *rt, "round trips");
         }
         let tx = Spread::of(&mut ratios);
+        crate::report::record(
+            "ratios",
+            "pool.transaction / hand-written",
+            "median",
+            tx.median,
+            "ratio",
+        );
         println!(
             "ratio transaction / hand-written, per round: {tx}; cost {:+.2}%; extra round trips {:+.2}",
             tx.cost_percent(),
             tx_rt - hand_rt
         );
         let unresolved = Spread::of(&mut unresolved_ratios);
+        let row = "without commit resolution / hand-written";
+        crate::report::record("ratios", row, "median", unresolved.median, "ratio");
         println!(
             "ratio without commit resolution / hand-written: {unresolved}; cost {:+.2}%",
             unresolved.cost_percent()
@@ -209,8 +223,16 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         {
             let r = Spread::of(&mut sql_rates[i]);
             println!("{name:<36}{:>8.0}{:>12.0}{:>12.0}", r.median, r.p10, r.p90);
+            crate::report::record("pgbench", name, "median", r.median, "tx/s");
         }
         let sql = Spread::of(&mut sql_ratios);
+        crate::report::record(
+            "ratios",
+            "pgbench with xid / without",
+            "median",
+            sql.median,
+            "ratio",
+        );
         println!(
             "ratio with xid / without, per round: {sql}; the xid read costs the server {:+.2}%",
             sql.cost_percent()

@@ -24,9 +24,15 @@ pub struct Args {
     /// Alternating rounds per concurrency level.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Sections to run (a to e).
-    #[arg(long, default_value = "abcde")]
-    sections: String,
+    /// Sections to run: acquire (acquire + release), select (acquire + SELECT 1 + release,
+    /// and pool.query), faults (errors after terminate and restart), round-trips (per
+    /// checkout), forgotten (a raw BEGIN given back).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "acquire,select,faults,round-trips,forgotten"
+    )]
+    sections: Vec<String>,
     /// Only these contenders (comma-separated: holdfast, deadpool-fast, deadpool-verified,
     /// bb8, sqlx, raw); all by default.
     #[arg(long, value_delimiter = ',')]
@@ -67,27 +73,31 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             args.rounds,
             args.secs,
             if args.split {
-                "server on CPU 0, clients on CPU 1 (a restart in section c starts the server on CPU 1)"
+                "server on CPU 0, clients on CPU 1 (a restart in section faults starts the server on CPU 1)"
             } else {
                 "client and server share both CPUs"
             }
         );
-        let on = |s: &str| args.sections.contains(s);
-        if on("a") {
-            throughput(&cluster, &args, "a", "acquire + release, no query", &[1, 64], Op::AcquireRelease).await?;
-        }
-        if on("b") {
-            let title = "acquire + prepared SELECT 1 + release";
-            throughput(&cluster, &args, "b", title, &[1, 16, 64, 256], Op::SelectOne).await?;
-        }
-        if on("c") {
-            faults(&cluster, &args).await?;
-        }
-        if on("d") {
-            round_trips(&cluster, &args).await?;
-        }
-        if on("e") {
-            forgotten_transactions(&cluster, &args).await?;
+        for section in &args.sections {
+            match section.as_str() {
+                "acquire" => {
+                    let title = "acquire + release, no query";
+                    throughput(&cluster, &args, "acquire", title, &[1, 64], Op::AcquireRelease).await?;
+                }
+                "select" => {
+                    let title = "acquire + prepared SELECT 1 + release";
+                    throughput(&cluster, &args, "select", title, &[1, 16, 64, 256], Op::SelectOne).await?;
+                }
+                "faults" => faults(&cluster, &args).await?,
+                "round-trips" => round_trips(&cluster, &args).await?,
+                "forgotten" => forgotten_transactions(&cluster, &args).await?,
+                other => {
+                    return Err(format!(
+                        "--sections: unknown section {other:?}; accepted: acquire, select, faults, round-trips, forgotten"
+                    )
+                    .into())
+                }
+            }
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
@@ -131,7 +141,7 @@ async fn throughput(
         ));
     }
     println!(
-        "({section}) {title}: operations per second, median of {} rounds",
+        "[{section}] {title}: operations per second, median of {} rounds",
         args.rounds
     );
     print!("{:<34}", "tasks");
@@ -159,8 +169,15 @@ async fn throughput(
     }
     for (k, kind) in kinds.iter().enumerate() {
         print!("{:<34}", kind.name());
-        for rate in &table[k] {
+        for (li, rate) in table[k].iter().enumerate() {
             print!("{:>11.0}", rate);
+            crate::report::record(
+                section,
+                kind.name(),
+                &format!("{} tasks", levels[li]),
+                *rate,
+                "ops/s",
+            );
         }
         println!();
     }
@@ -187,9 +204,12 @@ async fn throughput(
             if against.iter().all(|v| *v == 0.0) {
                 continue;
             }
-            print!("{:<34}", format!("{} / {label}", ours.tag()));
+            let row = format!("{} / {label}", ours.tag());
+            print!("{row:<34}");
             for li in 0..levels.len() {
-                print!("{:>11.3}", table[h][li] / against[li]);
+                let ratio = table[h][li] / against[li];
+                print!("{ratio:>11.3}");
+                crate::report::record(section, &row, &format!("{} tasks", levels[li]), ratio, "ratio");
             }
             println!();
         }
@@ -243,9 +263,9 @@ async fn measure(contender: &Arc<Contender>, tasks: usize, window: Duration, op:
     Ok(done.load(Ordering::Relaxed) as f64 / elapsed)
 }
 
-/// (c) Errors callers see: after every backend is terminated, and after a server restart.
+/// [faults] Errors callers see: after every backend is terminated, and after a server restart.
 async fn faults(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
-    println!("(c) errors seen by callers in 200 acquire + SELECT 1 right after the fault (warm pools)");
+    println!("[faults] errors seen by callers in 200 acquire + SELECT 1 right after the fault (warm pools)");
     println!("{:<18}{:>22}{:>22}", "", "terminate backends", "server restart");
     for kind in args.kinds() {
         // Raw clients do not reconnect: a fresh set for each fault.
@@ -260,6 +280,20 @@ async fn faults(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
         tokio::task::block_in_place(|| cluster.restart(StopMode::Fast)).map_err(|e| e.to_string())?;
         let after_restart = errors_in(&c, 200).await;
         println!("{:<18}{:>22}{:>22}", kind.name(), after_terminate, after_restart);
+        crate::report::record(
+            "faults",
+            kind.name(),
+            "terminate backends",
+            after_terminate as f64,
+            "count",
+        );
+        crate::report::record(
+            "faults",
+            kind.name(),
+            "server restart",
+            after_restart as f64,
+            "count",
+        );
         c.close().await;
     }
     println!();
@@ -317,11 +351,13 @@ fn terminate_all(cluster: &TempCluster, app: &str) -> BenchResult<()> {
     })
 }
 
-/// (d) Requests (round trips) each pool sends per checkout and return, counted by a relay.
+/// [round-trips] Requests (round trips) each pool sends per checkout and return, counted by a relay.
 async fn round_trips(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
     let relay = Relay::start(cluster.port()).await.map_err(|e| e.to_string())?;
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port);
-    println!("(d) round trips per checkout + return (pool of 1, connection reused; counted by a relay)");
+    println!(
+        "[round-trips] round trips per checkout + return (pool of 1, connection reused; counted by a relay)"
+    );
     println!(
         "{:<18}{:>16}{:>32}",
         "", "no query", "with one SELECT 1 (minus it)"
@@ -341,16 +377,24 @@ async fn round_trips(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
         }
         let with_query = (relay.requests() - before) as f64 / n as f64 - 1.0;
         println!("{:<18}{:>16.2}{:>32.2}", kind.name(), bare, with_query);
+        crate::report::record("round-trips", kind.name(), "no query", bare, "round trips");
+        crate::report::record(
+            "round-trips",
+            kind.name(),
+            "with SELECT 1 (minus it)",
+            with_query,
+            "round trips",
+        );
         c.close().await;
     }
     println!();
     Ok(())
 }
 
-/// (e) A caller runs a raw BEGIN and gives the connection back: does the next user get a
+/// [forgotten] A caller runs a raw BEGIN and gives the connection back: does the next user get a
 /// connection inside that transaction?
 async fn forgotten_transactions(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
-    println!("(e) raw BEGIN, connection given back: does the next user inherit the transaction? (pool of 1)");
+    println!("[forgotten] raw BEGIN, connection given back: does the next user inherit the transaction? (pool of 1)");
     let (admin, driver) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls)
         .await
         .map_err(|e| e.to_string())?;
@@ -363,6 +407,14 @@ async fn forgotten_transactions(cluster: &TempCluster, args: &Args) -> BenchResu
             "{:<18}{:>8}",
             kind.name(),
             if inherited { "LEAKS" } else { "never" }
+        );
+        let leaked = if inherited { 1.0 } else { 0.0 };
+        crate::report::record(
+            "forgotten",
+            kind.name(),
+            "next user inherits the transaction",
+            leaked,
+            "count",
         );
         c.close().await;
     }

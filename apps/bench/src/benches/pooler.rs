@@ -50,7 +50,7 @@ async fn caller(pool: Pool, work: Work, operations: usize, offset: usize) -> Res
         match work {
             Work::Read => {
                 let conn = pool.get().await.map_err(|e| e.to_string())?;
-                conn.query_cached(
+                conn.query_typed_cached(
                     "SELECT key, label FROM items WHERE key = $1",
                     &[(&key, Type::INT4)],
                 )
@@ -61,7 +61,7 @@ async fn caller(pool: Pool, work: Work, operations: usize, offset: usize) -> Res
                 pool.transaction(TxOptions::new(), move |tx| {
                     Box::pin(async move {
                         tx.connection()
-                            .execute_cached(
+                            .execute_typed_cached(
                                 "UPDATE items SET hits = hits + 1 WHERE key = $1",
                                 &[(&key, Type::INT4)],
                             )

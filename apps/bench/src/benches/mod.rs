@@ -1,0 +1,10 @@
+//! One module per subcommand, named after it.
+
+pub mod api;
+pub mod pooler;
+pub mod pools;
+pub mod proxy;
+pub mod tap;
+pub mod tasks;
+pub mod tls;
+pub mod tx;
