@@ -12,9 +12,8 @@ pub use connect::{
 };
 pub use error::{db_error_text, pg_error_text, ConfigError, ConnectError, PoolError, TlsProblem};
 pub use holdfast_wire::{CommitState, Liveness, Snapshot, TxStatus, WireState};
-pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout, AUTO_GRACE, MAX_CONNECTIONS};
+pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout};
 pub use pool::pooled::PooledConnection;
 pub use pool::status::PoolStatus;
 pub use pool::Pool;
-pub use pool::LANE_TERM;
 pub use settings::{ProcessEnv, Source};

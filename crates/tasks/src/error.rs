@@ -44,3 +44,17 @@ impl From<holdfast_tx::TxError<tokio_postgres::Error>> for TaskError {
         TaskError::Transaction(e)
     }
 }
+
+/// So that a transaction closure can return a queue's error (`queue.enqueue(tx, ..).await`)
+/// and still be retried when the cause is one a retry can fix.
+impl holdfast_tx::ClassifyError for TaskError {
+    fn error_class(&self) -> holdfast_tx::ErrorClass {
+        match self {
+            TaskError::Database(e) => holdfast_tx::classify(e),
+            TaskError::Pool(e) => holdfast_tx::ClassifyError::error_class(e),
+            TaskError::Transaction(e) => holdfast_tx::ClassifyError::error_class(e),
+            TaskError::TimedOut { .. } => holdfast_tx::ErrorClass::Disconnected,
+            TaskError::InvalidSchema(_) | TaskError::Config(_) => holdfast_tx::ErrorClass::Permanent,
+        }
+    }
+}

@@ -20,7 +20,6 @@ pub use context::{TaskContext, TaskFailure};
 pub use error::TaskError;
 pub use queue::Queue;
 pub use rescuer::Rescuer;
-pub use schema::{check_schema_name, latest_version, migrate};
 pub use settings::SETTINGS;
 pub use task::{NewTask, TaskId, TaskRecord, TaskState};
 pub use worker::{Worker, WorkerHandle, WorkerPools};

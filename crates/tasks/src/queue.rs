@@ -185,7 +185,9 @@ impl Queue {
     }
 
     /// The text of the claim statement for up to `limit` tasks, as workers run it (parameters:
-    /// `$1` owner, `$2` lease token, `$3` lease in milliseconds), for EXPLAIN and benchmarks.
+    /// `$1` owner, `$2` lease token, `$3` lease in milliseconds). Not part of the API: for
+    /// holdfast-bench, which runs the same statements on other clients.
+    #[doc(hidden)]
     pub fn claim_sql(&self, limit: i64) -> String {
         if limit <= 1 {
             return self.sql.claim_one.to_string();
@@ -194,7 +196,8 @@ impl Queue {
     }
 
     /// The text of the final write of a task that succeeded (parameters: `$1` id, `$2`
-    /// attempt, `$3` lease token), for EXPLAIN and benchmarks.
+    /// attempt, `$3` lease token). Not part of the API: for holdfast-bench.
+    #[doc(hidden)]
     pub fn succeed_sql(&self) -> &str {
         &self.sql.succeed
     }

@@ -102,11 +102,6 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<Vec<i32>, Task
     Ok(applied)
 }
 
-/// The latest schema version this build knows.
-pub fn latest_version() -> i32 {
-    MIGRATIONS.len() as i32
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

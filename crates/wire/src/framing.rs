@@ -27,8 +27,6 @@ const MAX_MESSAGE_LEN: u32 = 0x4000_0000 + 64;
 pub const SSL_REQUEST_CODE: u32 = 80_877_103;
 /// Request code of a `GSSENCRequest` start-up packet.
 pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
-/// Request code of a `CancelRequest` start-up packet.
-pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 
 /// Which side of the conversation a byte stream comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-pub mod clock;
-pub mod framing;
+mod clock;
+mod framing;
 mod observer;
 mod state;
 mod tag_cell;
@@ -10,7 +10,9 @@ mod tap;
 mod tracker;
 
 pub use clock::CoarseInstant;
-pub use framing::{Direction, Frame, Framer, Malformed, Tag, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
+pub use framing::{
+    Direction, Frame, Framer, Malformed, Tag, GSSENC_REQUEST_CODE, PREFIX_MAX, SSL_REQUEST_CODE,
+};
 pub use observer::Observer;
 pub use state::{CommitState, Liveness, Snapshot, TxStatus, WireState};
 pub use tap::Tap;

@@ -263,7 +263,7 @@ async fn measure(contender: &Arc<Contender>, tasks: usize, window: Duration, op:
     Ok(done.load(Ordering::Relaxed) as f64 / elapsed)
 }
 
-/// [faults] Errors callers see: after every backend is terminated, and after a server restart.
+/// Section `faults`: Errors callers see: after every backend is terminated, and after a server restart.
 async fn faults(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
     println!("[faults] errors seen by callers in 200 acquire + SELECT 1 right after the fault (warm pools)");
     println!("{:<18}{:>22}{:>22}", "", "terminate backends", "server restart");
@@ -351,7 +351,7 @@ fn terminate_all(cluster: &TempCluster, app: &str) -> BenchResult<()> {
     })
 }
 
-/// [round-trips] Requests (round trips) each pool sends per checkout and return, counted by a relay.
+/// Section `round-trips`: Requests (round trips) each pool sends per checkout and return, counted by a relay.
 async fn round_trips(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
     let relay = Relay::start(cluster.port()).await.map_err(|e| e.to_string())?;
     let url = format!("postgres://postgres@127.0.0.1:{}/postgres", relay.port);
@@ -391,7 +391,7 @@ async fn round_trips(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
     Ok(())
 }
 
-/// [forgotten] A caller runs a raw BEGIN and gives the connection back: does the next user get a
+/// Section `forgotten`: A caller runs a raw BEGIN and gives the connection back: does the next user get a
 /// connection inside that transaction?
 async fn forgotten_transactions(cluster: &TempCluster, args: &Args) -> BenchResult<()> {
     println!("[forgotten] raw BEGIN, connection given back: does the next user inherit the transaction? (pool of 1)");

@@ -90,12 +90,18 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let r = Spread::of(&mut rates[i]);
             medians[i] = r.median;
             println!("{name:<16} {:>12.0} {:>12.0} {:>12.0}", r.median, r.p10, r.p90);
+            crate::report::record("SELECT 1", name, "median", r.median, "q/s");
+            crate::report::record("SELECT 1", name, "p10", r.p10, "q/s");
+            crate::report::record("SELECT 1", name, "p90", r.p90, "q/s");
         }
         let ratio = Spread::of(&mut ratios);
         println!(
             "throughput ratio tap / plain, per round: {ratio}; tap cost {:+.2}%",
             ratio.cost_percent()
         );
+        crate::report::record("SELECT 1", "tap / plain", "median", ratio.median, "ratio");
+        crate::report::record("SELECT 1", "tap / plain", "p10", ratio.p10, "ratio");
+        crate::report::record("SELECT 1", "tap / plain", "p90", ratio.p90, "ratio");
         let snap = tapped[0].state().snapshot();
         println!(
             "tap observed on pair 0: {} messages sent, {} received, {} ReadyForQuery, status {:?}",
@@ -106,6 +112,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "tap CPU time on the same bytes without I/O: {ns:.0} ns per round trip = {:.2}% of a plain round trip",
             ns * medians[0] / 1e9 * 100.0
         );
+        crate::report::record("tap CPU without I/O", "per round trip", "time", ns, "ns");
         Ok(())
     })
 }

@@ -141,9 +141,6 @@ pub struct PoolConfig {
     pub name: String,
 }
 
-/// Largest accepted `DB_POOL_SIZE` and `DB_MAX_OVERFLOW`.
-pub const MAX_CONNECTIONS: usize = table::MAX_CONNECTIONS as usize;
-
 impl PoolConfig {
     /// The defaults of [`settings::table`](crate::settings::table) for connections described
     /// by `connect`.
@@ -473,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn incident_defaults_from_a_bare_environment() {
+    fn defaults_from_a_bare_environment() {
         let c = PoolConfig::from_source(&[("DATABASE_URL", "postgres://app@db:5432/app")]).expect("config");
         assert_eq!((c.pool_size, c.max_overflow), (5, 10));
         assert_eq!(c.recycle, Some(Duration::from_secs(300)));

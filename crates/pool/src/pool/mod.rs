@@ -23,7 +23,6 @@ pub(crate) mod config;
 mod deadlines;
 mod internals;
 mod lanes;
-pub use lanes::LANE_TERM;
 mod maintenance;
 mod metrics;
 mod opener;

@@ -498,13 +498,19 @@ pub fn markdown_table(settings: &[&dyn Describe]) -> String {
             "| `{}` | `{}` | {} | {} | {} | {} |\n",
             s.env(),
             s.name(),
-            s.default_text(),
+            escape(&s.default_text()),
             s.unit(),
-            s.accepted(),
-            s.doc()
+            escape(&s.accepted()),
+            escape(s.doc())
         ));
     }
     out
+}
+
+/// Brackets escaped, so that Markdown (and rustdoc, which reads the READMEs) shows them as
+/// written instead of taking them for links.
+fn escape(text: &str) -> String {
+    text.replace('[', "\\[").replace(']', "\\]")
 }
 
 /// Checks that `readme` holds `table` between the lines `<!-- settings:{name} -->` and
