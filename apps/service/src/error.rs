@@ -47,7 +47,7 @@ pub enum ServiceError {
 
 impl ServiceError {
     /// A statement failure, saying what was being done.
-    pub fn database(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> ServiceError {
+    pub fn database(what: &'static str) -> impl Fn(tokio_postgres::Error) -> ServiceError + Copy {
         move |error| ServiceError::Database { what, error }
     }
 

@@ -1,19 +1,10 @@
-//! The `holdfast` binary's library: each subcommand is a module that does the work; `main.rs`
-//! only parses the command line.
+//! The `holdfast` binary's library, in two parts that do not depend on each other's insides:
+//! [`service`], the reference service (`holdfast serve`: the API and the assembly workers),
+//! and [`harness`], what drives and checks a service from outside (`holdfast load`, its
+//! `demo` preset, and the `holdfast faults` proxy). `main.rs` only parses the command line.
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod api_error;
-pub mod assembly;
-pub mod config;
-pub mod db_target;
-pub mod demo;
-pub mod domain;
 pub mod error;
-pub mod fault_control;
-pub mod http_client;
-pub mod load;
+pub mod harness;
 pub mod logging;
-pub mod prom;
-pub mod schema;
-pub mod serve;
+pub mod service;

@@ -12,14 +12,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Play the incident's smoke test against a throwaway database with faults, and report.
-    Demo(holdfast_service::demo::DemoArgs),
+    /// A short load run with a kill and a restart: `holdfast load`'s preset for a first look.
+    Demo(holdfast_service::harness::demo::DemoArgs),
     /// Drive the service with assemblies, API clients and a fault plan; check and report.
-    Load(holdfast_service::load::LoadArgs),
+    Load(holdfast_service::harness::load::LoadArgs),
     /// Run the episode-assembly service: HTTP API and assembly workers.
-    Serve(holdfast_service::config::ServeArgs),
+    Serve(holdfast_service::service::config::ServeArgs),
     /// Run the fault-injection proxy with an HTTP+JSON control port.
-    Faults(holdfast_service::fault_control::Args),
+    Faults(holdfast_service::harness::fault_control::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,51 +32,50 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Command::Demo(args) = cli.command {
-        return match runtime.block_on(holdfast_service::demo::run(args)) {
-            Ok(report) => {
-                print!("{}", report.render());
-                if report.passed() {
-                    std::process::ExitCode::SUCCESS
-                } else {
-                    std::process::ExitCode::FAILURE
-                }
-            }
-            Err(e) => {
-                eprintln!("holdfast demo: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
-    }
-    if let Command::Load(args) = cli.command {
-        let report_path = args.report.clone();
-        return match runtime.block_on(holdfast_service::load::run(args)) {
-            Ok(report) => {
-                print!("{}", report.render_text());
-                println!(
-                    "report: {} (data: {})",
-                    report_path.display(),
-                    report_path.with_extension("json").display()
-                );
-                if report.passed {
-                    std::process::ExitCode::SUCCESS
-                } else {
-                    std::process::ExitCode::FAILURE
-                }
-            }
-            Err(e) => {
-                eprintln!("holdfast load: {e}");
-                std::process::ExitCode::from(2)
-            }
-        };
-    }
+    let (report_path, name, run) = match cli.command {
+        Command::Demo(args) => (args.report.clone(), "demo", Run::Demo(args)),
+        Command::Load(args) => (args.report.clone(), "load", Run::Load(args)),
+        Command::Serve(args) => {
+            let served = runtime.block_on(holdfast_service::service::serve::run(args, shutdown_signal()));
+            return exit(served);
+        }
+        Command::Faults(args) => {
+            let ran = runtime.block_on(holdfast_service::harness::fault_control::run(
+                args,
+                shutdown_signal(),
+            ));
+            return exit(ran);
+        }
+    };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Demo(_) | Command::Load(_) => Ok(()),
-            Command::Serve(args) => holdfast_service::serve::run(args, shutdown_signal()).await,
-            Command::Faults(args) => holdfast_service::fault_control::run(args, shutdown_signal()).await,
+        match run {
+            Run::Demo(args) => holdfast_service::harness::demo::run(args).await,
+            Run::Load(args) => holdfast_service::harness::load::run(args).await,
         }
     });
+    match result {
+        Ok(report) => {
+            print!("{}", report.render_text());
+            println!(
+                "report: {} (data: {})",
+                report_path.display(),
+                report_path.with_extension("json").display()
+            );
+            if report.passed {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("holdfast {name}: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// The exit code of `serve` or `faults`.
+fn exit(result: Result<(), holdfast_service::error::ServiceError>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -84,6 +83,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A load run, or the demo's preset of one.
+enum Run {
+    Demo(holdfast_service::harness::demo::DemoArgs),
+    Load(holdfast_service::harness::load::LoadArgs),
 }
 
 /// Completes on Ctrl-C or SIGTERM.

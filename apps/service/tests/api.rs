@@ -10,10 +10,10 @@ use holdfast::pool::{ConnectConfig, PoolConfig};
 use holdfast::tasks::settings as task_settings;
 use holdfast::tasks::{Queue, TaskState};
 use holdfast::Pool;
-use holdfast_service::api::{app, AppState};
-use holdfast_service::api_error::ApiError;
-use holdfast_service::config::{self, ServeArgs};
-use holdfast_service::serve::Service;
+use holdfast_service::service::api::{app, AppState};
+use holdfast_service::service::api_error::ApiError;
+use holdfast_service::service::config::{self, ServeArgs};
+use holdfast_service::service::serve::Service;
 use holdfast_testkit::cluster;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -43,7 +43,7 @@ fn router(service: &Service) -> axum::Router {
     app(AppState {
         pool: service.api_pool().clone(),
         queue: service.queue().clone(),
-        metrics: holdfast_service::serve::prometheus(),
+        metrics: holdfast_service::service::serve::prometheus(),
         request_timeout: Duration::from_secs(10),
     })
 }
@@ -364,7 +364,7 @@ async fn shutdown_releases_running_assemblies_for_another_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_database_never_answers_is_cut_off_by_the_request_timeout() {
     let db = cluster().create_database().expect("database");
-    let target = holdfast_service::db_target::Target::parse(&db.url).expect("url");
+    let target = holdfast_service::harness::db_target::Target::parse(&db.url).expect("url");
     let proxy = holdfast_faults::FaultProxy::start_local(target.resolve().await.expect("address"))
         .await
         .expect("proxy");

@@ -29,7 +29,7 @@ async fn call(router: axum::Router, method: &str, path: &str, body: &str) -> (St
 async fn control_api_sets_reads_and_clears_faults() {
     let upstream = SocketAddr::from(([127, 0, 0, 1], cluster().port()));
     let proxy = Arc::new(FaultProxy::start_local(upstream).await.expect("proxy"));
-    let router = holdfast_service::fault_control::router(Arc::clone(&proxy));
+    let router = holdfast_service::harness::fault_control::router(Arc::clone(&proxy));
 
     let (status, body) = call(
         router.clone(),
@@ -58,7 +58,7 @@ async fn control_api_sets_reads_and_clears_faults() {
 async fn bad_requests_get_clear_json_errors() {
     let upstream = SocketAddr::from(([127, 0, 0, 1], cluster().port()));
     let proxy = Arc::new(FaultProxy::start_local(upstream).await.expect("proxy"));
-    let router = holdfast_service::fault_control::router(Arc::clone(&proxy));
+    let router = holdfast_service::harness::fault_control::router(Arc::clone(&proxy));
     let (status, body) = call(router.clone(), "PUT", "/faults", "{not json").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");

@@ -7,10 +7,10 @@ use std::process::Command;
 
 use holdfast::pool::settings::table;
 use holdfast::tasks::settings as task_settings;
-use holdfast_service::config::{self, ServeArgs};
-use holdfast_service::load::plan::FaultKind;
-use holdfast_service::load::{run, LoadArgs};
-use holdfast_service::serve::Service;
+use holdfast_service::harness::load::plan::FaultKind;
+use holdfast_service::harness::load::{run, LoadArgs};
+use holdfast_service::service::config::{self, ServeArgs};
+use holdfast_service::service::serve::Service;
 use holdfast_testkit::cluster;
 use quick_xml::events::Event;
 
@@ -28,6 +28,7 @@ fn args(report: std::path::PathBuf) -> LoadArgs {
         api_rate: None,
         api_timeout_ms: 5000,
         faults: vec![FaultKind::Kill],
+        in_order: false,
         fault_every_s: 3.0,
         fault_length_s: 1.0,
         latency_ms: 100,

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use holdfast_service::http_client::fetch;
-use holdfast_service::prom::sum;
+use holdfast_service::harness::http_client::fetch;
+use holdfast_service::harness::prom::sum;
 use holdfast_tempdb::{Database, PgBouncerOptions, TempPgBouncer};
 use holdfast_testkit::{cluster, eventually_blocking as eventually};
 use serde_json::json;

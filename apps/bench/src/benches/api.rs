@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use holdfast_pool::settings::table;
-use holdfast_service::config::{self, ServeArgs};
-use holdfast_service::http_client::request;
-use holdfast_service::serve::Service;
+use holdfast_service::harness::http_client::request;
+use holdfast_service::service::config::{self, ServeArgs};
+use holdfast_service::service::serve::Service;
 use holdfast_tasks::settings as task_settings;
 use holdfast_tempdb::{ClusterOptions, TempCluster};
 use serde_json::json;

@@ -10,12 +10,12 @@ use holdfast::Pool;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
-use crate::api::{app, AppState};
-use crate::assembly;
-use crate::config::ServeArgs;
-use crate::domain::ASSEMBLE;
 use crate::error::ServiceError;
-use crate::schema;
+use crate::service::api::{app, AppState};
+use crate::service::assembly;
+use crate::service::config::ServeArgs;
+use crate::service::domain::ASSEMBLE;
+use crate::service::schema;
 
 /// The process-wide Prometheus recorder (installed once, before any pool is created).
 pub fn prometheus() -> Option<Arc<PrometheusHandle>> {

@@ -114,6 +114,35 @@ pub fn schedule(kinds: &[FaultKind], seed: u64, spacing: Spacing) -> Vec<Planned
     plan
 }
 
+/// Each fault of `kinds` once, in that order: the part of the run where faults may fall
+/// (after the first tenth, over before the last quarter, as in [`schedule`]) is cut into
+/// equal slots, one per fault, each fault in the middle of its slot. `None` is ignored.
+pub fn in_order(kinds: &[FaultKind], spacing: Spacing) -> Vec<Planned> {
+    let kinds: Vec<FaultKind> = kinds.iter().copied().filter(|k| *k != FaultKind::None).collect();
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    let first = (spacing.duration_s * 0.1).max(1.0);
+    let last_end = spacing.duration_s * 0.75;
+    let slot = (last_end - first).max(0.0) / kinds.len() as f64;
+    kinds
+        .iter()
+        .enumerate()
+        .map(|(i, &kind)| {
+            let length = if kind.lasts() {
+                spacing.length_s.min(slot)
+            } else {
+                0.0
+            };
+            Planned {
+                kind,
+                at_s: round_ms(first + slot * (i as f64 + 0.5) - length / 2.0),
+                length_s: length,
+            }
+        })
+        .collect()
+}
+
 fn round_ms(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }
@@ -174,6 +203,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn in_order_plays_each_fault_once_in_the_order_given() {
+        let kinds = [
+            FaultKind::Kill,
+            FaultKind::None,
+            FaultKind::Blackhole,
+            FaultKind::Restart,
+        ];
+        let plan = in_order(&kinds, spacing(20.0, 5.0, 2.0, 1.0));
+        let played: Vec<FaultKind> = plan.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            played,
+            [FaultKind::Kill, FaultKind::Blackhole, FaultKind::Restart]
+        );
+        for pair in plan.windows(2) {
+            assert!(pair[0].at_s + pair[0].length_s < pair[1].at_s, "{plan:?}");
+        }
+        assert!(
+            plan[0].at_s >= 2.0 && plan[2].at_s + plan[2].length_s <= 15.0,
+            "{plan:?}"
+        );
+        assert_eq!(plan[1].length_s, 2.0);
+        assert!(in_order(&[FaultKind::None], spacing(20.0, 5.0, 2.0, 1.0)).is_empty());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use holdfast::Pool;
 use serde::Serialize;
 
 use super::traffic::{lock, Ledger, Outcome};
-use crate::http_client::fetch;
-use crate::prom;
+use crate::harness::http_client::fetch;
+use crate::harness::prom;
 
 /// The pools a service has, by their `pool` label.
 pub const POOLS: [&str; 3] = ["api", "assembly", "tasks"];

@@ -28,8 +28,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api_error::ApiError;
-use crate::domain::{self, NewEpisode};
+use crate::service::api_error::ApiError;
+use crate::service::domain::{self, NewEpisode};
 
 /// What the handlers share.
 #[derive(Clone)]

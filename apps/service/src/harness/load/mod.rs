@@ -31,9 +31,10 @@ use self::progress::Progress;
 use self::report::{LoadReport, Totals};
 use self::samples::{percentile, Sample, Sampler};
 use self::traffic::{lock, ApiLoad, Ledger};
-use crate::config::{self, ServeArgs};
-use crate::db_target::Target;
-use crate::serve::{prometheus, Service};
+use crate::error::ServiceError;
+use crate::harness::db_target::Target;
+use crate::service::config::{self, ServeArgs};
+use crate::service::serve::{prometheus, Service};
 use holdfast::pool::settings::table;
 use holdfast::tasks::settings as task_settings;
 
@@ -90,6 +91,10 @@ pub struct LoadArgs {
     /// Faults to draw from (comma-separated): none, kill, restart, terminate, blackhole, latency.
     #[arg(long, value_delimiter = ',', default_value = "kill")]
     pub faults: Vec<FaultKind>,
+    /// Play each fault of --faults once, in the order given, spread evenly over the run,
+    /// instead of a plan drawn from the seed.
+    #[arg(long)]
+    pub in_order: bool,
     /// About how often a fault is played, seconds (never sooner than --max-recovery-s after
     /// the previous one ended).
     #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
@@ -147,7 +152,7 @@ struct Setup {
 }
 
 /// Runs a load: returns the report (already written to disk), or why it could not run.
-pub async fn run(args: LoadArgs) -> Result<LoadReport, String> {
+pub async fn run(args: LoadArgs) -> Result<LoadReport, ServiceError> {
     let started = Instant::now();
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     println!("holdfast load: seed {seed} (--seed {seed} plays the same faults again)");
@@ -156,16 +161,17 @@ pub async fn run(args: LoadArgs) -> Result<LoadReport, String> {
         None => own(&args).await?,
     };
     setup.injector.check(&args.faults)?;
-    let plan = plan::schedule(
-        &args.faults,
-        seed,
-        plan::Spacing {
-            duration_s: args.duration_s as f64,
-            every_s: args.fault_every_s,
-            length_s: args.fault_length_s,
-            quiet_s: args.max_recovery_s,
-        },
-    );
+    let spacing = plan::Spacing {
+        duration_s: args.duration_s as f64,
+        every_s: args.fault_every_s,
+        length_s: args.fault_length_s,
+        quiet_s: args.max_recovery_s,
+    };
+    let plan = if args.in_order {
+        plan::in_order(&args.faults, spacing)
+    } else {
+        plan::schedule(&args.faults, seed, spacing)
+    };
     let since = server_now(&setup.admin).await?;
     let tag = format!(
         "{:x}",
@@ -263,7 +269,7 @@ pub async fn run(args: LoadArgs) -> Result<LoadReport, String> {
     };
     all_checks.extend(checks::api_checks(&played, &outcomes, bounds));
     if let Some(service) = setup.service.take() {
-        service.stop().await.map_err(|e| e.to_string())?;
+        service.stop().await?;
     }
     setup.admin.close().await;
 
@@ -327,18 +333,23 @@ async fn play(
 }
 
 /// A running service at `url`, its database at DATABASE_URL.
-async fn external(args: &LoadArgs, url: &str) -> Result<Setup, String> {
+async fn external(args: &LoadArgs, url: &str) -> Result<Setup, ServiceError> {
     let addr = loopback_url(url)?;
-    let direct = args.database_url.as_deref().ok_or(
-        "--url: the end checks read the service's database directly; give --database-url (or DATABASE_URL)",
-    )?;
+    let direct = args.database_url.as_deref().ok_or_else(|| {
+        ServiceError::Run(
+            "--url: the end checks read the service's database directly; give --database-url (or DATABASE_URL)"
+                .into(),
+        )
+    })?;
     if let Some(control) = args.faults_control {
         if !control.ip().is_loopback() {
-            return Err(format!("--faults-control: {control} is not a loopback address"));
+            return Err(ServiceError::Run(format!(
+                "--faults-control: {control} is not a loopback address"
+            )));
         }
     }
     let schema = holdfast::tasks::Queue::new(&args.task_schema)
-        .map_err(|e| format!("--task-schema: {e}"))?
+        .map_err(|e| ServiceError::Run(format!("--task-schema: {e}")))?
         .schema()
         .to_string();
     let admin = admin_pool(direct)?;
@@ -358,7 +369,7 @@ async fn external(args: &LoadArgs, url: &str) -> Result<Setup, String> {
 }
 
 /// The run's own service, behind the fault proxy, on a throwaway database (or DATABASE_URL).
-async fn own(args: &LoadArgs) -> Result<Setup, String> {
+async fn own(args: &LoadArgs) -> Result<Setup, ServiceError> {
     // The recorder must be in place before the service's pools register their metrics.
     let _ = prometheus();
     let (cluster, direct) = match &args.database_url {
@@ -367,16 +378,13 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
             println!("starting a throwaway PostgreSQL, the fault proxy and the service...");
             let cluster = tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::demo()))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| ServiceError::Run(format!("starting the throwaway PostgreSQL: {e}")))??;
             let url = cluster.url();
             (Some(Arc::new(cluster)), url)
         }
     };
     let target = Target::parse(&direct)?;
-    let proxy = FaultProxy::start_local(target.resolve().await?)
-        .await
-        .map_err(|e| e.to_string())?;
+    let proxy = FaultProxy::start_local(target.resolve().await?).await?;
     let request_timeout_ms = 3000;
     // Assemblies here take about a second, several during a latency fault; a body whose
     // statement a blackhole swallowed is stopped after ASSEMBLY_TIMEOUT_MS and runs again.
@@ -392,7 +400,7 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
         .set(&task_settings::LEASE, 3000)
         .set(&config::ASSEMBLY_TIMEOUT, 20_000)
         .set(&task_settings::SHUTDOWN_GRACE, 2000);
-    let service = Service::start(&serve).await.map_err(|e| e.to_string())?;
+    let service = Service::start(&serve).await?;
     println!(
         "service on http://{}, database behind the fault proxy on port {}",
         service.addr(),
@@ -414,27 +422,26 @@ async fn own(args: &LoadArgs) -> Result<Setup, String> {
     })
 }
 
-fn admin_pool(url: &str) -> Result<Pool, String> {
-    let connect = ConnectConfig::parse_setting("DATABASE_URL", url)
-        .map_err(|e| e.to_string())?
-        .application_name(OWN_APPLICATION_NAME);
-    Pool::new(PoolConfig::new(connect).pool_size(3).name("load")).map_err(|e| e.to_string())
+fn admin_pool(url: &str) -> Result<Pool, ServiceError> {
+    let connect = ConnectConfig::parse_setting("DATABASE_URL", url)?.application_name(OWN_APPLICATION_NAME);
+    Ok(Pool::new(PoolConfig::new(connect).pool_size(3).name("load"))?)
 }
 
-async fn server_now(admin: &Pool) -> Result<SystemTime, String> {
-    let conn = admin
-        .get()
-        .await
-        .map_err(|e| format!("the service's database: {e}"))?;
+async fn server_now(admin: &Pool) -> Result<SystemTime, ServiceError> {
+    let conn = admin.get().await?;
     let row = conn
         .query_one("SELECT now()", &[])
         .await
-        .map_err(|e| format!("the service's database: {e}"))?;
+        .map_err(ServiceError::database("reading the service database's clock"))?;
     Ok(row.get(0))
 }
 
 /// `http://127.0.0.1:8080` (or `localhost`, or `[::1]`) to its address; nothing else.
-fn loopback_url(url: &str) -> Result<SocketAddr, String> {
+fn loopback_url(url: &str) -> Result<SocketAddr, ServiceError> {
+    loopback_addr(url).map_err(ServiceError::Run)
+}
+
+fn loopback_addr(url: &str) -> Result<SocketAddr, String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("--url: expected http://HOST:PORT of the service on loopback, got {url:?}"))?;
@@ -464,6 +471,7 @@ fn settings(args: &LoadArgs, seed: u64) -> serde_json::Value {
         "api_rate": args.api_rate,
         "api_timeout_ms": args.api_timeout_ms,
         "faults": args.faults.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+        "in_order": args.in_order,
         "fault_every_s": args.fault_every_s,
         "fault_length_s": args.fault_length_s,
         "latency_ms": args.latency_ms,
@@ -474,13 +482,18 @@ fn settings(args: &LoadArgs, seed: u64) -> serde_json::Value {
 }
 
 /// Writes the HTML report and the JSON next to it.
-fn write(path: &std::path::Path, report: &LoadReport) -> Result<(), String> {
-    std::fs::write(path, report.render_html())
-        .map_err(|e| format!("--report: cannot write {}: {e}", path.display()))?;
+fn write(path: &std::path::Path, report: &LoadReport) -> Result<(), ServiceError> {
+    std::fs::write(path, report.render_html()).map_err(ServiceError::io(format!(
+        "--report: cannot write {}",
+        path.display()
+    )))?;
     let json_path = path.with_extension("json");
-    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-    std::fs::write(&json_path, json)
-        .map_err(|e| format!("--report: cannot write {}: {e}", json_path.display()))?;
+    let json = serde_json::to_string_pretty(report)
+        .map_err(|e| ServiceError::Run(format!("the report as JSON: {e}")))?;
+    std::fs::write(&json_path, json).map_err(ServiceError::io(format!(
+        "--report: cannot write {}",
+        json_path.display()
+    )))?;
     Ok(())
 }
 
@@ -491,16 +504,16 @@ mod tests {
     #[test]
     fn only_loopback_services_are_driven() {
         assert_eq!(
-            loopback_url("http://127.0.0.1:8080/").ok(),
+            loopback_addr("http://127.0.0.1:8080/").ok(),
             Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
         );
-        assert!(loopback_url("http://localhost:9000").is_ok());
-        assert!(loopback_url("http://[::1]:9000").is_ok());
-        let far = loopback_url("http://10.1.2.3:8080").unwrap_err();
+        assert!(loopback_addr("http://localhost:9000").is_ok());
+        assert!(loopback_addr("http://[::1]:9000").is_ok());
+        let far = loopback_addr("http://10.1.2.3:8080").unwrap_err();
         assert!(far.contains("not a loopback address"), "{far}");
-        assert!(loopback_url("https://127.0.0.1:1")
+        assert!(loopback_addr("https://127.0.0.1:1")
             .unwrap_err()
             .contains("http://HOST:PORT"));
-        assert!(loopback_url("http://example.com:80").is_err());
+        assert!(loopback_addr("http://example.com:80").is_err());
     }
 }

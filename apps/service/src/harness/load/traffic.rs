@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use holdfast::Pool;
 use serde_json::{json, Value};
 
-use crate::http_client::{fetch, Failure};
+use crate::harness::http_client::{fetch, Failure};
 
 /// One API request as the client saw it.
 #[derive(Debug, Clone, Copy, PartialEq)]

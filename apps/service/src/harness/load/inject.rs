@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use holdfast::Pool;
+
+use crate::error::ServiceError;
 use holdfast_faults::{Faults, Latency, ProxyHandle};
 use holdfast_tempdb::{StopMode, TempCluster};
 use serde_json::json;
 
 use super::plan::FaultKind;
-use crate::http_client::fetch;
+use crate::harness::http_client::fetch;
 
 /// Where proxy faults go.
 #[derive(Debug)]
@@ -43,26 +45,26 @@ pub const OWN_APPLICATION_NAME: &str = "holdfast-load";
 impl Injector {
     /// Refuses, before anything starts, a plan this setup cannot play; the error says why
     /// and what would make it playable.
-    pub fn check(&self, kinds: &[FaultKind]) -> Result<(), String> {
+    pub fn check(&self, kinds: &[FaultKind]) -> Result<(), ServiceError> {
         for kind in kinds {
             if kind.needs_proxy() && matches!(self.proxy, Proxy::Absent) {
-                return Err(format!(
+                return Err(ServiceError::Run(format!(
                     "--faults {}: needs the fault proxy; against a running service give --faults-control (the control port of `holdfast faults` in front of its database)",
                     kind.as_str()
-                ));
+                )));
             }
             if *kind == FaultKind::Restart && self.cluster.is_none() {
-                return Err(
+                return Err(ServiceError::Run(
                     "--faults restart: only the run's own database is restarted; leave out --url to let the run start its own"
                         .into(),
-                );
+                ));
             }
         }
         Ok(())
     }
 
     /// Starts a fault; returns what was done, for the report.
-    pub async fn begin(&self, kind: FaultKind) -> Result<String, String> {
+    pub async fn begin(&self, kind: FaultKind) -> Result<String, ServiceError> {
         match kind {
             FaultKind::None => Ok("nothing".into()),
             FaultKind::Kill => {
@@ -72,7 +74,7 @@ impl Injector {
                         let reply = control_call(*control, "POST", "/reset", None).await?;
                         reply["reset"].as_u64().unwrap_or(0)
                     }
-                    Proxy::Absent => return Err("no proxy".into()),
+                    Proxy::Absent => return Err(no_proxy()),
                 };
                 Ok(format!("reset {n} connections through the proxy"))
             }
@@ -80,15 +82,14 @@ impl Injector {
                 let cluster = self
                     .cluster
                     .clone()
-                    .ok_or("no database of the run's own to restart")?;
+                    .ok_or_else(|| ServiceError::Run("no database of the run's own to restart".into()))?;
                 tokio::task::spawn_blocking(move || cluster.restart(StopMode::Fast))
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("restarting the database: {e}"))?;
+                    .map_err(|e| ServiceError::Run(format!("restarting the database: {e}")))??;
                 Ok("restarted the database (fast shutdown)".into())
             }
             FaultKind::Terminate => {
-                let conn = self.admin.get().await.map_err(|e| e.to_string())?;
+                let conn = self.admin.get().await?;
                 let n: i64 = conn
                     .query_one(
                         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
@@ -98,7 +99,7 @@ impl Injector {
                         &[&OWN_APPLICATION_NAME],
                     )
                     .await
-                    .map_err(|e| format!("terminating backends: {e}"))?
+                    .map_err(ServiceError::database("terminating backends"))?
                     .get(0);
                 Ok(format!("terminated {n} backends"))
             }
@@ -125,23 +126,24 @@ impl Injector {
     }
 
     /// Ends a lasting fault (instant ones need nothing).
-    pub async fn end(&self, kind: FaultKind) -> Result<(), String> {
+    pub async fn end(&self, kind: FaultKind) -> Result<(), ServiceError> {
         if kind.lasts() {
             self.set(Faults::none()).await?;
         }
         Ok(())
     }
 
-    async fn set(&self, faults: Faults) -> Result<(), String> {
+    async fn set(&self, faults: Faults) -> Result<(), ServiceError> {
         match &self.proxy {
-            Proxy::Local(proxy) => proxy.set(faults).map_err(|e| e.to_string()),
+            Proxy::Local(proxy) => Ok(proxy.set(faults)?),
             Proxy::Remote(control) => {
-                let body = serde_json::to_value(&faults).map_err(|e| e.to_string())?;
+                let body = serde_json::to_value(&faults)
+                    .map_err(|e| ServiceError::Run(format!("the faults as JSON: {e}")))?;
                 control_call(*control, "PUT", "/faults", Some(&body))
                     .await
                     .map(drop)
             }
-            Proxy::Absent => Err("no proxy".into()),
+            Proxy::Absent => Err(no_proxy()),
         }
     }
 }
@@ -151,15 +153,24 @@ async fn control_call(
     method: &str,
     path: &str,
     body: Option<&serde_json::Value>,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ServiceError> {
     let reply = fetch(control, method, path, body, Duration::from_secs(5))
         .await
-        .map_err(|f| format!("--faults-control {control}: {method} {path}: {}", f.as_str()))?;
+        .map_err(|f| {
+            ServiceError::Run(format!(
+                "--faults-control {control}: {method} {path}: {}",
+                f.as_str()
+            ))
+        })?;
     if !(200..300).contains(&reply.status) {
-        return Err(format!(
+        return Err(ServiceError::Run(format!(
             "--faults-control {control}: {method} {path} answered {}: {}",
             reply.status, reply.text
-        ));
+        )));
     }
     Ok(serde_json::from_str(&reply.text).unwrap_or(json!(null)))
+}
+
+fn no_proxy() -> ServiceError {
+    ServiceError::Run("no fault proxy in front of the database".into())
 }

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use holdfast::Pool;
+
+use crate::error::ServiceError;
 use serde::Serialize;
 
 use super::plan::Played;
@@ -142,9 +144,9 @@ pub async fn data_checks(
     schema: &str,
     since: SystemTime,
     ledger: &Ledger,
-) -> Result<Vec<Check>, String> {
-    let conn = admin.get().await.map_err(|e| format!("end checks: {e}"))?;
-    let db = |e: tokio_postgres::Error| format!("end checks: {e}");
+) -> Result<Vec<Check>, ServiceError> {
+    let conn = admin.get().await?;
+    let db = ServiceError::database("end checks");
     let mut checks = Vec::new();
     let titles = format!("load {} %", ledger.tag);
 
@@ -342,7 +344,7 @@ pub async fn data_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::plan::FaultKind;
+    use crate::harness::load::plan::FaultKind;
 
     fn outcome(sent_s: f64, done_s: f64, ok: bool) -> Outcome {
         Outcome {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::types::Type;
 
-use crate::api_error::ApiError;
+use crate::service::api_error::ApiError;
 
 /// The task kind of an assembly.
 pub const ASSEMBLE: &str = "assemble";

@@ -1,6 +1,8 @@
 //! A database's address and credentials, taken apart so a fault proxy can go in front of
 //! it: the demo and the load run connect the service to the proxy, and the proxy to this.
 
+use crate::error::ServiceError;
+
 /// Where a database is, and who connects to it.
 #[derive(Clone)]
 pub struct Target {
@@ -15,17 +17,19 @@ pub struct Target {
 
 impl Target {
     /// Reads a connection URL (or key=value string); the error names DATABASE_URL.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    pub fn parse(url: &str) -> Result<Target, ServiceError> {
         let config: tokio_postgres::Config = url.parse().map_err(|e| {
-            format!(
+            ServiceError::Run(format!(
                 "DATABASE_URL: invalid connection URL {:?}: {e}",
                 holdfast::pool::redact_url(url)
-            )
+            ))
         })?;
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             _ => {
-                return Err("DATABASE_URL: a TCP host is needed to put the fault proxy in front of it".into())
+                return Err(ServiceError::Run(
+                    "DATABASE_URL: a TCP host is needed to put the fault proxy in front of it".into(),
+                ))
             }
         };
         Ok(Target {
@@ -70,11 +74,14 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     /// Resolves the host to the address a proxy relays to.
-    pub async fn resolve(&self) -> Result<std::net::SocketAddr, String> {
+    pub async fn resolve(&self) -> Result<std::net::SocketAddr, ServiceError> {
         tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
-            .map_err(|e| format!("DATABASE_URL: cannot resolve {}: {e}", self.host))?
+            .map_err(ServiceError::io(format!(
+                "DATABASE_URL: cannot resolve {}",
+                self.host
+            )))?
             .next()
-            .ok_or_else(|| format!("DATABASE_URL: {} resolves to no address", self.host))
+            .ok_or_else(|| ServiceError::Run(format!("DATABASE_URL: {} resolves to no address", self.host)))
     }
 }
