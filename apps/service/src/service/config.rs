@@ -457,6 +457,14 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_is_the_services_settings() {
+        let readme = include_str!("../../../../README.md");
+        if let Err(e) = lib::check_readme_table(readme, "service", &service_table()) {
+            panic!("{e}");
+        }
+    }
+
+    #[test]
     fn flags_and_set_give_the_same_settings() {
         let parsed = Cli::try_parse_from([
             "holdfast",
