@@ -48,7 +48,11 @@ pub fn to_json(bench: &str) -> Value {
         "date": command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         "commit": command_output("git", &["rev-parse", "--short=12", "HEAD"]),
         "machine": machine(),
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        // The program as its users call it, whatever path it was run from.
+        "command": std::iter::once("holdfast-bench".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         "figures": figures,
     })
 }
@@ -71,8 +75,10 @@ fn command_output(program: &str, args: &[&str]) -> String {
 
 /// CPUs, their model and the memory, as the kernel reports them.
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Counted from /proc/cpuinfo: a bench that pins itself to one CPU would see only that
+    // one through available_parallelism.
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
     let model = cpuinfo
         .lines()
         .find_map(|l| l.strip_prefix("model name"))
