@@ -74,6 +74,20 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// Whether waiting and trying again cannot fix it: authentication, a missing database
+    /// or role, no host to connect to, a refused certificate or TLS required of a server
+    /// without it. A pool tells its callers such an error at once.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ConnectError::NoHost => true,
+            ConnectError::Tls { problem, .. } => *problem != TlsProblem::Handshake,
+            ConnectError::Postgres { .. } => self
+                .sqlstate()
+                .is_some_and(|code| matches!(code.code(), "28P01" | "28000" | "3D000" | "42704")),
+            _ => false,
+        }
+    }
+
     /// The SQLSTATE the server sent, if the failure came from the server
     /// (for example `28P01` invalid password, `57P03` cannot connect now).
     pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
@@ -124,12 +138,10 @@ pub enum TlsProblem {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PoolError {
-    /// No connection became free within `pool_timeout`. Carries the pool's state at that
-    /// moment and the last connect error, if any.
-    #[error(
-        "pool {pool:?}: timed out after {waited:?} waiting for a connection ({status}){}",
-        last_connect_error.as_ref().map(|e| format!("; last connect error: {e}")).unwrap_or_default()
-    )]
+    /// No connection became free within the caller's deadline (`pool_timeout`, or the one
+    /// given to [`get_timeout`](crate::Pool::get_timeout)) while the database was reachable:
+    /// every connection was in use. Carries the pool's state at that moment.
+    #[error("pool {pool:?}: timed out after {waited:?} waiting for a connection ({status})")]
     Timeout {
         /// The pool's name.
         pool: String,
@@ -137,12 +149,12 @@ pub enum PoolError {
         waited: Duration,
         /// Connections open, idle, in use, waiting and opening when it gave up.
         status: crate::PoolStatus,
-        /// The most recent failure to open a connection (shown in this error's text).
-        last_connect_error: Option<std::sync::Arc<ConnectError>>,
     },
-    /// The database cannot be reached and the pool has no connection left to give: the
-    /// caller fails fast with the real cause instead of waiting out its timeout. The pool
-    /// keeps reconnecting (with backoff) and serves again as soon as the database is back.
+    /// The database could not be reached until the caller's deadline passed, or refused in
+    /// a way no wait can fix (authentication, a missing database or role, TLS settings):
+    /// carries the real cause. While the database is down a caller waits in its place in
+    /// the queue and is served as soon as a connection opens again; the pool keeps
+    /// reconnecting (with backoff) whether anyone waits or not.
     #[error("pool {pool:?}: database unavailable: {cause}")]
     Unavailable {
         /// The pool's name.
@@ -162,6 +174,15 @@ pub enum PoolError {
     /// The configuration was rejected.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Too many callers were waiting already (`max_waiting`): this one is turned away at
+    /// once (load shedding) instead of joining a queue it would likely time out in.
+    #[error("pool {pool:?}: overloaded: {waiting} callers already waiting for a connection (DB_MAX_WAITING); try again shortly")]
+    Overloaded {
+        /// The pool's name.
+        pool: String,
+        /// Callers waiting when this one came.
+        waiting: usize,
+    },
     /// A feature was asked for that cannot work behind a transaction-mode pooler.
     #[error("{feature} cannot work behind a transaction-mode pooler (DB_POOLER=transaction): {instead}")]
     NotThroughPooler {
@@ -202,9 +223,6 @@ impl PoolError {
     /// The connect error behind this failure, if there is one.
     pub fn connect_error(&self) -> Option<&ConnectError> {
         match self {
-            PoolError::Timeout {
-                last_connect_error, ..
-            } => last_connect_error.as_deref(),
             PoolError::Unavailable { cause, .. } => Some(cause),
             _ => None,
         }

@@ -1,5 +1,6 @@
 //! Promise 5 and disconnect generations against real faults: backends terminated, the server
-//! restarted, the database stopped and started again.
+//! restarted, the database stopped and started again (callers wait it out within their
+//! deadline), load shed past `max_waiting`.
 
 mod support;
 
@@ -93,23 +94,68 @@ async fn a_server_restart_costs_callers_nothing_once_it_is_back() {
     assert_no_idle_in_transaction(&pool).await;
 }
 
+/// Runs `get()` + `SELECT 1` in `n` tasks at once; returns each one's outcome.
+fn many_selects(pool: &Pool, n: usize) -> tokio::task::JoinSet<Result<(), String>> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let pool = pool.clone();
+        set.spawn(async move {
+            let conn = pool.get().await.map_err(|e| e.to_string())?;
+            conn.query_one("SELECT 1", &[])
+                .await
+                .map_err(|e| holdfast_pool::pg_error_text(&e))?;
+            Ok(())
+        });
+    }
+    set
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_down_fails_fast_with_the_cause_and_recovers_by_itself() {
+async fn callers_wait_out_a_stopped_database_in_order_and_are_served_when_it_is_back() {
     let cluster = TempCluster::start(ClusterOptions::default()).expect("own cluster");
-    // pool_timeout is long: a caller that failed because of it would take a minute. The
-    // error must be `Unavailable` with the real cause instead, well inside BOUND.
+    // The defaults a user gets: pool_timeout 30 s, longer than the outage below.
+    let connect = holdfast_pool::ConnectConfig::from_url(&cluster.url())
+        .expect("url")
+        .application_name("holdfast-test-outage");
+    let pool = Pool::new(holdfast_pool::PoolConfig::new(connect).pool_size(5)).expect("pool");
+    warm(&pool, 5).await;
+    control(&cluster, |c| c.stop()).await;
+
+    let mut callers = many_selects(&pool, 200);
+    // Every caller is queued (none failed at the first refused connect), and the pool
+    // knows the database is down.
+    eventually("200 callers waiting on a down database", || async {
+        let s = pool.status();
+        s.waiting == 200 && s.database_down
+    })
+    .await;
+    control(&cluster, |c| c.start_again()).await;
+
+    let mut errors = Vec::new();
+    while let Some(outcome) = callers.join_next().await {
+        if let Err(e) = outcome.expect("caller task") {
+            errors.push(e);
+        }
+    }
+    assert!(errors.is_empty(), "callers saw the outage: {errors:?}");
+    assert!(!pool.status().database_down);
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_deadline_fails_at_the_deadline_with_the_cause() {
+    let cluster = TempCluster::start(ClusterOptions::default()).expect("own cluster");
     let config = config_for_url(&cluster.url(), "down")
         .pool_size(3)
         .min_idle(2)
-        .pool_timeout(Duration::from_secs(60))
         .reconnect_backoff_max(Duration::from_millis(200));
     let pool = Pool::new(config).expect("pool");
     eventually("warm-up to min_idle", || async { pool.status().idle == 2 }).await;
     control(&cluster, |c| c.stop()).await;
 
-    let err = tokio::time::timeout(BOUND, pool.get())
+    let err = pool
+        .get_timeout(Duration::from_millis(500))
         .await
-        .expect("fails within the bound, not after pool_timeout")
         .expect_err("database is down");
     match &err {
         PoolError::Unavailable { cause, .. } => match cause.as_ref() {
@@ -118,7 +164,7 @@ async fn database_down_fails_fast_with_the_cause_and_recovers_by_itself() {
             }
             other => panic!("expected connection refused, got {other}"),
         },
-        other => panic!("expected Unavailable, got {other}"),
+        other => panic!("expected Unavailable with the cause, got {other}"),
     }
     assert!(err.to_string().contains("database unavailable"), "{err}");
     assert!(pool.status().database_down);
@@ -134,6 +180,35 @@ async fn database_down_fails_fast_with_the_cause_and_recovers_by_itself() {
     let conn = pool.get().await.expect("serves again");
     conn.query_one("SELECT 1", &[]).await.expect("query");
     drop(conn);
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_waiting_a_new_caller_is_shed_at_once() {
+    let config = config_for(cluster(), "shed").pool_size(2).max_waiting(3);
+    let pool = Pool::new(config).expect("pool");
+    // Every connection the pool may open (pool_size + max_overflow) is held.
+    let mut held = Vec::new();
+    while held.len() < pool.status().max {
+        held.push(pool.get().await.expect("a connection"));
+    }
+    let mut waiting = many_selects(&pool, 3);
+    eventually("three callers waiting", || async { pool.status().waiting == 3 }).await;
+    let err = tokio::time::timeout(BOUND, pool.get())
+        .await
+        .expect("answered at once, not at pool_timeout")
+        .expect_err("shed");
+    assert!(
+        matches!(err, PoolError::Overloaded { waiting: 3, .. }),
+        "expected Overloaded, got {err}"
+    );
+    assert!(err.to_string().contains("DB_MAX_WAITING"), "{err}");
+    drop(held);
+    while let Some(outcome) = waiting.join_next().await {
+        outcome
+            .expect("caller task")
+            .expect("the waiting callers are served");
+    }
     assert_no_idle_in_transaction(&pool).await;
 }
 

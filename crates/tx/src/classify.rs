@@ -82,6 +82,11 @@ impl ClassifyError for tokio_postgres::Error {
 impl ClassifyError for holdfast_pool::PoolError {
     fn error_class(&self) -> ErrorClass {
         match self {
+            // A refusal no wait can fix (a wrong password, a missing database) is told at
+            // once, not retried until the deadline.
+            holdfast_pool::PoolError::Unavailable { cause, .. } if cause.is_permanent() => {
+                ErrorClass::Permanent
+            }
             holdfast_pool::PoolError::Unavailable { .. } | holdfast_pool::PoolError::Timeout { .. } => {
                 ErrorClass::Disconnected
             }

@@ -16,18 +16,23 @@ pub enum Isolation {
     Serializable,
 }
 
-/// How failed attempts are retried. The defaults suit an API request: a few quick attempts,
-/// all within five seconds.
+/// How failed attempts are retried. A lost connection (class 08, 57P01, 57P02, 57P03, a
+/// database that cannot be reached) is retried until `deadline`, so that a restart or a
+/// failover shorter than the budget costs only time; serialization failures and deadlocks
+/// are retried at most `max_attempts` times in all. Waiting for a connection counts against
+/// the deadline. The defaults suit an API request: five seconds in all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included (1 means no retry). Default 3.
+    /// Attempts in all after serialization failures and deadlocks, the first included
+    /// (1 means no retry of any kind). Default 3.
     pub max_attempts: u32,
     /// Upper bound of the first pause; it doubles each retry (full jitter: the pause is a
     /// random fraction of the bound). Default 20 ms.
     pub base_backoff: Duration,
     /// Largest pause. Default 500 ms.
     pub max_backoff: Duration,
-    /// No new attempt starts after this much time since the first. Default 5 s.
+    /// The budget: no new attempt starts after this much time since the first, and an
+    /// attempt waits for a connection at most what is left of it. Default 5 s.
     pub deadline: Duration,
 }
 

@@ -3,7 +3,7 @@
 //! is resolved from the server first, and nothing else is retried.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -98,6 +98,9 @@ impl TransactionExt for Pool {
     }
 }
 
+/// The shortest wait for a connection an attempt is given, however little budget is left.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
 async fn run<T, E, F>(
     pool: &Pool,
     options: TxOptions,
@@ -112,7 +115,11 @@ where
     let started = Instant::now();
     let mut attempt = 1u32;
     loop {
-        let error = match attempt_once(pool, &options, done.as_ref(), &mut work).await {
+        // Waiting for a connection counts against the budget too: an outage shorter than
+        // what is left is waited out in the pool's queue.
+        let left = policy.deadline.saturating_sub(started.elapsed());
+        let wait = left.clamp(MIN_WAIT, pool.config().pool_timeout.max(MIN_WAIT));
+        let error = match attempt_once(pool, &options, done.as_ref(), &mut work, wait).await {
             Ok(value) => {
                 tracing::debug!(attempt, "commit succeeded");
                 return Ok(value);
@@ -127,27 +134,42 @@ where
         }
         let pause = policy.backoff(attempt + 1);
         let in_time = started.elapsed() + pause < policy.deadline;
-        if !class.is_retryable() || attempt >= policy.max_attempts || !in_time {
-            if class.is_retryable() {
+        // Attempts bound conflicts (serialization failures, deadlocks), which another run
+        // may meet again; a lost connection is retried for as long as the budget lasts.
+        let conflicts_spent = class == ErrorClass::Conflict && attempt >= policy.max_attempts;
+        if !class.is_retryable() || conflicts_spent || !in_time || policy.max_attempts <= 1 {
+            if class.is_retryable() && policy.max_attempts > 1 {
                 tracing::error!(attempts = attempt, error = %error, "commit failed after {attempt} attempts");
             }
             return Err(error);
+        }
+        let stage = error.stage();
+        let retry_in = pause.as_secs_f64();
+        if class == ErrorClass::Conflict {
+            tracing::warn!(
+                attempt,
+                max_attempts = policy.max_attempts,
+                retry_in_s = retry_in,
+                stage,
+                error = %error,
+                "serialization conflict {stage} (attempt {attempt}/{}), retrying in {retry_in:.3} s",
+                policy.max_attempts,
+            );
+        } else {
+            let left_s = policy.deadline.saturating_sub(started.elapsed()).as_secs_f64();
+            tracing::warn!(
+                attempt,
+                budget_left_s = left_s,
+                retry_in_s = retry_in,
+                stage,
+                error = %error,
+                "connection error {stage} (attempt {attempt}, {left_s:.1} s of the budget left), retrying in {retry_in:.3} s",
+            );
         }
         let what = match class {
             ErrorClass::Conflict => "serialization conflict",
             _ => "connection error",
         };
-        let stage = error.stage();
-        tracing::warn!(
-            attempt,
-            max_attempts = policy.max_attempts,
-            retry_in_s = pause.as_secs_f64(),
-            stage,
-            error = %error,
-            "{what} {stage} (attempt {attempt}/{}), retrying in {:.3} s",
-            policy.max_attempts,
-            pause.as_secs_f64()
-        );
         metrics::counter!("holdfast_tx_retries_total", "class" => what).increment(1);
         tokio::time::sleep(pause).await;
         attempt += 1;
@@ -159,11 +181,12 @@ async fn attempt_once<T, E, F>(
     options: &TxOptions,
     done: Option<&DoneCheck<'_>>,
     work: &mut F,
+    wait: Duration,
 ) -> Result<T, TxError<E>>
 where
     F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>>,
 {
-    let conn = pool.get().await?;
+    let conn = pool.get_timeout(wait).await?;
     let tx = Tx::begin(conn, options).await.map_err(TxError::widen)?;
     let outcome = AssertUnwindSafe(work(&tx)).catch_unwind().await;
     match outcome {

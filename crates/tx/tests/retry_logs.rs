@@ -49,8 +49,5 @@ async fn retries_are_logged_in_the_incidents_words() {
         text.contains("connection lost after COMMIT was sent: asking the server whether it committed"),
         "{text}"
     );
-    assert!(
-        text.contains("connection error on commit (attempt 1/3), retrying in"),
-        "{text}"
-    );
+    assert!(text.contains("connection error on commit (attempt 1, "), "{text}");
 }

@@ -502,3 +502,51 @@ async fn without_resolution_a_lost_reply_is_unknown_not_retried() {
     // It did commit; running it again would have doubled it.
     assert_exactly_once(&s, &[1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_begun_while_the_server_is_stopped_commits_once_it_is_back() {
+    let cluster =
+        holdfast_tempdb::TempCluster::start(holdfast_tempdb::ClusterOptions::default()).expect("own cluster");
+    cluster
+        .psql("postgres", "CREATE TABLE items (key int NOT NULL)")
+        .expect("schema");
+    let connect = ConnectConfig::from_url(&cluster.url())
+        .expect("url")
+        .application_name("hf-tx-stopped");
+    // The defaults a user gets: a 5 s budget, a 30 s pool_timeout.
+    let pool = Pool::new(PoolConfig::new(connect).pool_size(2)).expect("pool");
+    drop(pool.get().await.expect("warm"));
+    tokio::task::block_in_place(|| cluster.stop()).expect("stop");
+
+    let runs = Arc::new(AtomicU32::new(0));
+    let work = tokio::spawn({
+        let (pool, runs) = (pool.clone(), Arc::clone(&runs));
+        async move {
+            pool.transaction(TxOptions::new(), move |tx| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async move { tx.execute("INSERT INTO items VALUES (1)", &[]).await })
+            })
+            .await
+        }
+    });
+    // It has begun: it found the server gone and waits for it within its budget.
+    holdfast_testkit::eventually("the transaction waits on the stopped server", || async {
+        pool.status().database_down && !work.is_finished()
+    })
+    .await;
+    tokio::task::block_in_place(|| cluster.start_again()).expect("start");
+    let inserted = work
+        .await
+        .expect("task")
+        .expect("committed once the server was back, within the budget");
+    assert_eq!(inserted, 1);
+    let conn = pool.get().await.expect("conn");
+    let rows: i64 = conn
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 1, "exactly one row");
+    drop(conn);
+    assert_no_idle_in_transaction(&pool).await;
+}

@@ -53,6 +53,8 @@ impl From<PoolError> for ApiError {
             PoolError::Timeout { .. } | PoolError::Unavailable { .. } | PoolError::Closed { .. } => {
                 ApiError::Unavailable(format!("database unavailable: {e}"))
             }
+            // Load shed by the pool (DB_MAX_WAITING): a 503 with Retry-After, like an outage.
+            PoolError::Overloaded { .. } => ApiError::Unavailable(format!("overloaded: {e}")),
             // A statement the pool ran for the caller (`pool.query`): classified like any.
             PoolError::Database(e) => e.into(),
             other => ApiError::Internal(other.to_string()),

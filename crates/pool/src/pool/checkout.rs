@@ -20,18 +20,20 @@ impl Pool {
     pub(super) async fn acquire(
         &self,
         location: &'static Location<'static>,
+        timeout: Duration,
     ) -> Result<PooledConnection, PoolError> {
         // The deadline is set when the caller first has to wait: the fast path (an idle
         // connection ready) reads no clock and arms no timer.
         let mut deadline = None;
         let mut retry = false;
         loop {
-            let mut conn = match self.checkout(&mut deadline, retry, location).await {
+            let mut conn = match self.checkout(&mut deadline, retry, location, timeout).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     match e {
                         PoolError::Timeout { .. } => self.shared.metrics.timeouts.increment(1),
                         PoolError::Unavailable { .. } => self.shared.metrics.unavailable.increment(1),
+                        PoolError::Overloaded { .. } => self.shared.metrics.overloaded.increment(1),
                         _ => {}
                     }
                     return Err(e);
@@ -39,14 +41,12 @@ impl Pool {
             };
             // A connection that failed its check sends the caller to the front of the queue.
             retry = true;
-            if self.verify(&mut conn, deadline).await {
+            if self.verify(&mut conn, deadline, timeout).await {
                 let metrics = &self.shared.metrics;
                 metrics.acquired.increment(1);
                 if let Some(deadline) = deadline {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    metrics
-                        .wait
-                        .record(self.shared.config.pool_timeout.saturating_sub(left).as_secs_f64());
+                    metrics.wait.record(timeout.saturating_sub(left).as_secs_f64());
                 }
                 return Ok(conn);
             }
@@ -54,12 +54,15 @@ impl Pool {
     }
 
     /// Takes an idle connection, or queues and waits for one until `deadline` (set here on
-    /// the first wait).
+    /// the first wait, `timeout` from now). Turned away at once instead: when the database
+    /// refused in a way no wait can fix and nothing is open, or when `max_waiting` callers
+    /// wait already (a caller sent back to the front after a failed check is never shed).
     async fn checkout(
         &self,
         deadline: &mut Option<tokio::time::Instant>,
         front: bool,
         location: &'static Location<'static>,
+        timeout: Duration,
     ) -> Result<PooledConnection, PoolError> {
         let shared = &self.shared;
         let mut expired = Vec::new();
@@ -81,12 +84,24 @@ impl Pool {
                 self.close_expired(expired);
                 return Ok(PooledConnection::new(Arc::clone(shared), slot));
             }
+            if let Some(down) = g.down.as_ref().filter(|d| d.fatal && g.open == 0) {
+                return Err(PoolError::Unavailable {
+                    pool: shared.config.name.clone(),
+                    cause: Arc::clone(&down.cause),
+                });
+            }
+            let max_waiting = shared.config.max_waiting;
+            if max_waiting > 0 && !front && g.waiters.len() >= max_waiting {
+                return Err(PoolError::Overloaded {
+                    pool: shared.config.name.clone(),
+                    waiting: g.waiters.len(),
+                });
+            }
             let (tx, rx) = oneshot::channel();
             // No timer of our own: the pool's deadline keeper fails us at the deadline (one
             // timer per pool instead of one per waiting caller).
-            let deadline =
-                *deadline.get_or_insert_with(|| tokio::time::Instant::now() + shared.config.pool_timeout);
-            let (id, wake_keeper) = g.enqueue(tx, location, front, deadline);
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+            let (id, wake_keeper) = g.enqueue(tx, location, front, deadline, timeout);
             if wake_keeper {
                 shared.deadline_keeper.notify_one();
             }
@@ -132,7 +147,12 @@ impl Pool {
     /// Pings a connection that could be stale: one older than the last disconnect, or (with
     /// pre-ping `auto`) one the server has been silent on for longer than the window. A
     /// connection that fails is closed and the caller never sees it.
-    async fn verify(&self, conn: &mut PooledConnection, deadline: Option<tokio::time::Instant>) -> bool {
+    async fn verify(
+        &self,
+        conn: &mut PooledConnection,
+        deadline: Option<tokio::time::Instant>,
+        timeout: Duration,
+    ) -> bool {
         let shared = &self.shared;
         let generation = shared.generation.load(Ordering::Acquire);
         let Some(slot) = conn.slot_mut() else {
@@ -152,7 +172,7 @@ impl Pool {
         if !ping {
             return true;
         }
-        let left = deadline.map_or(shared.config.pool_timeout, |d| {
+        let left = deadline.map_or(timeout, |d| {
             d.saturating_duration_since(tokio::time::Instant::now())
         });
         let budget = shared

@@ -96,6 +96,9 @@ pub struct PoolConfig {
     pub pre_ping_window: Duration,
     /// Bound on one ping (`DB_PING_TIMEOUT_MS`).
     pub ping_timeout: Duration,
+    /// Callers allowed to wait for a connection at once; past that a new caller fails at
+    /// once with `PoolError::Overloaded`; 0: no limit (`DB_MAX_WAITING`).
+    pub max_waiting: usize,
     /// Idle connections above `min_idle` are closed after this long unused; `None` keeps them
     /// (`DB_IDLE_TIMEOUT`).
     pub idle_timeout: Option<Duration>,
@@ -155,6 +158,7 @@ impl PoolConfig {
             pre_ping_window: table::PRE_PING_WINDOW.default_duration(),
             ping_timeout: table::PING_TIMEOUT.default_duration(),
             idle_timeout: table::IDLE_TIMEOUT.default_value(),
+            max_waiting: table::MAX_WAITING.default_usize(),
             min_idle: table::MIN_IDLE.default_usize(),
             max_connecting: table::MAX_CONNECTING.default_usize(),
             reset_timeout: table::RESET_TIMEOUT.default_duration(),
@@ -205,6 +209,7 @@ impl PoolConfig {
             pre_ping_window: table::PRE_PING_WINDOW.read_duration(source)?,
             ping_timeout: table::PING_TIMEOUT.read_duration(source)?,
             idle_timeout: table::IDLE_TIMEOUT.read(source)?,
+            max_waiting: count(&table::MAX_WAITING)?,
             min_idle: count(&table::MIN_IDLE)?,
             max_connecting: count(&table::MAX_CONNECTING)?,
             reset_timeout: table::RESET_TIMEOUT.read_duration(source)?,
@@ -273,6 +278,13 @@ impl PoolConfig {
     /// 600 s.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Callers allowed to wait at once; past that a new caller fails at once with
+    /// `PoolError::Overloaded` (0: no limit). Defaults to 0.
+    pub fn max_waiting(mut self, n: usize) -> Self {
+        self.max_waiting = n;
         self
     }
 
@@ -378,6 +390,7 @@ impl PoolConfig {
             (&table::POOL_SIZE, self.pool_size),
             (&table::MAX_OVERFLOW, self.max_overflow),
             (&table::MIN_IDLE, self.min_idle),
+            (&table::MAX_WAITING, self.max_waiting),
             (&table::MAX_CONNECTING, self.max_connecting),
             (&table::PIPELINE_DEPTH, self.pipeline_depth),
         ] {

@@ -43,8 +43,9 @@ async fn run(pool: Weak<Shared>, wake: Arc<Notify>) {
     }
 }
 
-/// Fails every waiter past its deadline with a timeout that carries the pool's state, and
-/// returns the next deadline.
+/// Fails every waiter past its deadline, and returns the next deadline. While the database
+/// is down the error is `Unavailable` with the connect error (the real cause); otherwise a
+/// timeout that carries the pool's state.
 fn expire(shared: &Shared) -> Option<tokio::time::Instant> {
     let mut g = shared.lock();
     let expired = g.take_expired(tokio::time::Instant::now());
@@ -53,16 +54,23 @@ fn expire(shared: &Shared) -> Option<tokio::time::Instant> {
         return next;
     }
     let status = shared.status_of(&g);
-    let last_connect_error = g.down.as_ref().map(|d| Arc::clone(&d.cause));
+    let down = g.down.as_ref().map(|d| Arc::clone(&d.cause));
     drop(g);
     for waiter in expired {
+        let pool = shared.config.name.clone();
+        let error = match &down {
+            Some(cause) => PoolError::Unavailable {
+                pool,
+                cause: Arc::clone(cause),
+            },
+            None => PoolError::Timeout {
+                pool,
+                waited: waiter.timeout,
+                status,
+            },
+        };
         // A waiter that gave up meanwhile has nothing to be told.
-        let _ = waiter.tx.send(Err(PoolError::Timeout {
-            pool: shared.config.name.clone(),
-            waited: shared.config.pool_timeout,
-            status,
-            last_connect_error: last_connect_error.clone(),
-        }));
+        let _ = waiter.tx.send(Err(error));
     }
     next
 }

@@ -23,8 +23,10 @@ pub(crate) struct Waiter {
     pub(crate) tx: oneshot::Sender<Result<PooledConnection, PoolError>>,
     /// Where the caller asked, for leak reports.
     pub(crate) location: &'static Location<'static>,
-    /// When the deadline keeper fails it with a timeout.
+    /// When the deadline keeper fails it.
     pub(crate) deadline: tokio::time::Instant,
+    /// The wait it was given, for the error's text.
+    pub(crate) timeout: Duration,
 }
 
 /// The database could not be reached on the last attempt.
@@ -34,6 +36,9 @@ pub(crate) struct Down {
     pub(crate) since: Instant,
     pub(crate) failures: u32,
     pub(crate) next_attempt: Instant,
+    /// The cause is one no wait can fix (authentication, a missing database, TLS
+    /// settings): callers are told at once instead of waiting for their deadline.
+    pub(crate) fatal: bool,
 }
 
 /// Who holds a connection, for leak detection.
@@ -117,6 +122,7 @@ impl Internals {
         location: &'static Location<'static>,
         front: bool,
         deadline: tokio::time::Instant,
+        timeout: Duration,
     ) -> (u64, bool) {
         self.next_waiter += 1;
         let waiter = Waiter {
@@ -124,6 +130,7 @@ impl Internals {
             tx,
             location,
             deadline,
+            timeout,
         };
         let wake_keeper = self.sweep_at.is_none_or(|at| deadline < at);
         if wake_keeper {
@@ -196,8 +203,8 @@ impl Internals {
         wanted.min(room).min(slots)
     }
 
-    /// Fails every waiter with `error` (the pool closed, or the database is unreachable and
-    /// no connection is left that could come back to them).
+    /// Fails every waiter with `error` (the pool closed, or the database refused in a way no
+    /// wait can fix and no connection is left that could come back to them).
     pub(crate) fn fail_waiters(&mut self, error: impl Fn() -> PoolError) {
         for waiter in self.waiters.drain(..) {
             let _ = waiter.tx.send(Err(error()));
@@ -236,7 +243,13 @@ mod tests {
         let mut ids = Vec::new();
         for (secs, wake) in [(30, true), (31, false), (5, true), (40, false)] {
             let (tx, rx) = oneshot::channel();
-            let (id, woken) = i.enqueue(tx, Location::caller(), false, now + Duration::from_secs(secs));
+            let (id, woken) = i.enqueue(
+                tx,
+                Location::caller(),
+                false,
+                now + Duration::from_secs(secs),
+                Duration::from_secs(secs),
+            );
             assert_eq!(woken, wake, "deadline in {secs} s");
             ids.push((id, rx));
         }
@@ -269,7 +282,7 @@ mod tests {
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 0, "no demand");
         for _ in 0..5 {
             let (tx, _rx) = oneshot::channel();
-            i.enqueue(tx, Location::caller(), false, later(30));
+            i.enqueue(tx, Location::caller(), false, later(30), Duration::from_secs(30));
         }
         assert_eq!(i.connects_wanted(limits(15, 2, 0)), 2, "max_connecting");
         i.opening = 2;
@@ -325,8 +338,8 @@ mod tests {
         let mut i = Internals::default();
         let (a, _ra) = oneshot::channel();
         let (b, _rb) = oneshot::channel();
-        let (ida, _) = i.enqueue(a, Location::caller(), false, later(30));
-        let (idb, _) = i.enqueue(b, Location::caller(), false, later(30));
+        let (ida, _) = i.enqueue(a, Location::caller(), false, later(30), Duration::from_secs(30));
+        let (idb, _) = i.enqueue(b, Location::caller(), false, later(30), Duration::from_secs(30));
         i.dequeue(ida);
         assert_eq!(i.waiters.len(), 1);
         assert_eq!(i.waiters[0].id, idb);

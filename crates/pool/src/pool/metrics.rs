@@ -33,6 +33,7 @@ pub(crate) struct PoolMetrics {
     pub(crate) acquired: Counter,
     pub(crate) timeouts: Counter,
     pub(crate) unavailable: Counter,
+    pub(crate) overloaded: Counter,
     pub(crate) opened: Counter,
     pub(crate) connect_failures: Counter,
     closed: [Counter; 7],
@@ -66,6 +67,7 @@ impl PoolMetrics {
             acquired: counter("holdfast_pool_acquired_total"),
             timeouts: counter("holdfast_pool_acquire_timeouts_total"),
             unavailable: counter("holdfast_pool_acquire_unavailable_total"),
+            overloaded: counter("holdfast_pool_acquire_overloaded_total"),
             opened: counter("holdfast_pool_connections_opened_total"),
             connect_failures: counter("holdfast_pool_connect_failures_total"),
             closed: REASONS.map(|r| {

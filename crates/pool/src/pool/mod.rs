@@ -102,13 +102,28 @@ impl Pool {
     }
 
     /// Gets a connection: idle with nothing in flight, not known dead, verified when it
-    /// could be stale. Waits (first come, first served) up to `pool_timeout`.
+    /// could be stale. Waits (first come, first served) up to `pool_timeout`, also while the
+    /// database is down: a caller is served as soon as a connection opens again, and only
+    /// at its deadline told the cause ([`PoolError::Unavailable`]). Fails at once when the
+    /// database refused in a way no wait can fix, and when `max_waiting` callers wait
+    /// already ([`PoolError::Overloaded`]).
     ///
     /// Dropping the returned future at any point loses no connection and no capacity.
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection, PoolError>> + Send + '_ {
         let location = Location::caller();
-        self.acquire(location)
+        self.acquire(location, self.shared.config.pool_timeout)
+    }
+
+    /// Like [`get`](Self::get), waiting up to `timeout` instead of `pool_timeout` (the
+    /// rest of a request's budget, say).
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PooledConnection, PoolError>> + Send + '_ {
+        let location = Location::caller();
+        self.acquire(location, timeout)
     }
 
     /// The pool's counts right now.

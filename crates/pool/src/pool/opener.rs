@@ -2,7 +2,8 @@
 //! openers (at most `max_connecting` at a time) connect on their behalf. A connect that is
 //! no longer wanted when it finishes still lands in the idle set, so a cancelled caller
 //! wastes nothing. While the database is down, openers wait out an exponential backoff with
-//! full jitter first: one reconnect loop, no herd.
+//! full jitter first: one reconnect loop, no herd. Callers keep waiting meanwhile, in their
+//! order, until a connection opens or their deadline passes.
 //!
 //! A connect that stalls (sent into a hung network: the bytes are swallowed, nothing ever
 //! answers) stops counting against `max_connecting` after `STALLED_CONNECT`, so another
@@ -111,7 +112,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
         Err(error) => {
             shared.metrics.connect_failures.increment(1);
             let now = Instant::now();
-            let fatal = is_fatal(&error);
+            let fatal = error.is_permanent();
             let failures = g.down.as_ref().map_or(1, |d| d.failures + 1);
             let pause = if fatal {
                 shared.config.reconnect_backoff_max
@@ -129,9 +130,13 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
                 since: g.down.as_ref().map_or(now, |d| d.since),
                 failures,
                 next_attempt: now + pause,
+                fatal,
             });
-            // Nothing open could come back to the waiters: tell them now, with the cause.
-            if g.open == 0 {
+            // Waiters keep their place until a connection opens again or their deadline
+            // passes (the deadline keeper then tells them the cause): an outage shorter
+            // than a caller's budget costs it only time. A cause no wait can fix, with
+            // nothing open that could come back to them, is told at once.
+            if fatal && g.open == 0 {
                 let pool = shared.config.name.clone();
                 g.fail_waiters(|| PoolError::Unavailable {
                     pool: pool.clone(),
@@ -165,20 +170,6 @@ async fn until_done_or_given_up(
             result = &mut attempt => return Some(result),
             _ = given_up => {}
         }
-    }
-}
-
-/// Errors that retrying soon will not fix: authentication, a missing database or role, a
-/// configuration that names no host, a refused certificate. The reconnect loop waits its longest pause after them.
-fn is_fatal(error: &ConnectError) -> bool {
-    match error {
-        ConnectError::NoHost => true,
-        // A certificate refused, or TLS required of a server without it: settings to fix.
-        ConnectError::Tls { problem, .. } => *problem != crate::error::TlsProblem::Handshake,
-        ConnectError::Postgres { .. } => error
-            .sqlstate()
-            .is_some_and(|code| matches!(code.code(), "28P01" | "28000" | "3D000" | "42704")),
-        _ => false,
     }
 }
 

@@ -199,7 +199,17 @@ pub const POOL_TIMEOUT: Span = Span {
     min: 1,
     max: DAY_S,
     zero_is_off: false,
-    doc: "how long `get()` waits for a connection",
+    doc: "how long `get()` waits for a connection, also while the database is down (it is served as soon as one opens again)",
+};
+
+/// `DB_MAX_WAITING`.
+pub const MAX_WAITING: Count = Count {
+    env: "DB_MAX_WAITING",
+    name: "max_waiting",
+    default: 0,
+    min: 0,
+    max: 1_000_000,
+    doc: "callers allowed to wait for a connection at once; past that a new caller fails at once with `Overloaded` (load shedding); 0: no limit",
 };
 
 /// `DB_PRE_PING`.
@@ -405,6 +415,7 @@ pub static POOL: &[&dyn Describe] = &[
     &MAX_OVERFLOW,
     &RECYCLE,
     &POOL_TIMEOUT,
+    &MAX_WAITING,
     &PRE_PING,
     &PRE_PING_WINDOW,
     &PING_TIMEOUT,
