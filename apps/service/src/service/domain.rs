@@ -66,6 +66,7 @@ pub struct Episode {
 impl NewEpisode {
     /// Checks every limit; the error names the field and what is accepted.
     pub fn validate(&self) -> Result<(), ApiError> {
+        no_nul("title", &self.title)?;
         let title = self.title.trim();
         if title.is_empty() || title.chars().count() > MAX_TITLE {
             return Err(ApiError::BadRequest(format!(
@@ -79,6 +80,7 @@ impl NewEpisode {
             )));
         }
         for (i, s) in self.segments.iter().enumerate() {
+            no_nul(&format!("segments[{i}].text"), &s.text)?;
             if s.text.trim().is_empty() || s.text.chars().count() > MAX_SEGMENT_TEXT {
                 return Err(ApiError::BadRequest(format!(
                     "segments[{i}].text: must be 1 to {MAX_SEGMENT_TEXT} characters"
@@ -93,6 +95,30 @@ impl NewEpisode {
         }
         Ok(())
     }
+}
+
+/// PostgreSQL's text cannot hold U+0000: refused here, naming the field, rather than by the
+/// server as an internal error.
+fn no_nul(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::BadRequest(format!(
+            "{field}: must not contain the NUL character (U+0000), which PostgreSQL text cannot hold"
+        )));
+    }
+    Ok(())
+}
+
+/// `q` as a literal inside a LIKE pattern: `%`, `_` and the escape character `\` itself
+/// are escaped, so that they match only themselves.
+fn like_literal(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    for c in q.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Parses an id from a path segment.
@@ -210,11 +236,13 @@ pub async fn intent_hints(pool: &Pool, q: &str) -> Result<Vec<(String, String)>,
     if q.chars().count() > 200 {
         return Err(ApiError::BadRequest("q: at most 200 characters".into()));
     }
+    no_nul("q", q)?;
+    let pattern = like_literal(q);
     let rows = pool
         .query_typed(
             "SELECT phrase, intent FROM intent_hints
-             WHERE phrase ILIKE '%' || $1 || '%' ORDER BY id LIMIT 20",
-            &[(&q, Type::TEXT)],
+             WHERE phrase ILIKE '%' || $1 || '%' ESCAPE '\\' ORDER BY id LIMIT 20",
+            &[(&pattern, Type::TEXT)],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
