@@ -401,3 +401,79 @@ async fn stalled_connects_give_up_once_a_newer_one_gets_through() {
     drop(held);
     assert_no_idle_in_transaction(&pool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_declared_repeatable_survive_every_backend_being_terminated() {
+    let pool = Pool::new(config_for(cluster(), "read-terminate").pool_size(5)).expect("pool");
+    warm(&pool, 5).await;
+    let mut readers = tokio::task::JoinSet::new();
+    for i in 0..200i32 {
+        let pool = pool.clone();
+        readers.spawn(async move {
+            // Long enough that the terminations below land while statements are running.
+            let rows = pool
+                .read("SELECT $1::int4 + 1 FROM pg_sleep(0.2)", &[&i])
+                .await
+                .map_err(|e| e.to_string())?;
+            let got: i32 = rows[0].get(0);
+            if got == i + 1 {
+                Ok(())
+            } else {
+                Err(format!("read {i} answered {got}"))
+            }
+        });
+    }
+    eventually("reads running on the server", || async {
+        support::server_sessions(&pool)
+            .await
+            .iter()
+            .any(|(_, state)| state.as_deref() == Some("active"))
+    })
+    .await;
+    let killed = support::terminate_pool_backends(&pool).await;
+    assert!(killed > 0, "backends were running the reads");
+    let mut errors = Vec::new();
+    while let Some(outcome) = readers.join_next().await {
+        if let Err(e) = outcome.expect("reader task") {
+            errors.push(e);
+        }
+    }
+    assert!(errors.is_empty(), "{} reads failed: {errors:?}", errors.len());
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_with_a_side_effect_through_query_is_not_run_again_after_a_cut() {
+    let pool = Pool::new(config_for(cluster(), "query-once").pool_size(2)).expect("pool");
+    let sequence = format!("hf_query_once_{}", std::process::id());
+    pool.execute(&format!("CREATE SEQUENCE {sequence}"), &[])
+        .await
+        .expect("sequence");
+    let call = tokio::spawn({
+        let (pool, sql) = (
+            pool.clone(),
+            format!("SELECT nextval('{sequence}') FROM pg_sleep(30)"),
+        );
+        async move { pool.query(&sql, &[]).await }
+    });
+    eventually("the statement is running", || async {
+        support::server_sessions(&pool)
+            .await
+            .iter()
+            .any(|(_, state)| state.as_deref() == Some("active"))
+    })
+    .await;
+    support::terminate_pool_backends(&pool).await;
+    let err = call.await.expect("task").expect_err("its connection was cut");
+    assert_eq!(err.code().map(|c| c.code()), Some("57P01"), "{err}");
+    let conn = pool.get().await.expect("conn");
+    let last: i64 = conn
+        .query_one(&format!("SELECT last_value FROM {sequence}"), &[])
+        .await
+        .expect("sequence")
+        .get(0);
+    assert_eq!(last, 1, "nextval ran once: the statement was not sent again");
+    conn.execute(&format!("DROP SEQUENCE {sequence}"), &[])
+        .await
+        .expect("drop");
+}

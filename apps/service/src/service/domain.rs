@@ -162,9 +162,10 @@ pub async fn create_episode(pool: &Pool, episode: NewEpisode) -> Result<i64, Api
 /// Reads an episode.
 pub async fn get_episode(pool: &Pool, id: i64) -> Result<Episode, ApiError> {
     // One statement in autocommit: pipelined with other readers on a shared connection, so
-    // reads keep being served with few connections while assemblies hold theirs.
+    // reads keep being served with few connections while assemblies hold theirs. A read:
+    // run again on a fresh connection if its connection dies before the answer.
     let row = pool
-        .query_typed(
+        .read_typed(
             "SELECT e.id, e.title, e.status, e.progress, e.output_path, e.task_id, e.error,
                     (SELECT count(*) FROM segments s WHERE s.episode_id = e.id),
                     (SELECT count(*) FROM transcript_lines t WHERE t.episode_id = e.id)
@@ -239,7 +240,7 @@ pub async fn intent_hints(pool: &Pool, q: &str) -> Result<Vec<(String, String)>,
     no_nul("q", q)?;
     let pattern = like_literal(q);
     let rows = pool
-        .query_typed(
+        .read_typed(
             "SELECT phrase, intent FROM intent_hints
              WHERE phrase ILIKE '%' || $1 || '%' ESCAPE '\\' ORDER BY id LIMIT 20",
             &[(&pattern, Type::TEXT)],

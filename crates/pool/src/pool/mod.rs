@@ -27,6 +27,7 @@ mod maintenance;
 mod metrics;
 mod opener;
 pub(crate) mod pooled;
+mod read;
 mod release;
 mod reset;
 mod slot;
@@ -215,7 +216,7 @@ impl Pool {
         self.affected(sql, Params::Typed(params)).await
     }
 
-    async fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, PoolError> {
+    pub(super) async fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, PoolError> {
         if !self.shares(sql) {
             return Ok(self.get().await?.rows(sql, params).await?);
         }
