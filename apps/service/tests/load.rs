@@ -29,6 +29,7 @@ fn args(report: std::path::PathBuf) -> LoadArgs {
         api_timeout_ms: 5000,
         faults: vec![FaultKind::Kill],
         in_order: false,
+        short_timeouts: false,
         fault_every_s: 3.0,
         fault_length_s: 1.0,
         latency_ms: 100,

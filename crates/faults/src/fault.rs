@@ -82,6 +82,10 @@ pub enum Action {
     DropReply,
     /// Forward the request and its answer, then close the connection.
     CutAfterReply,
+    /// Swallow the message and everything the client sends after it on that connection,
+    /// keeping the connection open: the request is lost on the way and nothing tells the
+    /// client (one connection's hung network path).
+    SwallowFrom,
 }
 
 /// React to a protocol message.

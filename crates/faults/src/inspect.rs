@@ -22,6 +22,8 @@ pub(crate) struct Upstream {
     pub(crate) forward: usize,
     /// Then close the connection (the rule cut before a message).
     pub(crate) cut: bool,
+    /// Then swallow everything the client sends on this connection from now on.
+    pub(crate) swallow: bool,
     /// A rule fired.
     pub(crate) fired: bool,
 }
@@ -130,7 +132,7 @@ impl Inspector {
     /// Bytes of the client's message under way that must not be forwarded yet, because a
     /// rule that cuts before a message might still match it.
     pub(crate) fn hold_back(&self, rule: Option<&MessageRule>) -> usize {
-        let cutting = rule.is_some_and(|r| r.action == Action::CutBefore);
+        let cutting = rule.is_some_and(|r| matches!(r.action, Action::CutBefore | Action::SwallowFrom));
         match self.frontend.partial_tag() {
             Some(Tag::Typed(b'Q' | b'P' | b'E')) if cutting => self.frontend.partial_len(),
             _ => 0,
@@ -145,6 +147,7 @@ impl Inspector {
             return Upstream {
                 forward: data.len(),
                 cut: false,
+                swallow: false,
                 fired: false,
             };
         }
@@ -161,6 +164,7 @@ impl Inspector {
         let mut start = held as isize - frontend.partial_len() as isize;
         let mut fed = held;
         let mut cut_at = None;
+        let mut swallow = false;
         let mut fired = false;
         let _ = frontend.feed(&data[held..], |frame| {
             let end = start + frame.wire_len() as isize;
@@ -184,6 +188,10 @@ impl Inspector {
                 fired = true;
                 match r.action {
                     Action::CutBefore => cut_at = Some(frame_start.max(0) as usize),
+                    Action::SwallowFrom => {
+                        cut_at = Some(frame_start.max(0) as usize);
+                        swallow = true;
+                    }
                     action => {
                         *armed = Some(Armed {
                             action,
@@ -205,12 +213,14 @@ impl Inspector {
         match cut_at {
             Some(at) => Upstream {
                 forward: at,
-                cut: true,
+                cut: !swallow,
+                swallow,
                 fired,
             },
             None => Upstream {
                 forward: data.len() - self.hold_back(rule),
                 cut: false,
+                swallow: false,
                 fired,
             },
         }
@@ -397,6 +407,7 @@ mod tests {
             Upstream {
                 forward: client_hello.len(),
                 cut: false,
+                swallow: false,
                 fired: false
             }
         );
@@ -418,6 +429,26 @@ mod tests {
             Upstream {
                 forward: begin_len,
                 cut: true,
+                swallow: false,
+                fired: true
+            }
+        );
+    }
+
+    #[test]
+    fn swallow_from_forwards_what_came_before_and_keeps_the_connection() {
+        let mut i = established();
+        let mut data = msg(b'Q', b"BEGIN\0");
+        let begin_len = data.len();
+        data.extend(msg(b'Q', b"COMMIT\0"));
+        let r = rule(Action::SwallowFrom);
+        let d = i.upstream(&data, data.len(), Some(&r));
+        assert_eq!(
+            d,
+            Upstream {
+                forward: begin_len,
+                cut: false,
+                swallow: true,
                 fired: true
             }
         );
@@ -436,6 +467,7 @@ mod tests {
             Upstream {
                 forward: 0,
                 cut: true,
+                swallow: false,
                 fired: true
             }
         );
@@ -452,6 +484,7 @@ mod tests {
             Upstream {
                 forward: commit.len(),
                 cut: false,
+                swallow: false,
                 fired: true
             }
         );
@@ -502,6 +535,7 @@ mod tests {
             Upstream {
                 forward: bind_len,
                 cut: true,
+                swallow: false,
                 fired: true
             }
         );

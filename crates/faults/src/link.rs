@@ -102,6 +102,8 @@ async fn pump(
     let mut buf = vec![0u8; 64 * 1024];
     // Client bytes held back while a rule might still cut before the message they start.
     let mut held: Vec<u8> = Vec::new();
+    // A SwallowFrom rule fired: the client's bytes are dropped from here on.
+    let mut swallowing = false;
     loop {
         if let Some(how) = wait_while_paused(&mut faults, &mut kill).await {
             return end(to, how).await;
@@ -128,7 +130,7 @@ async fn pump(
             Side::Up => now.upstream,
             Side::Down => now.downstream,
         };
-        if dir.blackhole {
+        if dir.blackhole || swallowing {
             continue;
         }
         // What the protocol rules make of this chunk.
@@ -141,6 +143,11 @@ async fn pump(
                     shared.rule_fired();
                 }
                 let out: Vec<u8> = held.drain(..decision.forward).collect();
+                if decision.swallow {
+                    held.clear();
+                    swallowing = true;
+                    shared.count_fault();
+                }
                 (out, decision.cut.then_some(Kill::Close))
             }
             Side::Down => {

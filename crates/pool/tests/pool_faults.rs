@@ -477,3 +477,61 @@ async fn a_statement_with_a_side_effect_through_query_is_not_run_again_after_a_c
         .await
         .expect("drop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_request_is_found_by_asking_the_server_while_a_long_statement_is_left_alone() {
+    let support::Proxied { proxy, url, db } = support::behind_a_proxy().await;
+    // No statement timeout and the default unanswered bound: only the probe can find the
+    // lost request below.
+    let config = config_for_url(&url, "probe")
+        .pool_size(2)
+        .probe_after(Some(Duration::from_millis(300)));
+    let pool = Pool::new(config).expect("pool");
+
+    // A long statement on a healthy connection: the server says it is running it.
+    let slow = pool.get().await.expect("slow");
+    let row = slow
+        .query_one("SELECT 7 FROM pg_sleep(2)", &[])
+        .await
+        .expect("left alone: probed as active, answered in its time");
+    assert_eq!(row.get::<_, i32>(0), 7);
+    drop(slow);
+
+    // A request lost on its way on one connection; every other connection works.
+    let lost = pool.get().await.expect("lost");
+    let pid = lost.backend_pid().expect("pid");
+    lost.batch_execute("SELECT 1").await.expect("through the proxy");
+    proxy
+        .set(holdfast_faults::Faults {
+            rule: Some(holdfast_faults::MessageRule {
+                trigger: holdfast_faults::Trigger::Query {
+                    prefix: "SELECT 'lost'".into(),
+                },
+                action: holdfast_faults::Action::SwallowFrom,
+                once: true,
+            }),
+            ..holdfast_faults::Faults::none()
+        })
+        .expect("rule");
+    let answer = tokio::time::timeout(BOUND, lost.batch_execute("SELECT 'lost'"))
+        .await
+        .expect("the lost request ends instead of waiting for the unanswered bound");
+    let error = answer.expect_err("no answer can have come");
+    assert!(error.is_closed(), "{}", holdfast_pool::pg_error_text(&error));
+    drop(lost);
+
+    // Its backend, idle and abandoned, was terminated: nothing of it outlives the client.
+    let admin = holdfast_testkit::connect_to(&cluster().url_for(&db.name)).await;
+    eventually("the abandoned backend is gone", || async {
+        admin
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .expect("pg_stat_activity")
+            .is_none()
+    })
+    .await;
+    let conn = pool.get().await.expect("served after");
+    conn.batch_execute("SELECT 1").await.expect("works");
+    drop(conn);
+    assert_no_idle_in_transaction(&pool).await;
+}

@@ -140,6 +140,10 @@ pub struct PoolConfig {
     /// closed, and its callers get an error instead of waiting forever for a reply that
     /// will not come (`DB_UNANSWERED_TIMEOUT_MS`).
     pub unanswered_timeout: UnansweredTimeout,
+    /// A request unanswered this long makes the pool ask the server what its backend is
+    /// doing, and close the connection if the request or its answer was lost; `None`: never
+    /// (`DB_PROBE_AFTER_MS`).
+    pub probe_after: Option<Duration>,
     /// Name used in logs and metric labels (`DB_POOL_NAME`).
     pub name: String,
 }
@@ -170,6 +174,7 @@ impl PoolConfig {
             pipeline_depth: table::PIPELINE_DEPTH.default_usize(),
             pipeline_stall: table::PIPELINE_STALL.default_duration(),
             unanswered_timeout: UnansweredTimeout::Auto,
+            probe_after: table::PROBE_AFTER.default_value(),
             name: table::POOL_NAME.default.to_string(),
         }
     }
@@ -220,6 +225,7 @@ impl PoolConfig {
             close_timeout: table::CLOSE_TIMEOUT.read_duration(source)?,
             pipeline_depth: count(&table::PIPELINE_DEPTH)?,
             pipeline_stall: table::PIPELINE_STALL.read_duration(source)?,
+            probe_after: table::PROBE_AFTER.read(source)?,
             unanswered_timeout: match table::UNANSWERED_TIMEOUT.read(source)? {
                 AutoValue::Auto => UnansweredTimeout::Auto,
                 AutoValue::Off => UnansweredTimeout::Off,
@@ -357,6 +363,13 @@ impl PoolConfig {
         self
     }
 
+    /// Ask the server about a request unanswered this long (`None`: never). Defaults to
+    /// 2000 ms.
+    pub fn probe_after(mut self, after: Option<Duration>) -> Self {
+        self.probe_after = after;
+        self
+    }
+
     /// When a connection whose requests get no answer at all is closed. Defaults to
     /// [`UnansweredTimeout::Auto`].
     pub fn unanswered_timeout(mut self, timeout: UnansweredTimeout) -> Self {
@@ -398,6 +411,7 @@ impl PoolConfig {
         }
         for (setting, value) in [
             (&table::RECYCLE, self.recycle),
+            (&table::PROBE_AFTER, self.probe_after),
             (&table::POOL_TIMEOUT, Some(self.pool_timeout)),
             (&table::PRE_PING_WINDOW, Some(self.pre_ping_window)),
             (&table::PING_TIMEOUT, Some(self.ping_timeout)),

@@ -54,6 +54,13 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) {
             silenced.close();
         }
     }
+    if let Some(after) = shared.probe_after {
+        for quiet in shared.watch.take_quiet(after) {
+            shared
+                .runtime
+                .spawn(super::probe::run(Arc::clone(shared), quiet, after));
+        }
+    }
     let now = CoarseInstant::now();
     let mut to_close: Vec<(Box<Slot>, CloseReason)> = Vec::new();
     let mut to_ping: Vec<Box<Slot>> = Vec::new();

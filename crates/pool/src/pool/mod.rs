@@ -27,6 +27,7 @@ mod maintenance;
 mod metrics;
 mod opener;
 pub(crate) mod pooled;
+mod probe;
 mod read;
 mod release;
 mod reset;
@@ -262,6 +263,9 @@ pub(crate) struct Shared {
     /// How long a connection with requests in flight may hear nothing before it is closed
     /// (resolved from `config.unanswered_timeout`), and the connections watched for it.
     pub(crate) unanswered: Option<Duration>,
+    /// When to ask the server about an unanswered request (`config.probe_after`; never
+    /// behind a transaction pooler, where the backend is not the connection's own).
+    pub(crate) probe_after: Option<Duration>,
     pub(crate) watch: Watch,
     /// Wakes stalled connects to check whether they were given up.
     pub(crate) give_up: Notify,
@@ -307,6 +311,9 @@ impl Shared {
         Shared {
             metrics: PoolMetrics::new(&config.name),
             unanswered: config.unanswered_timeout.resolve(&config),
+            probe_after: config
+                .probe_after
+                .filter(|_| !config.connect.get_pooler().is_transaction()),
             watch: Watch::default(),
             give_up: Notify::new(),
             config,

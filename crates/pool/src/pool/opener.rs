@@ -182,7 +182,7 @@ impl Shared {
             now.after(age.mul_f64(1.0 + fastrand::f64() * 0.05))
         });
         let id = self.next_slot.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.unanswered.is_some() {
+        if self.unanswered.is_some() || self.probe_after.is_some() {
             self.watch
                 .register(id, conn.state().clone(), conn.driver_handle());
         }

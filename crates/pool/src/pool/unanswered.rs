@@ -24,6 +24,45 @@ struct Watched {
     /// Since when the connection has had requests in flight and received nothing, as far
     /// as the looks so far show: (bytes received then, the first look that saw it so).
     waiting: Option<(u64, CoarseInstant)>,
+    /// A probe is asking the server about it now.
+    probing: bool,
+    /// When the last probe of this silence ended.
+    probed_at: Option<CoarseInstant>,
+}
+
+impl Watched {
+    /// Updates what the looks show; returns how long the connection has had requests in
+    /// flight and received nothing (`None`: it has nothing in flight, or this is the first
+    /// look that sees it waiting).
+    fn look(&mut self, now: CoarseInstant) -> Option<Duration> {
+        if self.state.in_flight() == 0 {
+            self.waiting = None;
+            self.probed_at = None;
+            return None;
+        }
+        let received = self.state.bytes_received();
+        match self.waiting {
+            // Requests were in flight at that look and no byte has come since.
+            Some((then, since)) if then == received => Some(now.saturating_duration_since(since)),
+            _ => {
+                self.waiting = Some((received, now));
+                self.probed_at = None;
+                None
+            }
+        }
+    }
+}
+
+/// A connection whose request has been unanswered past `probe_after`: the probe asks the
+/// server what its backend is doing.
+pub(crate) struct Quiet {
+    pub(crate) id: u64,
+    pub(crate) backend_pid: i32,
+    pub(crate) state: WireState,
+    /// Bytes received when it was picked: any byte since means an answer came.
+    pub(crate) received: u64,
+    pub(crate) driver: AbortHandle,
+    pub(crate) silent_for: Duration,
 }
 
 /// Every open connection of the pool (idle, in use, serving `Pool::query`), registered when
@@ -52,7 +91,50 @@ impl Watch {
             state,
             driver,
             waiting: None,
+            probing: false,
+            probed_at: None,
         });
+    }
+
+    /// Connections whose requests have been unanswered longer than `after`, not being
+    /// probed, and not probed within the last `after`: marked as being probed.
+    pub(crate) fn take_quiet(&self, after: Duration) -> Vec<Quiet> {
+        let now = CoarseInstant::now();
+        let mut quiet = Vec::new();
+        for w in self.lock().iter_mut() {
+            if w.probing || w.driver.is_finished() {
+                continue;
+            }
+            let Some(silent_for) = w.look(now) else {
+                continue;
+            };
+            let probed_lately = w
+                .probed_at
+                .is_some_and(|at| now.saturating_duration_since(at) <= after);
+            let Some(backend_pid) = w.state.backend_pid() else {
+                continue;
+            };
+            if silent_for > after && !probed_lately {
+                w.probing = true;
+                quiet.push(Quiet {
+                    id: w.id,
+                    backend_pid,
+                    state: w.state.clone(),
+                    received: w.state.bytes_received(),
+                    driver: w.driver.clone(),
+                    silent_for,
+                });
+            }
+        }
+        quiet
+    }
+
+    /// The probe of connection `id` has ended.
+    pub(crate) fn probed(&self, id: u64) {
+        if let Some(w) = self.lock().iter_mut().find(|w| w.id == id) {
+            w.probing = false;
+            w.probed_at = Some(CoarseInstant::now());
+        }
     }
 
     /// Looks at every connection: returns, and stops watching, those that have had requests
@@ -66,20 +148,9 @@ impl Watch {
                 return false;
             }
             let in_flight = w.state.in_flight();
-            if in_flight == 0 {
-                w.waiting = None;
+            let Some(silent_for) = w.look(now) else {
                 return true;
-            }
-            let received = w.state.bytes_received();
-            let since = match w.waiting {
-                // Requests were in flight at that look and no byte has come since.
-                Some((then, since)) if then == received => since,
-                _ => {
-                    w.waiting = Some((received, now));
-                    return true;
-                }
             };
-            let silent_for = now.saturating_duration_since(since);
             if silent_for <= bound {
                 return true;
             }

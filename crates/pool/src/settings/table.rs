@@ -379,6 +379,18 @@ pub const UNANSWERED_TIMEOUT: AutoSpan = AutoSpan {
     doc: "close a connection with requests in flight that has heard nothing from the server for this long; `auto`: the start-up statement timeout + 30 s (off without one, or behind a transaction pooler); a number must exceed the statement timeout",
 };
 
+/// `DB_PROBE_AFTER_MS`.
+pub const PROBE_AFTER: Span = Span {
+    env: "DB_PROBE_AFTER_MS",
+    name: "probe_after",
+    unit: Unit::Milliseconds,
+    default: 2000,
+    min: 1,
+    max: DAY_MS,
+    zero_is_off: true,
+    doc: "a request unanswered this long makes the pool ask the server, on a connection of its own, what that backend is doing: running it, the pool keeps waiting; idle or gone, the request or its answer was lost and the connection is closed (its backend terminated); off behind a transaction pooler",
+};
+
 /// `DB_POOL_NAME`.
 pub const POOL_NAME: Text = Text {
     env: "DB_POOL_NAME",
@@ -431,6 +443,7 @@ pub static POOL: &[&dyn Describe] = &[
     &PIPELINE_DEPTH,
     &PIPELINE_STALL,
     &UNANSWERED_TIMEOUT,
+    &PROBE_AFTER,
     &POOL_NAME,
 ];
 

@@ -91,6 +91,11 @@ pub struct LoadArgs {
     /// Faults to draw from (comma-separated): none, kill, restart, terminate, blackhole, latency.
     #[arg(long, value_delimiter = ',', default_value = "kill")]
     pub faults: Vec<FaultKind>,
+    /// The run's own service: short timeouts instead of `holdfast serve`'s defaults (API
+    /// pool wait 1 s, request 3 s, statement 30 s, lease 3 s, assembly 20 s, shutdown grace
+    /// 2 s), for quick test runs. Without it the service runs as shipped.
+    #[arg(long)]
+    pub short_timeouts: bool,
     /// Play each fault of --faults once, in the order given, spread evenly over the run,
     /// instead of a plan drawn from the seed.
     #[arg(long)]
@@ -385,21 +390,24 @@ async fn own(args: &LoadArgs) -> Result<Setup, ServiceError> {
     };
     let target = Target::parse(&direct)?;
     let proxy = FaultProxy::start_local(target.resolve().await?).await?;
-    let request_timeout_ms = 3000;
-    // Assemblies here take about a second, several during a latency fault; a body whose
-    // statement a blackhole swallowed is stopped after ASSEMBLY_TIMEOUT_MS and runs again.
-    let serve = ServeArgs::for_database(target.through(proxy.port()))
+    // The load's shape (assemblies at once, mixing time) is the run's; every timeout is
+    // `holdfast serve`'s default unless --short-timeouts.
+    let mut serve = ServeArgs::for_database(target.through(proxy.port()))
         .set(&config::LISTEN, "127.0.0.1:0")
-        .set(&table::POOL_SIZE, 4)
-        .set(&table::MAX_OVERFLOW, 4)
-        .set(&config::API_POOL_TIMEOUT, 1000)
-        .set(&config::API_REQUEST_TIMEOUT, request_timeout_ms)
-        .set(&table::STATEMENT_TIMEOUT, 30_000)
         .set(&config::ASSEMBLY_WORKERS, args.assemblies)
-        .set(&config::ASSEMBLY_STEP, args.step_ms)
-        .set(&task_settings::LEASE, 3000)
-        .set(&config::ASSEMBLY_TIMEOUT, 20_000)
-        .set(&task_settings::SHUTDOWN_GRACE, 2000);
+        .set(&config::ASSEMBLY_STEP, args.step_ms);
+    if args.short_timeouts {
+        // Assemblies here take about a second, several during a latency fault; a body
+        // whose statement a blackhole swallowed is stopped after 20 s and runs again.
+        serve = serve
+            .set(&config::API_POOL_TIMEOUT, 1000)
+            .set(&config::API_REQUEST_TIMEOUT, 3000)
+            .set(&table::STATEMENT_TIMEOUT, 30_000)
+            .set(&task_settings::LEASE, 3000)
+            .set(&config::ASSEMBLY_TIMEOUT, 20_000)
+            .set(&task_settings::SHUTDOWN_GRACE, 2000);
+    }
+    let request_timeout = serve.request_timeout()?;
     let service = Service::start(&serve).await?;
     println!(
         "service on http://{}, database behind the fault proxy on port {}",
@@ -418,7 +426,7 @@ async fn own(args: &LoadArgs) -> Result<Setup, ServiceError> {
         },
         admin,
         schema: task_settings::SCHEMA.read_or_default(&serve),
-        tail: Duration::from_millis(request_timeout_ms.min(args.api_timeout_ms)),
+        tail: request_timeout.min(Duration::from_millis(args.api_timeout_ms)),
     })
 }
 
@@ -472,6 +480,7 @@ fn settings(args: &LoadArgs, seed: u64) -> serde_json::Value {
         "api_timeout_ms": args.api_timeout_ms,
         "faults": args.faults.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
         "in_order": args.in_order,
+        "short_timeouts": args.short_timeouts,
         "fault_every_s": args.fault_every_s,
         "fault_length_s": args.fault_length_s,
         "latency_ms": args.latency_ms,
