@@ -1,11 +1,58 @@
 //! Logging set-up for the binary: `tracing` to stderr, level from `RUST_LOG` (default info).
+//! Every ERROR event is also noted (when), so that a load run can check that a fault its
+//! service should absorb wrote no ERROR line.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// When each ERROR event of this process was logged.
+static ERRORS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(NoteErrors)
         .try_init();
+}
+
+/// When the ERROR events logged since [`init`] were logged (none without it).
+pub fn errors_logged() -> Vec<Instant> {
+    ERRORS.lock().map(|e| e.clone()).unwrap_or_default()
+}
+
+/// A layer that notes when each ERROR event happens.
+#[derive(Debug, Clone, Copy)]
+pub struct NoteErrors;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for NoteErrors {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::ERROR {
+            if let Ok(mut errors) = ERRORS.lock() {
+                errors.push(Instant::now());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_events_are_noted_and_others_are_not() {
+        let subscriber = tracing_subscriber::registry().with(NoteErrors);
+        let before = errors_logged().len();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!("a warning");
+            tracing::error!("an error");
+        });
+        assert_eq!(errors_logged().len(), before + 1);
+    }
 }

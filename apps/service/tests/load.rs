@@ -88,7 +88,15 @@ async fn a_short_run_with_connection_kills_passes_and_its_report_holds_the_serie
     );
     assert!(report.samples.len() >= 15, "{} samples", report.samples.len());
     assert!(report.totals.assemblies >= 3 && report.totals.ok > 0);
-    assert_eq!(report.checks.len(), 8);
+    assert_eq!(report.checks.len(), 10);
+    assert!(
+        report
+            .checks
+            .iter()
+            .any(|c| c.name == "no API error during kill, terminate and restart" && c.passed),
+        "{:?}",
+        report.checks
+    );
 
     // The HTML: well-formed, every chart there, each series with a point per sample, every
     // fault marked on every chart.

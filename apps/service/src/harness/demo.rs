@@ -66,6 +66,10 @@ pub fn preset(args: &DemoArgs) -> Vec<String> {
         "--in-order",
         "--seed",
         "1",
+        // Outside faults, not one failed request; during kill and restart the run requires
+        // none either, nor an ERROR line.
+        "--max-error-pct",
+        "0",
         "--duration-s",
         &args.duration_s.to_string(),
         "--assemblies",

@@ -11,7 +11,7 @@ use holdfast::Pool;
 use crate::error::ServiceError;
 use serde::Serialize;
 
-use super::plan::Played;
+use super::plan::{FaultKind, Played};
 use super::traffic::{lock, Ledger, Outcome};
 
 /// One end check.
@@ -67,6 +67,50 @@ fn during(played: &[Played], t: f64, tail_s: f64) -> bool {
         let over = f.recovered_s.unwrap_or(f64::INFINITY).max(f.end_s) + tail_s;
         t >= f.start_s && t <= over
     })
+}
+
+/// Faults a service must absorb without a caller noticing: an outage of a connection or of
+/// the server that is over well within a request's budget.
+fn absorbed(kind: FaultKind) -> bool {
+    matches!(kind, FaultKind::Kill | FaultKind::Terminate | FaultKind::Restart)
+}
+
+/// No API error and no ERROR log line (`errors_at`: when each was logged, in seconds of the
+/// run; `None` when the run cannot see the service's log) during a kill, terminate or
+/// restart. Blackholes and latency longer than a request's budget may fail requests; they
+/// are held to the rates of [`api_checks`].
+pub fn absorbed_checks(
+    played: &[Played],
+    outcomes: &[Outcome],
+    errors_at: Option<&[f64]>,
+    tail_s: f64,
+) -> Vec<Check> {
+    let brief: Vec<Played> = played.iter().filter(|f| absorbed(f.kind)).cloned().collect();
+    if brief.is_empty() {
+        return Vec::new();
+    }
+    let (mut total, mut failed) = (0u64, 0u64);
+    for o in outcomes.iter().filter(|o| during(&brief, o.done_s, tail_s)) {
+        total += 1;
+        failed += u64::from(!o.ok);
+    }
+    let mut checks = vec![Check::new(
+        "no API error during kill, terminate and restart",
+        failed == 0,
+        format!("{failed} of {total} requests failed"),
+    )];
+    if let Some(errors_at) = errors_at {
+        let lines = errors_at.iter().filter(|t| during(&brief, **t, tail_s)).count();
+        checks.push(Check::new(
+            "no ERROR line during kill, terminate and restart",
+            lines == 0,
+            format!(
+                "{lines} ERROR lines in the log then ({} in the whole run)",
+                errors_at.len()
+            ),
+        ));
+    }
+    checks
 }
 
 /// The API checks: error rates during and outside faults, recovery after each fault.
@@ -412,5 +456,38 @@ mod tests {
         outcomes.push(outcome(8.0, 8.01, false));
         let checks = api_checks(&played, &outcomes, BOUNDS);
         assert!(!checks[1].passed, "{checks:?}");
+    }
+
+    #[test]
+    fn kill_terminate_and_restart_must_cost_no_request_and_no_error_line() {
+        let outcomes = vec![
+            outcome(1.0, 1.01, true),
+            outcome(5.0, 5.02, false), // during the kill
+            outcome(5.1, 5.11, true),  // recovered
+            outcome(9.0, 9.02, false), // during the blackhole: held to the rates only
+            outcome(9.1, 9.11, true),
+        ];
+        let mut played = vec![kill_at(5.0), kill_at(9.0)];
+        played[1].kind = FaultKind::Blackhole;
+        recoveries(&mut played, &outcomes);
+        let checks = absorbed_checks(&played, &outcomes, Some(&[9.0]), 0.5);
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        assert!(
+            !checks[0].passed && checks[0].detail.starts_with("1 of "),
+            "{checks:?}"
+        );
+        assert!(
+            checks[1].passed,
+            "an ERROR line in the blackhole does not count: {checks:?}"
+        );
+        let fine: Vec<Outcome> = outcomes.iter().filter(|o| o.ok).cloned().collect();
+        let checks = absorbed_checks(&played, &fine, Some(&[5.01]), 0.5);
+        assert!(checks[0].passed, "{checks:?}");
+        assert!(
+            !checks[1].passed,
+            "an ERROR line during the kill fails: {checks:?}"
+        );
+        played.retain(|f| f.kind == FaultKind::Blackhole);
+        assert!(absorbed_checks(&played, &outcomes, None, 0.5).is_empty());
     }
 }

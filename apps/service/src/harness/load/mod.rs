@@ -273,6 +273,20 @@ pub async fn run(args: LoadArgs) -> Result<LoadReport, ServiceError> {
         tail_s: setup.tail.as_secs_f64(),
     };
     all_checks.extend(checks::api_checks(&played, &outcomes, bounds));
+    // The service's ERROR lines, when it runs in this process (with the binary's logging).
+    let errors_at: Option<Vec<f64>> = setup.service.is_some().then(|| {
+        crate::logging::errors_logged()
+            .iter()
+            .filter_map(|at| at.checked_duration_since(ledger.origin))
+            .map(|d| d.as_secs_f64())
+            .collect()
+    });
+    all_checks.extend(checks::absorbed_checks(
+        &played,
+        &outcomes,
+        errors_at.as_deref(),
+        bounds.tail_s,
+    ));
     if let Some(service) = setup.service.take() {
         service.stop().await?;
     }
