@@ -117,6 +117,23 @@ async fn pump(
         };
         let n = match n {
             Ok(0) | Err(_) => {
+                if side == Side::Up {
+                    // A hung network loses the client's FIN like any other byte: the server
+                    // must not learn that the client left while its bytes are swallowed.
+                    if let Some(how) = hold_while_swallowed(&mut faults, &mut kill, swallowing).await {
+                        return end(to, how).await;
+                    }
+                } else {
+                    // The server is gone: nothing more can reach it, so the client's half
+                    // ends too (it may be holding on above).
+                    link.kill.send_if_modified(|k| {
+                        let first = k.is_none();
+                        if first {
+                            *k = Some(Kill::Close);
+                        }
+                        first
+                    });
+                }
                 if !held.is_empty() {
                     let _ = to.write_all(&held).await;
                 }
@@ -235,6 +252,29 @@ async fn wait_while_paused(
         }
     }
     None
+}
+
+/// The client closed its side while its bytes are being swallowed (a `SwallowFrom` rule
+/// fired on this connection, or the upstream is a blackhole): waits, keeping the server's side
+/// open, until the link is killed, the server closes, or (a blackhole only) the fault is
+/// cleared. Returns the kill, if that is what ended the wait.
+async fn hold_while_swallowed(
+    faults: &mut watch::Receiver<Faults>,
+    kill: &mut watch::Receiver<Option<Kill>>,
+    swallowing: bool,
+) -> Option<Kill> {
+    loop {
+        if let Some(how) = *kill.borrow() {
+            return Some(how);
+        }
+        if !swallowing && !faults.borrow().upstream.blackhole {
+            return None;
+        }
+        tokio::select! {
+            changed = faults.changed() => if changed.is_err() { return Some(Kill::Close) },
+            changed = kill.changed() => if changed.is_err() { return Some(Kill::Close) },
+        }
+    }
 }
 
 /// Ends this pump's outgoing half. A reset sets SO_LINGER to zero and drops the half without

@@ -317,3 +317,31 @@ async fn behind_a_transaction_pooler_pool_query_takes_a_connection_of_its_own() 
     assert_eq!(rows[0].get::<_, i32>(0), 7);
     assert_eq!(idle_in_transaction(&db), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_session_pooler_the_probe_leaves_a_long_statement_alone() {
+    // In session mode the pool needs no pooler setting, but the backend pid a connection is
+    // given is PgBouncer's invention: a probe that looked it up would find no such backend
+    // and close a connection whose statement is running fine (or terminate a stranger).
+    let db = cluster().create_database().expect("database");
+    let bouncer = TempPgBouncer::start(
+        cluster(),
+        PgBouncerOptions::default()
+            .default_pool_size(2)
+            .pool_mode(holdfast_tempdb::PoolMode::Session),
+    )
+    .expect("pgbouncer");
+    let pool = Pool::new(
+        config(&bouncer, &db, "session-probe", Pooler::None)
+            .pool_size(1)
+            .probe_after(Some(Duration::from_millis(200))),
+    )
+    .expect("pool");
+    // Maintenance looks once a second: two looks see the statement silent past 200 ms.
+    let conn = pool.get().await.expect("get");
+    let row = conn
+        .query_one("SELECT 7 FROM pg_sleep(2.5)", &[])
+        .await
+        .expect("a running statement is left alone");
+    assert_eq!(row.get::<_, i32>(0), 7);
+}

@@ -535,3 +535,125 @@ async fn a_lost_request_is_found_by_asking_the_server_while_a_long_statement_is_
     drop(conn);
     assert_no_idle_in_transaction(&pool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_reset_hangs_is_terminated_and_its_locks_freed() {
+    let support::Proxied { proxy, url, db } = support::behind_a_proxy().await;
+    // No probe and no silence bound: only the reset's own bound ends the wait below.
+    let config = config_for_url(&url, "abandoned")
+        .pool_size(2)
+        .probe_after(None)
+        .unanswered_timeout(UnansweredTimeout::Off)
+        .reset_timeout(Duration::from_millis(300));
+    let pool = Pool::new(config).expect("pool");
+    let conn = pool.get().await.expect("get");
+    let pid = conn.backend_pid().expect("pid");
+    conn.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(4242)")
+        .await
+        .expect("a transaction holding a lock");
+    // The network swallows the rollback the pool sends when the connection comes back, and
+    // (as a hung network does) the close after it: the server never hears from the client.
+    proxy
+        .set(holdfast_faults::Faults {
+            rule: Some(holdfast_faults::MessageRule {
+                trigger: holdfast_faults::Trigger::Query {
+                    prefix: "ROLLBACK".into(),
+                },
+                action: holdfast_faults::Action::SwallowFrom,
+                once: true,
+            }),
+            ..holdfast_faults::Faults::none()
+        })
+        .expect("rule");
+    drop(conn);
+
+    // The reset gives up after its bound; the session it leaves behind is ended from the
+    // pool's own connection, and the lock is free again.
+    let admin = holdfast_testkit::connect_to(&cluster().url_for(&db.name)).await;
+    eventually("the abandoned backend is gone", || async {
+        admin
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .expect("pg_stat_activity")
+            .is_none()
+    })
+    .await;
+    let free: bool = admin
+        .query_one("SELECT pg_try_advisory_lock(4242)", &[])
+        .await
+        .expect("try lock")
+        .get(0);
+    assert!(free, "the abandoned transaction's lock is released");
+    assert_eq!(pool.status().open, 0, "the connection was closed, not kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_closed_for_its_silence_is_terminated() {
+    let support::Proxied { proxy, url, db } = support::behind_a_proxy().await;
+    let mut config = config_for_url(&url, "silenced")
+        .pool_size(2)
+        .probe_after(None)
+        .unanswered_timeout(UnansweredTimeout::After(Duration::from_millis(800)));
+    config.connect = config.connect.statement_timeout(Some(Duration::from_millis(300)));
+    let pool = Pool::new(config).expect("pool");
+    let conn = pool.get().await.expect("get");
+    let pid = conn.backend_pid().expect("pid");
+    conn.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(4343)")
+        .await
+        .expect("a transaction holding a lock");
+    proxy
+        .set(holdfast_faults::Faults {
+            rule: Some(holdfast_faults::MessageRule {
+                trigger: holdfast_faults::Trigger::Query {
+                    prefix: "SELECT 'lost'".into(),
+                },
+                action: holdfast_faults::Action::SwallowFrom,
+                once: true,
+            }),
+            ..holdfast_faults::Faults::none()
+        })
+        .expect("rule");
+    let answer = tokio::time::timeout(BOUND, conn.batch_execute("SELECT 'lost'"))
+        .await
+        .expect("the silence bound ends the wait");
+    assert!(answer.is_err(), "no answer can have come");
+    drop(conn);
+    let admin = holdfast_testkit::connect_to(&cluster().url_for(&db.name)).await;
+    eventually("the silenced backend is gone", || async {
+        admin
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .expect("pg_stat_activity")
+            .is_none()
+    })
+    .await;
+    let free: bool = admin
+        .query_one("SELECT pg_try_advisory_lock(4343)", &[])
+        .await
+        .expect("try lock")
+        .get(0);
+    assert!(free, "the silenced transaction's lock is released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_get_never_waits() {
+    let pool = Pool::new(config_for(cluster(), "try-get").pool_size(1)).expect("pool");
+    let held = match pool.try_get().await {
+        Err(PoolError::Timeout { waited, .. }) => {
+            assert_eq!(waited, Duration::ZERO);
+            // Nothing was idle; a connection was opened for the next caller.
+            eventually("a connection opened for later", || async {
+                pool.status().idle == 1
+            })
+            .await;
+            pool.try_get().await.expect("now idle")
+        }
+        other => panic!("an empty pool answers try_get at once with a timeout: {other:?}"),
+    };
+    match pool.try_get().await {
+        Err(PoolError::Timeout { status, .. }) => assert_eq!(status.in_use, 1),
+        other => panic!("every connection in use: {other:?}"),
+    }
+    drop(held);
+    pool.try_get().await.expect("returned connection");
+}

@@ -90,6 +90,23 @@ impl Pool {
                     cause: Arc::clone(&down.cause),
                 });
             }
+            if timeout.is_zero() {
+                // `try_get`: no wait at all. Demand still opens a connection for the next
+                // caller, and the answer is the one a deadline would give.
+                shared.spawn_openers_for_one(&mut g);
+                let pool = shared.config.name.clone();
+                return Err(match g.down.as_ref() {
+                    Some(down) => PoolError::Unavailable {
+                        pool,
+                        cause: Arc::clone(&down.cause),
+                    },
+                    None => PoolError::Timeout {
+                        pool,
+                        waited: Duration::ZERO,
+                        status: shared.status_of(&g),
+                    },
+                });
+            }
             let max_waiting = shared.config.max_waiting;
             if max_waiting > 0 && !front && g.waiters.len() >= max_waiting {
                 return Err(PoolError::Overloaded {

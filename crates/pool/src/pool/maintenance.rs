@@ -51,10 +51,14 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) {
                 "closed a connection whose requests got no answer: the server never got them or cannot answer"
             );
             // Counted and logged first: its callers may look as soon as it is closed.
+            let pid = silenced.backend_pid;
             silenced.close();
+            if let Some(pid) = pid {
+                super::abandon::terminate(shared, pid, "unanswered_timeout");
+            }
         }
     }
-    if let Some(after) = shared.probe_after {
+    if let Some(after) = shared.probe_after.filter(|_| shared.backends_are_ours()) {
         for quiet in shared.watch.take_quiet(after) {
             shared
                 .runtime

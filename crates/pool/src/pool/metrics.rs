@@ -42,6 +42,7 @@ pub(crate) struct PoolMetrics {
     pub(crate) ping_failures: Counter,
     pub(crate) leaks: Counter,
     pub(crate) unanswered: Counter,
+    pub(crate) backends_terminated: Counter,
     pub(crate) disconnects: Counter,
     pub(crate) named_behind_pooler: Counter,
     pub(crate) wait: Histogram,
@@ -79,6 +80,7 @@ impl PoolMetrics {
             ping_failures: counter("holdfast_pool_ping_failures_total"),
             leaks: counter("holdfast_pool_leaks_total"),
             unanswered: counter("holdfast_pool_unanswered_closed_total"),
+            backends_terminated: counter("holdfast_pool_abandoned_backends_terminated_total"),
             disconnects: counter("holdfast_pool_disconnect_generations_total"),
             named_behind_pooler: counter("holdfast_pool_named_statements_behind_pooler_total"),
             wait: metrics::histogram!("holdfast_pool_acquire_wait_seconds", "pool" => p.clone()),
@@ -87,6 +89,13 @@ impl PoolMetrics {
             idle: gauge("holdfast_pool_idle"),
             in_use: gauge("holdfast_pool_in_use"),
             waiting: gauge("holdfast_pool_waiting"),
+        }
+    }
+
+    /// An abandoned backend's termination ended: counted when it was still there.
+    pub(crate) fn terminated(&self, terminated: bool) {
+        if terminated {
+            self.backends_terminated.increment(1);
         }
     }
 

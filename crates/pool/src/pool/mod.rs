@@ -18,6 +18,7 @@
 //! run pool code on drop (a `PooledConnection`, a waiter's receiver) is dropped under it.
 //! The lanes have a lock of their own, never taken while the internals lock is held.
 
+mod abandon;
 mod checkout;
 pub(crate) mod config;
 mod deadlines;
@@ -126,6 +127,16 @@ impl Pool {
     ) -> impl Future<Output = Result<PooledConnection, PoolError>> + Send + '_ {
         let location = Location::caller();
         self.acquire(location, timeout)
+    }
+
+    /// Like [`get`](Self::get) without waiting: an idle connection now, or at once
+    /// [`PoolError::Timeout`] (every connection in use; one is opened for the next caller
+    /// when there is room) or [`PoolError::Unavailable`] (the database is down, with the
+    /// cause). A connection that could be stale is still verified first.
+    #[track_caller]
+    pub fn try_get(&self) -> impl Future<Output = Result<PooledConnection, PoolError>> + Send + '_ {
+        let location = Location::caller();
+        self.acquire(location, Duration::ZERO)
     }
 
     /// The pool's counts right now.
@@ -266,6 +277,9 @@ pub(crate) struct Shared {
     /// When to ask the server about an unanswered request (`config.probe_after`; never
     /// behind a transaction pooler, where the backend is not the connection's own).
     pub(crate) probe_after: Option<Duration>,
+    /// A probe found that backend pids are not the server's (a pooler in between): no
+    /// probing, no terminating (see `abandon`).
+    pub(crate) foreign_pids: AtomicBool,
     pub(crate) watch: Watch,
     /// Wakes stalled connects to check whether they were given up.
     pub(crate) give_up: Notify,
@@ -314,6 +328,7 @@ impl Shared {
             probe_after: config
                 .probe_after
                 .filter(|_| !config.connect.get_pooler().is_transaction()),
+            foreign_pids: AtomicBool::new(false),
             watch: Watch::default(),
             give_up: Notify::new(),
             config,

@@ -30,8 +30,17 @@ use crate::error::{ConnectError, PoolError};
 /// Connects to a healthy server take milliseconds, even with TLS across a region.
 pub(crate) const STALLED_CONNECT: Duration = Duration::from_secs(2);
 
+/// Who a connect is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Demand {
+    /// Callers waiting, or the `min_idle` warm-up: checked again before connecting.
+    Waiters,
+    /// The callers to come (`try_get` found nothing idle): opened whatever the queue holds.
+    NextCaller,
+}
+
 /// One connect attempt, after `delay`.
-pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
+pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration, demand: Demand) {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -45,7 +54,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration) {
         let others = g.opening.saturating_sub(g.stalled.len() + 1);
         // (This attempt is counted in `total`: warm-up stays within pool_size.)
         let warm_up = g.idle.len() + others < c.min_idle && g.total() <= c.pool_size;
-        let wanted = g.waiters.len() > others || warm_up;
+        let wanted = demand == Demand::NextCaller || g.waiters.len() > others || warm_up;
         if g.closed || !wanted {
             g.opening -= 1;
             return;
@@ -196,6 +205,18 @@ impl Shared {
         })
     }
 
+    /// `try_get` found nothing idle: opens one connection for the callers to come, unless
+    /// one is being opened already or the pool is at `pool_size`.
+    pub(crate) fn spawn_openers_for_one(self: &Arc<Self>, g: &mut Internals) {
+        if g.closed || g.opening > 0 || g.total() >= self.config.pool_size {
+            return;
+        }
+        g.opening += 1;
+        let delay = g.backoff_remaining(Instant::now());
+        self.runtime
+            .spawn(open_one(Arc::downgrade(self), delay, Demand::NextCaller));
+    }
+
     /// Starts as many connects as unmet demand calls for, within `max_connecting` and the
     /// size limit. Each waits out the reconnect backoff first if the database is down.
     pub(crate) fn spawn_openers(self: &Arc<Self>, g: &mut Internals) {
@@ -213,7 +234,7 @@ impl Shared {
         for _ in 0..n {
             g.opening += 1;
             let weak = Arc::downgrade(self);
-            self.runtime.spawn(open_one(weak, delay));
+            self.runtime.spawn(open_one(weak, delay, Demand::Waiters));
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::unanswered::Quiet;
 use super::Shared;
-use crate::connect::{connect, Connection};
+use crate::connect::Connection;
 
 /// What the server said about the backend.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ enum Verdict {
 pub(crate) async fn run(shared: Arc<Shared>, quiet: Quiet, after: Duration) {
     let bound = shared.config.ping_timeout.max(after);
     let asked = tokio::time::timeout(bound, async {
-        let probe = open(&shared).await?;
+        let probe = super::abandon::open_own(&shared).await?;
         let verdict = ask(&probe, &quiet, after / 2).await?;
         // An answer may have come meanwhile: then the request was not lost after all.
         if verdict == Verdict::Wait || quiet.state.bytes_received() != quiet.received {
@@ -75,13 +75,6 @@ pub(crate) async fn run(shared: Arc<Shared>, quiet: Quiet, after: Duration) {
         }
     }
     shared.watch.probed(quiet.id);
-}
-
-/// A connection of the probe's own, named after the pool's with " (probe)".
-async fn open(shared: &Shared) -> Result<Connection, String> {
-    let name = format!("{} (probe)", shared.config.connect.get_application_name());
-    let config = shared.config.connect.clone().application_name(&name);
-    connect(&config).await.map_err(|e| e.to_string())
 }
 
 async fn ask(probe: &Connection, quiet: &Quiet, margin: Duration) -> Result<Verdict, String> {

@@ -50,7 +50,17 @@ async fn run(mut job: Resetting) {
     let shared = Arc::clone(&job.shared);
     match outcome {
         Ok(()) => shared.put(slot),
-        Err(reason) => shared.discard(slot, reason, false),
+        Err(reason) => {
+            // Not known dead: its session may live on (a hung network never tells the server
+            // the socket closed), holding what the caller left open.
+            let abandoned = (reason == CloseReason::ResetFailed && !slot.conn.is_closed())
+                .then(|| slot.conn.backend_pid())
+                .flatten();
+            shared.discard(slot, reason, false);
+            if let Some(pid) = abandoned {
+                super::abandon::terminate(&shared, pid, "reset failed");
+            }
+        }
     }
 }
 

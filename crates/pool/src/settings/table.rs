@@ -286,7 +286,7 @@ pub const RESET_TIMEOUT: Span = Span {
     min: 1,
     max: DAY_MS,
     zero_is_off: false,
-    doc: "bound on the rollback, drain or reset query of a connection returned dirty",
+    doc: "bound on the rollback, drain or reset query of a connection returned dirty; past it the connection is closed and its backend terminated (not behind a pooler)",
 };
 
 /// `DB_RESET_QUERY`.
@@ -376,7 +376,7 @@ pub const UNANSWERED_TIMEOUT: AutoSpan = AutoSpan {
     unit: Unit::Milliseconds,
     max: DAY_MS,
     zero_is_off: true,
-    doc: "close a connection with requests in flight that has heard nothing from the server for this long; `auto`: the start-up statement timeout + 30 s (off without one, or behind a transaction pooler); a number must exceed the statement timeout",
+    doc: "close a connection with requests in flight that has heard nothing from the server for this long (its backend terminated, not behind a pooler); `auto`: the start-up statement timeout + 30 s (off without one, or behind a transaction pooler); a number must exceed the statement timeout",
 };
 
 /// `DB_PROBE_AFTER_MS`.
@@ -388,7 +388,7 @@ pub const PROBE_AFTER: Span = Span {
     min: 1,
     max: DAY_MS,
     zero_is_off: true,
-    doc: "a request unanswered this long makes the pool ask the server, on a connection of its own, what that backend is doing: running it, the pool keeps waiting; idle or gone, the request or its answer was lost and the connection is closed (its backend terminated); off behind a transaction pooler",
+    doc: "a request unanswered this long makes the pool ask the server, on a connection of its own, what that backend is doing: running it, the pool keeps waiting; idle or gone, the request or its answer was lost and the connection is closed (its backend terminated); off behind a pooler (found by the probe: the backend pid it was given is not the server's)",
 };
 
 /// `DB_POOL_NAME`.
