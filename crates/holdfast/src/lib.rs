@@ -11,7 +11,7 @@ pub use holdfast_pool::{ConfigError, Pool, PoolConfig, PoolError, PooledConnecti
 pub use holdfast_tasks::{
     NewTask, Queue, TaskContext, TaskError, TaskFailure, Worker, WorkerConfig, WorkerPools,
 };
-pub use holdfast_tx::{TransactionExt, Tx, TxError, TxOptions};
+pub use holdfast_tx::{RetryPolicy, TransactionExt, Tx, TxError, TxOptions};
 
 /// What most code that uses holdfast needs in one import: `use holdfast::prelude::*;`.
 ///

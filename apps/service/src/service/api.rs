@@ -11,6 +11,9 @@
 //! | `GET /healthz` | the process is alive |
 //! | `GET /readyz` | the database answers (quickly, or 503) |
 //! | `GET /metrics` | Prometheus text: pools, tasks, HTTP latency and status codes |
+//!
+//! Every request has one budget, `API_REQUEST_TIMEOUT_MS`, for all its waits and retries
+//! (see `budget`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::service::api_error::ApiError;
+use crate::service::budget;
 use crate::service::domain::{self, NewEpisode};
 
 /// What the handlers share.
@@ -93,10 +97,7 @@ async fn assemble(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
 
 async fn get_task(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = domain::parse_id("task", &id)?;
-    let conn = s.pool.get().await?;
-    let task = s
-        .queue
-        .get(&conn, id)
+    let task = domain::get_task(&s.pool, &s.queue, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("task {id} does not exist")))?;
     Ok(Json(json!({
@@ -139,7 +140,10 @@ async fn healthz() -> &'static str {
 /// Ready when the database answers a trivial query within half a second.
 async fn readyz(State(s): State<AppState>) -> Result<&'static str, ApiError> {
     let check = async {
-        let conn = s.pool.get().await?;
+        let conn = s
+            .pool
+            .get_timeout(budget::left_or(Duration::from_millis(500)))
+            .await?;
         conn.batch_execute("").await?;
         Ok::<_, ApiError>(())
     };
@@ -171,14 +175,16 @@ async fn track(State(s): State<AppState>, request: Request, next: Next) -> Respo
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = match tokio::time::timeout(s.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable(format!(
-            "the request did not finish within {} ms (API_REQUEST_TIMEOUT_MS)",
-            s.request_timeout.as_millis()
-        ))
-        .into_response(),
-    };
+    let hard = s.request_timeout;
+    let response =
+        match tokio::time::timeout(hard, budget::within(budget::for_work(hard), next.run(request))).await {
+            Ok(response) => response,
+            Err(_) => ApiError::Unavailable(format!(
+                "the request did not finish within {} ms (API_REQUEST_TIMEOUT_MS)",
+                s.request_timeout.as_millis()
+            ))
+            .into_response(),
+        };
     let status = response.status().as_u16().to_string();
     metrics::histogram!("holdfast_http_request_duration_seconds", "route" => route.clone())
         .record(started.elapsed().as_secs_f64());

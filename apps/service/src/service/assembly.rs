@@ -79,17 +79,16 @@ async fn assemble(ctx: &TaskContext, step: Duration) -> Result<(), TaskFailure> 
     }
 
     // 2. Load the segments.
-    let segments: Vec<(i32, String, i32)> = {
-        let conn = pool.get().await?;
-        conn.query_typed_cached(
+    // A read: run again on a fresh connection if its connection is lost.
+    let segments: Vec<(i32, String, i32)> = pool
+        .read_typed(
             "SELECT position, text, duration_ms FROM segments WHERE episode_id = $1 ORDER BY position",
             &[(&episode, Type::INT8)],
         )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect()
-    };
+        .collect();
 
     // 3. Mix: the long part. Progress goes to the task (heartbeats) and to the episode.
     let total = segments.len().max(1);

@@ -62,18 +62,6 @@ pub const TASKS_LISTEN_URL: Text = Text {
     doc: "where the assembly workers LISTEN, so that a new assembly starts at once instead of at the next poll; one connection per instance",
 };
 
-/// `API_POOL_TIMEOUT_MS`.
-pub const API_POOL_TIMEOUT: Span = Span {
-    env: "API_POOL_TIMEOUT_MS",
-    name: "api_pool_timeout",
-    unit: Unit::Milliseconds,
-    default: 2000,
-    min: 1,
-    max: 600_000,
-    zero_is_off: false,
-    doc: "how long an API request waits for a connection before it is answered 503 (the API pool's DB_POOL_TIMEOUT)",
-};
-
 /// `API_REQUEST_TIMEOUT_MS`.
 pub const API_REQUEST_TIMEOUT: Span = Span {
     env: "API_REQUEST_TIMEOUT_MS",
@@ -83,7 +71,7 @@ pub const API_REQUEST_TIMEOUT: Span = Span {
     min: 1,
     max: 3_600_000,
     zero_is_off: false,
-    doc: "how long an API request may take in all before it is answered 503 and its database work dropped; bounds requests a hung server or network never answers",
+    doc: "an API request's one budget: its wait for a connection, its transaction's retries and its reads' repeats all share it; past it the request is answered 503 and its database work dropped",
 };
 
 /// `ASSEMBLY_WORKERS`.
@@ -123,7 +111,6 @@ pub const ASSEMBLY_TIMEOUT: Span = Span {
 /// The service's own settings.
 pub static SERVICE: &[&dyn Describe] = &[
     &LISTEN,
-    &API_POOL_TIMEOUT,
     &API_REQUEST_TIMEOUT,
     &ASSEMBLY_WORKERS,
     &ASSEMBLY_STEP,
@@ -142,7 +129,11 @@ pub static OVERRIDDEN: &[(&str, &str)] = &[
     ),
     (
         table::POOL_TIMEOUT.env,
-        "use API_POOL_TIMEOUT_MS for the API pool; the assembly and task pools wait 30 s and 10 s",
+        "an API request waits within its API_REQUEST_TIMEOUT_MS budget; the assembly and task pools wait 30 s and 10 s",
+    ),
+    (
+        "API_POOL_TIMEOUT_MS",
+        "an API request's wait for a connection shares its API_REQUEST_TIMEOUT_MS budget with its retries (DB_MAX_WAITING sheds load)",
     ),
     (holdfast::tasks::settings::CONCURRENCY.env, "use ASSEMBLY_WORKERS"),
     (
@@ -249,7 +240,8 @@ impl ServeArgs {
     }
 
     /// The API pool: the library's reading of every pool and connection setting, named
-    /// `api`, waiting at most `API_POOL_TIMEOUT_MS`.
+    /// `api`. A request waits within its own budget; outside one (start-up, say), a wait
+    /// is bounded by `API_REQUEST_TIMEOUT_MS` too.
     pub fn api_pool(&self) -> Result<PoolConfig, ConfigError> {
         let url = table::DATABASE_URL
             .read(self)
@@ -260,7 +252,7 @@ impl ServeArgs {
             })?;
         let connect = ConnectConfig::from_url_and_source(table::DATABASE_URL.env, &url, self)?;
         let config = PoolConfig::with_connect(name_connections(connect, "holdfast-api"), self)?
-            .pool_timeout(API_POOL_TIMEOUT.read_duration(self)?)
+            .pool_timeout(API_REQUEST_TIMEOUT.read_duration(self)?)
             .name("api");
         config.validate()?;
         Ok(config)

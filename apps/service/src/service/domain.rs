@@ -1,12 +1,13 @@
 //! Episodes and their segments: validation, and the database work behind the API.
 
-use holdfast::tasks::{NewTask, Queue};
-use holdfast::{Pool, TransactionExt, TxOptions};
+use holdfast::tasks::{NewTask, Queue, TaskRecord};
+use holdfast::{Pool, TransactionExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::types::Type;
 
 use crate::service::api_error::ApiError;
+use crate::service::budget;
 
 /// The task kind of an assembly.
 pub const ASSEMBLE: &str = "assemble";
@@ -133,7 +134,7 @@ pub fn parse_id(what: &str, raw: &str) -> Result<i64, ApiError> {
 pub async fn create_episode(pool: &Pool, episode: NewEpisode) -> Result<i64, ApiError> {
     episode.validate()?;
     let id = pool
-        .transaction(TxOptions::new(), move |tx| {
+        .transaction(budget::tx_options(), move |tx| {
             let episode = episode.clone();
             Box::pin(async move {
                 let id: i64 = tx
@@ -165,7 +166,8 @@ pub async fn get_episode(pool: &Pool, id: i64) -> Result<Episode, ApiError> {
     // reads keep being served with few connections while assemblies hold theirs. A read:
     // run again on a fresh connection if its connection dies before the answer.
     let row = pool
-        .read_typed(
+        .read_typed_within(
+            budget::left_or(pool.config().pool_timeout),
             "SELECT e.id, e.title, e.status, e.progress, e.output_path, e.task_id, e.error,
                     (SELECT count(*) FROM segments s WHERE s.episode_id = e.id),
                     (SELECT count(*) FROM transcript_lines t WHERE t.episode_id = e.id)
@@ -194,7 +196,7 @@ pub async fn get_episode(pool: &Pool, id: i64) -> Result<Episode, ApiError> {
 pub async fn start_assembly(pool: &Pool, queue: &Queue, id: i64) -> Result<i64, ApiError> {
     let queue = queue.clone();
     let task = pool
-        .transaction(TxOptions::new(), move |tx| {
+        .transaction(budget::tx_options(), move |tx| {
             let queue = queue.clone();
             Box::pin(async move {
                 let row = tx
@@ -232,6 +234,18 @@ pub async fn start_assembly(pool: &Pool, queue: &Queue, id: i64) -> Result<i64, 
     Ok(task)
 }
 
+/// A task, read in a read-only transaction so that a lost connection is retried within the
+/// request's budget like any other read.
+pub async fn get_task(pool: &Pool, queue: &Queue, id: i64) -> Result<Option<TaskRecord>, ApiError> {
+    let task = pool
+        .transaction(budget::tx_options().read_only(), move |tx| {
+            let queue = queue.clone();
+            Box::pin(async move { Ok::<_, ApiError>(queue.get(tx, id).await?) })
+        })
+        .await?;
+    Ok(task)
+}
+
 /// Intent hints whose phrase contains `q` (case-insensitive).
 pub async fn intent_hints(pool: &Pool, q: &str) -> Result<Vec<(String, String)>, ApiError> {
     if q.chars().count() > 200 {
@@ -240,7 +254,8 @@ pub async fn intent_hints(pool: &Pool, q: &str) -> Result<Vec<(String, String)>,
     no_nul("q", q)?;
     let pattern = like_literal(q);
     let rows = pool
-        .read_typed(
+        .read_typed_within(
+            budget::left_or(pool.config().pool_timeout),
             "SELECT phrase, intent FROM intent_hints
              WHERE phrase ILIKE '%' || $1 || '%' ESCAPE '\\' ORDER BY id LIMIT 20",
             &[(&pattern, Type::TEXT)],

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod api_error;
 pub mod assembly;
+pub mod budget;
 pub mod config;
 pub mod domain;
 pub mod schema;

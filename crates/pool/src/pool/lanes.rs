@@ -102,7 +102,7 @@ impl Pool {
     /// finished one within `pipeline_stall`; or a new lane, made of a connection taken like
     /// any other, while the pool has room; or, when it has none, the least busy lane even
     /// past `pipeline_depth` (deeper pipelining beats queueing).
-    pub(super) async fn seat(&self) -> Result<Seat, PoolError> {
+    pub(super) async fn seat(&self, wait: Duration) -> Result<Seat, PoolError> {
         let shared = self.shared();
         let depth = self.config().pipeline_depth;
         let stall = self.config().pipeline_stall;
@@ -149,7 +149,7 @@ impl Pool {
         }
         let conn = {
             let _queued = Queued::new(&shared.lanes.waiting);
-            Arc::new(self.get().await?)
+            Arc::new(self.get_timeout(wait).await?)
         };
         // A lane is the pool's own: it goes back with its last statement, so it is no
         // leak however long it serves (up to LANE_TERM plus its statements).

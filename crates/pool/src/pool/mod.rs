@@ -200,7 +200,8 @@ impl Pool {
     /// connection, its parameters' types those the server infers (`$1::int8` in the SQL
     /// says which when it cannot tell).
     pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PoolError> {
-        self.rows(sql, Params::Untyped(params)).await
+        self.rows(sql, Params::Untyped(params), self.config().pool_timeout)
+            .await
     }
 
     /// Like [`query`](Self::query), with each parameter's type given (as tokio-postgres's
@@ -211,12 +212,14 @@ impl Pool {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, PoolError> {
-        self.rows(sql, Params::Typed(params)).await
+        self.rows(sql, Params::Typed(params), self.config().pool_timeout)
+            .await
     }
 
     /// Like [`query`](Self::query), returning the number of rows affected.
     pub async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, PoolError> {
-        self.affected(sql, Params::Untyped(params)).await
+        self.affected(sql, Params::Untyped(params), self.config().pool_timeout)
+            .await
     }
 
     /// Like [`query_typed`](Self::query_typed), returning the number of rows affected.
@@ -225,24 +228,31 @@ impl Pool {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<u64, PoolError> {
-        self.affected(sql, Params::Typed(params)).await
+        self.affected(sql, Params::Typed(params), self.config().pool_timeout)
+            .await
     }
 
-    pub(super) async fn rows(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, PoolError> {
+    /// One statement's rows, waiting for a connection (or a place on a lane) at most `wait`.
+    pub(super) async fn rows(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        wait: Duration,
+    ) -> Result<Vec<Row>, PoolError> {
         if !self.shares(sql) {
-            return Ok(self.get().await?.rows(sql, params).await?);
+            return Ok(self.get_timeout(wait).await?.rows(sql, params).await?);
         }
-        let mut seat = self.seat().await?;
+        let mut seat = self.seat(wait).await?;
         let rows = seat.conn.rows(sql, params).await;
         seat.answered = true;
         Ok(rows?)
     }
 
-    async fn affected(&self, sql: &str, params: Params<'_>) -> Result<u64, PoolError> {
+    async fn affected(&self, sql: &str, params: Params<'_>, wait: Duration) -> Result<u64, PoolError> {
         if !self.shares(sql) {
-            return Ok(self.get().await?.affected(sql, params).await?);
+            return Ok(self.get_timeout(wait).await?.affected(sql, params).await?);
         }
-        let mut seat = self.seat().await?;
+        let mut seat = self.seat(wait).await?;
         let affected = seat.conn.affected(sql, params).await;
         seat.answered = true;
         Ok(affected?)

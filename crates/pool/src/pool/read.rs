@@ -1,7 +1,7 @@
 //! Reads the caller declares safe to repeat: `Pool::read` runs a statement like
 //! `Pool::query`, and when the connection died before the answer was complete (cut, reset,
 //! its backend terminated or shut down) runs it again on a fresh connection, with backoff,
-//! until `pool_timeout` from the first try is spent. `query` and `get()` stay at most once:
+//! until `pool_timeout` (or the budget given) from the first try is spent. `query` and `get()` stay at most once:
 //! only the caller knows that a statement has no effect worth keeping from running twice.
 
 use std::time::Duration;
@@ -24,7 +24,9 @@ impl Pool {
     /// terminated backend, a reset connection or a restart costs the caller only time.
     /// Errors the server answers (a syntax error, a constraint) are returned at once.
     pub async fn read(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PoolError> {
-        self.repeat_until_answered(sql, Params::Untyped(params)).await
+        let budget = self.config().pool_timeout;
+        self.repeat_until_answered(sql, Params::Untyped(params), budget)
+            .await
     }
 
     /// Like [`read`](Self::read), with each parameter's type given (as
@@ -34,14 +36,47 @@ impl Pool {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<Vec<Row>, PoolError> {
-        self.repeat_until_answered(sql, Params::Typed(params)).await
+        let budget = self.config().pool_timeout;
+        self.repeat_until_answered(sql, Params::Typed(params), budget)
+            .await
     }
 
-    async fn repeat_until_answered(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, PoolError> {
-        let deadline = tokio::time::Instant::now() + self.config().pool_timeout;
+    /// Like [`read`](Self::read) within `budget` instead of `pool_timeout` (what is left of
+    /// a request's budget, say): every wait for a connection and every repeat share it.
+    pub async fn read_within(
+        &self,
+        budget: Duration,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, PoolError> {
+        self.repeat_until_answered(sql, Params::Untyped(params), budget)
+            .await
+    }
+
+    /// Like [`read_typed`](Self::read_typed) within `budget` (see
+    /// [`read_within`](Self::read_within)).
+    pub async fn read_typed_within(
+        &self,
+        budget: Duration,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Vec<Row>, PoolError> {
+        self.repeat_until_answered(sql, Params::Typed(params), budget)
+            .await
+    }
+
+    async fn repeat_until_answered(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        budget: Duration,
+    ) -> Result<Vec<Row>, PoolError> {
+        let deadline = tokio::time::Instant::now() + budget;
         let mut bound = FIRST_PAUSE;
         loop {
-            let error = match self.rows(sql, params).await {
+            // Each try waits for a connection at most what is left of the budget.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let error = match self.rows(sql, params, left).await {
                 Ok(rows) => return Ok(rows),
                 Err(error) => error,
             };

@@ -414,7 +414,6 @@ async fn own(args: &LoadArgs) -> Result<Setup, ServiceError> {
         // Assemblies here take about a second, several during a latency fault; a body
         // whose statement a blackhole swallowed is stopped after 20 s and runs again.
         serve = serve
-            .set(&config::API_POOL_TIMEOUT, 1000)
             .set(&config::API_REQUEST_TIMEOUT, 3000)
             .set(&table::STATEMENT_TIMEOUT, 30_000)
             .set(&task_settings::LEASE, 3000)
