@@ -71,6 +71,34 @@ pub enum ConnectError {
     /// The configuration names no host to connect to.
     #[error("no host to connect to: set a host in the URL")]
     NoHost,
+    /// The server is not what `target_session_attrs` asks for (a standby when writes are
+    /// wanted, say).
+    #[error("{target} is {server}, which target_session_attrs={wanted} does not accept")]
+    WrongRole {
+        /// Host and port.
+        target: String,
+        /// What was asked for.
+        wanted: crate::TargetSessionAttrs,
+        /// What the server is.
+        server: &'static str,
+    },
+    /// Several hosts were tried and none gave a connection that qualifies: why each one
+    /// failed, in the order they were tried.
+    #[error(
+        "no host gave a usable connection (target_session_attrs={wanted}): {}",
+        list(attempts)
+    )]
+    NoHostQualified {
+        /// What was asked for.
+        wanted: crate::TargetSessionAttrs,
+        /// Each host's failure.
+        attempts: Vec<ConnectError>,
+    },
+}
+
+fn list(attempts: &[ConnectError]) -> String {
+    let each: Vec<String> = attempts.iter().map(|a| a.to_string()).collect();
+    each.join("; ")
 }
 
 impl ConnectError {
@@ -80,6 +108,9 @@ impl ConnectError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ConnectError::NoHost => true,
+            // Every host refused in a way no wait fixes; a host of the wrong role may change
+            // role (a failover), one that is down may come back.
+            ConnectError::NoHostQualified { attempts, .. } => attempts.iter().all(ConnectError::is_permanent),
             ConnectError::Tls { problem, .. } => *problem != TlsProblem::Handshake,
             ConnectError::Postgres { .. } => self
                 .sqlstate()
@@ -93,6 +124,14 @@ impl ConnectError {
     pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
         match self {
             ConnectError::Postgres { error, .. } => error.code(),
+            // The same SQLSTATE from every host (a wrong password everywhere, say).
+            ConnectError::NoHostQualified { attempts, .. } => {
+                let first = attempts.first()?.sqlstate()?;
+                attempts
+                    .iter()
+                    .all(|a| a.sqlstate() == Some(first))
+                    .then_some(first)
+            }
             _ => None,
         }
     }

@@ -8,10 +8,11 @@ pub mod settings;
 
 pub use connect::{
     connect, connect_listening, redact_url, ConnectConfig, Connection, Keepalive, Pooler, RootCerts, SslMode,
-    Tls, TlsOptions, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TCP_USER_TIMEOUT,
+    TargetSessionAttrs, Tls, TlsOptions, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_TCP_USER_TIMEOUT,
 };
 pub use error::{db_error_text, pg_error_text, ConfigError, ConnectError, PoolError, TlsProblem};
-pub use holdfast_wire::{CommitState, Liveness, Snapshot, TxStatus, WireState};
+pub use holdfast_wire::{CommitState, Liveness, ServerRole, Snapshot, TxStatus, WireState};
 pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout};
 pub use pool::pooled::PooledConnection;
 pub use pool::status::PoolStatus;

@@ -36,14 +36,14 @@ pub struct Database {
 /// also when a test panics; if the whole process dies, a watchdog does the same.
 #[derive(Debug)]
 pub struct TempCluster {
-    bin: PgBin,
-    root: PathBuf,
-    data: PathBuf,
-    log: PathBuf,
-    port: u16,
-    account: Option<Account>,
-    options: ClusterOptions,
-    server: Supervised,
+    pub(crate) bin: PgBin,
+    pub(crate) root: PathBuf,
+    pub(crate) data: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) port: u16,
+    pub(crate) account: Option<Account>,
+    pub(crate) options: ClusterOptions,
+    pub(crate) server: Supervised,
     next_database: AtomicU32,
     watchdog: Option<Watchdog>,
 }
@@ -57,6 +57,16 @@ impl TempCluster {
 
     /// Like [`start`](Self::start), with the server programs of `bin`.
     pub fn start_with(bin: PgBin, options: ClusterOptions) -> Result<TempCluster> {
+        let mut cluster = TempCluster::prepare(bin, options)?;
+        cluster.initdb()?;
+        cluster.configure()?;
+        cluster.start_on_free_port()?;
+        Ok(cluster)
+    }
+
+    /// A cluster with its directory (owned by the server account, watched by the watchdog)
+    /// and nothing in it yet.
+    pub(crate) fn prepare(bin: PgBin, options: ClusterOptions) -> Result<TempCluster> {
         let account = server_account()?;
         let dir = tempfile::Builder::new()
             .prefix("holdfast-pg-")
@@ -91,9 +101,6 @@ impl TempCluster {
                 },
             )?;
         }
-        cluster.initdb()?;
-        cluster.configure()?;
-        cluster.start_on_free_port()?;
         Ok(cluster)
     }
 
@@ -226,7 +233,7 @@ impl TempCluster {
     }
 
     /// A command for a server program, run as the server account when we are root.
-    fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin.program(program));
         command
             .current_dir(&self.root)
@@ -268,7 +275,7 @@ impl TempCluster {
         }
     }
 
-    fn configure(&self) -> Result<()> {
+    pub(crate) fn configure(&self) -> Result<()> {
         let mut conf = String::from("\n# holdfast-tempdb\n");
         let mut set = |name: &str, value: &str| conf.push_str(&format!("{name} = {value}\n"));
         set("listen_addresses", "'127.0.0.1'");
@@ -298,6 +305,8 @@ impl TempCluster {
             hba.push('\n');
         }
         hba.push_str("local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n");
+        // Streaming standbys (see `standby`) connect for replication over the socket.
+        hba.push_str("local replication all trust\nhost replication all 127.0.0.1/32 trust\n");
         let path = self.data.join("pg_hba.conf");
         // Truncating the existing file keeps its owner (the server account).
         let mut file = OpenOptions::new()
@@ -311,7 +320,7 @@ impl TempCluster {
 
     /// Writes `contents` to `name` in the data directory with permissions `mode`, owned by
     /// the account that runs the server (which checks the owner and mode of key files).
-    fn write_server_file(&self, name: &str, contents: &[u8], mode: u32) -> Result<()> {
+    pub(crate) fn write_server_file(&self, name: &str, contents: &[u8], mode: u32) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let relative = Path::new(name);
         if name.is_empty()
@@ -335,7 +344,7 @@ impl TempCluster {
         Ok(())
     }
 
-    fn start_on_free_port(&mut self) -> Result<()> {
+    pub(crate) fn start_on_free_port(&mut self) -> Result<()> {
         let mut last = None;
         for _ in 0..PORT_ATTEMPTS {
             self.port = free_port()?;
@@ -349,7 +358,7 @@ impl TempCluster {
         Err(last.unwrap_or(Error::NotRunning))
     }
 
-    fn start_server(&self) -> Result<()> {
+    pub(crate) fn start_server(&self) -> Result<()> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -441,7 +450,7 @@ pub(crate) fn free_port() -> Result<u16> {
         .map_err(|source| io_error("read the address of", "127.0.0.1:0", source))
 }
 
-fn append(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn append(path: &Path, text: &str) -> Result<()> {
     let mut file: File = OpenOptions::new()
         .append(true)
         .open(path)
@@ -450,7 +459,7 @@ fn append(path: &Path, text: &str) -> Result<()> {
         .map_err(|source| io_error("write", path, source))
 }
 
-fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 

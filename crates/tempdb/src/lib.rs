@@ -9,6 +9,7 @@ mod options;
 mod pgbouncer;
 mod process;
 mod shared;
+mod standby;
 mod watchdog;
 
 pub use binaries::PgBin;
@@ -17,3 +18,4 @@ pub use error::{Error, Result};
 pub use options::{ClusterOptions, Purpose, StopMode};
 pub use pgbouncer::{PgBouncerOptions, PoolMode, TempPgBouncer};
 pub use shared::shared;
+pub use standby::Replication;

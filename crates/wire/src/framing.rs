@@ -438,8 +438,9 @@ const TAGS: [u8; 256] = {
     let backend = b"RK23CdcDEGHIWVnNAtS1sTvZ";
     // Query text, Parse (name then text), Bind (portal then statement), Close.
     let frontend_read = b"QPBC";
-    // ReadyForQuery status, CommandComplete tag, ErrorResponse fields, BackendKeyData.
-    let backend_read = b"ZCEK";
+    // ReadyForQuery status, CommandComplete tag, ErrorResponse fields, BackendKeyData,
+    // ParameterStatus (the server's role).
+    let backend_read = b"ZCEKS";
     let mut i = 0;
     while i < frontend.len() {
         table[frontend[i] as usize] |= 1;

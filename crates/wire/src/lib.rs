@@ -14,6 +14,6 @@ pub use framing::{
     Direction, Frame, Framer, Malformed, Tag, GSSENC_REQUEST_CODE, PREFIX_MAX, SSL_REQUEST_CODE,
 };
 pub use observer::Observer;
-pub use state::{CommitState, Liveness, Snapshot, TxStatus, WireState};
+pub use state::{CommitState, Liveness, ServerRole, Snapshot, TxStatus, WireState};
 pub use tap::Tap;
 pub use tracker::{is_commit, Hint, Tracker};

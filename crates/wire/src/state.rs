@@ -126,6 +126,44 @@ impl CommitState {
     }
 }
 
+/// What a server reports of its role in `ParameterStatus` messages (PostgreSQL 14 and later
+/// report both at start-up and on change; `None`: not reported, as by older servers or a
+/// pooler that passes on only some parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerRole {
+    /// `in_hot_standby`: the server is a standby in recovery (read-only).
+    pub in_hot_standby: Option<bool>,
+    /// `default_transaction_read_only`: transactions are read-only unless they say otherwise.
+    pub default_read_only: Option<bool>,
+}
+
+impl ServerRole {
+    const HOT_STANDBY_KNOWN: u8 = 1;
+    const HOT_STANDBY: u8 = 2;
+    const READ_ONLY_KNOWN: u8 = 4;
+    const READ_ONLY: u8 = 8;
+
+    pub(crate) fn from_bits(bits: u8) -> ServerRole {
+        let flag = |known: u8, on: u8| (bits & known != 0).then_some(bits & on != 0);
+        ServerRole {
+            in_hot_standby: flag(Self::HOT_STANDBY_KNOWN, Self::HOT_STANDBY),
+            default_read_only: flag(Self::READ_ONLY_KNOWN, Self::READ_ONLY),
+        }
+    }
+
+    /// The bits of `bits` updated with parameter `name` reported as `value`; `None` for a
+    /// parameter that says nothing of the role.
+    pub(crate) fn update(bits: u8, name: &[u8], value: &[u8]) -> Option<u8> {
+        let (known, on) = match name {
+            b"in_hot_standby" => (Self::HOT_STANDBY_KNOWN, Self::HOT_STANDBY),
+            b"default_transaction_read_only" => (Self::READ_ONLY_KNOWN, Self::READ_ONLY),
+            _ => return None,
+        };
+        let value = matches!(value, b"on" | b"true" | b"1");
+        Some((bits & !on) | known | if value { on } else { 0 })
+    }
+}
+
 /// The atomics behind a [`WireState`], laid out so that a round trip touches two cache
 /// lines: the first holds everything a request and its answer update, the second the last
 /// command tag; the rest is cold.
@@ -156,6 +194,8 @@ pub(crate) struct Cells {
     pub(crate) last_sqlstate: AtomicU64,
     pub(crate) dead_since: AtomicU64,
     pub(crate) backend_pid: AtomicU32,
+    /// What the server reported of its role (see [`ServerRole`]), as `ServerRole::bits`.
+    pub(crate) role: AtomicU8,
     pub(crate) changed: tokio::sync::Notify,
 }
 
@@ -256,6 +296,13 @@ impl WireState {
     pub fn backend_pid(&self) -> Option<i32> {
         let pid = self.cells.backend_pid.load(Ordering::Acquire);
         (pid != 0).then_some(pid as i32)
+    }
+
+    /// What the server has reported of its role (`in_hot_standby`,
+    /// `default_transaction_read_only`), at start-up and whenever it changed since (a
+    /// standby promoted tells its sessions with their next `ReadyForQuery`).
+    pub fn server_role(&self) -> ServerRole {
+        ServerRole::from_bits(self.cells.role.load(Ordering::Acquire))
     }
 
     /// Waits until `condition` holds, re-checking it each time the tap reads from the server

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use crate::clock::coarse_nanos;
 use crate::framing::{Frame, Tag, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
-use crate::state::{bump, pack_sqlstate, CommitState, Liveness, WireState};
+use crate::state::{bump, pack_sqlstate, CommitState, Liveness, ServerRole, WireState};
 use crate::tag_cell::TAG_MAX;
 
 /// How many prepared COMMIT statements are remembered by name.
@@ -238,6 +238,14 @@ impl Tracker {
                     self.died(Liveness::Closed);
                 }
             }
+            b'S' => {
+                let (name, rest) = split_cstr(frame.prefix);
+                let (value, _) = split_cstr(rest);
+                let bits = cells.role.load(Ordering::Relaxed);
+                if let Some(bits) = ServerRole::update(bits, name, value) {
+                    cells.role.store(bits, Ordering::Release);
+                }
+            }
             b'K' => {
                 if let [a, b, c, d, ..] = frame.prefix {
                     let pid = u32::from_be_bytes([*a, *b, *c, *d]);
@@ -415,6 +423,24 @@ mod tests {
         v.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
         v.extend_from_slice(body);
         v
+    }
+
+    #[test]
+    fn the_servers_role_follows_its_parameter_status_reports() {
+        let mut o = crate::Observer::established();
+        assert_eq!(o.state().server_role(), crate::ServerRole::default());
+        o.backend_bytes(&msg(b'S', b"in_hot_standby\0on\0"));
+        o.backend_bytes(&msg(b'S', b"TimeZone\0UTC\0"));
+        o.backend_bytes(&msg(b'S', b"default_transaction_read_only\0off\0"));
+        let role = o.state().server_role();
+        assert_eq!(role.in_hot_standby, Some(true));
+        assert_eq!(role.default_read_only, Some(false));
+        // Promoted: the server reports the change before its next ReadyForQuery.
+        o.backend_bytes(&msg(b'S', b"in_hot_standby\0off\0"));
+        o.backend_bytes(&msg(b'Z', b"I"));
+        let role = o.state().server_role();
+        assert_eq!(role.in_hot_standby, Some(false));
+        assert_eq!(role.default_read_only, Some(false));
     }
 
     #[test]

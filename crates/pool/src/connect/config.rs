@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::passfile::PassFile;
 use super::pooler::Pooler;
+use super::target::TargetSessionAttrs;
 use super::tls::config::{SslMode, Tls, TlsOptions};
 use super::url_params::{extract, OWN_KEYS};
 use crate::error::ConfigError;
@@ -61,6 +62,8 @@ pub struct ConnectConfig {
     pooler: Pooler,
     tls: Tls,
     passfile: Option<PassFile>,
+    target_session_attrs: TargetSessionAttrs,
+    load_balance_hosts: bool,
 }
 
 impl ConnectConfig {
@@ -68,7 +71,10 @@ impl ConnectConfig {
     /// (`connect_timeout`, `keepalives_idle`, `keepalives_interval`, `keepalives_retries`,
     /// `tcp_user_timeout`, `application_name`) override holdfast's defaults; the TLS
     /// parameters (`sslmode` with all five libpq modes, `sslrootcert`, `sslcert`, `sslkey`,
-    /// `sslsni`) and `passfile` are read by holdfast, and the files they name are read now.
+    /// `sslsni`), `passfile`, `target_session_attrs` (all six libpq values) and
+    /// `load_balance_hosts` (`disable`, `random`) are read by holdfast, and the files they
+    /// name are read now. Several hosts are given as libpq takes them
+    /// (`host=a,b port=5432,5433`, or `postgres://a:5432,b:5433/db`).
     pub fn from_url(url: &str) -> Result<ConnectConfig, ConfigError> {
         ConnectConfig::parse_setting("url", url)
     }
@@ -89,7 +95,26 @@ impl ConnectConfig {
         let mut tls = TlsOptions::default();
         for (key, value) in own {
             let named = format!("{setting} {key}");
-            if key == "passfile" {
+            if key == "target_session_attrs" {
+                config.target_session_attrs =
+                    value.parse().map_err(|accepted| ConfigError::InvalidValue {
+                        setting: named,
+                        value: value.clone(),
+                        accepted,
+                    })?;
+            } else if key == "load_balance_hosts" {
+                config.load_balance_hosts = match value.as_str() {
+                    "disable" => false,
+                    "random" => true,
+                    _ => {
+                        return Err(ConfigError::InvalidValue {
+                            setting: named,
+                            value: value.clone(),
+                            accepted: "disable or random".into(),
+                        })
+                    }
+                };
+            } else if key == "passfile" {
                 let file = PassFile::load(std::path::Path::new(&value)).map_err(|accepted| {
                     ConfigError::InvalidValue {
                         setting: named,
@@ -141,11 +166,20 @@ impl ConnectConfig {
             pooler: Pooler::None,
             tls: tls_from_pg(&pg),
             passfile: None,
+            // tokio-postgres knows three of the six targets; holdfast enforces them.
+            target_session_attrs: match pg.get_target_session_attrs() {
+                tokio_postgres::config::TargetSessionAttrs::ReadWrite => TargetSessionAttrs::ReadWrite,
+                tokio_postgres::config::TargetSessionAttrs::ReadOnly => TargetSessionAttrs::ReadOnly,
+                _ => TargetSessionAttrs::Any,
+            },
+            load_balance_hosts: pg.get_load_balance_hosts()
+                == tokio_postgres::config::LoadBalanceHosts::Random,
             pg,
         }
     }
 
-    /// Bounds the whole connect: TCP, start-up and authentication. Defaults to 10 s (or the
+    /// Bounds each host's connect: TCP, start-up and authentication (as libpq, a host that
+    /// does not answer in time leaves the next one its full time). Defaults to 10 s (or the
     /// URL's `connect_timeout`).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -232,6 +266,31 @@ impl ConnectConfig {
         self
     }
 
+    /// Which servers a connection may be made to (see [`TargetSessionAttrs`]). Defaults to
+    /// `any` (or the URL's `target_session_attrs`).
+    pub fn target_session_attrs(mut self, target: TargetSessionAttrs) -> Self {
+        self.target_session_attrs = target;
+        self
+    }
+
+    /// Which servers a connection may be made to.
+    pub fn get_target_session_attrs(&self) -> TargetSessionAttrs {
+        self.target_session_attrs
+    }
+
+    /// Try the hosts in a random order on each connect (`true`, libpq's
+    /// `load_balance_hosts=random`) instead of as listed. Defaults to `false` (or the URL's
+    /// `load_balance_hosts`).
+    pub fn load_balance_hosts(mut self, random: bool) -> Self {
+        self.load_balance_hosts = random;
+        self
+    }
+
+    /// Whether hosts are tried in a random order.
+    pub fn get_load_balance_hosts(&self) -> bool {
+        self.load_balance_hosts
+    }
+
     /// The `application_name` the server shows in `pg_stat_activity`. Defaults to
     /// `holdfast` (or the URL's).
     pub fn application_name(mut self, name: &str) -> Self {
@@ -258,7 +317,7 @@ impl ConnectConfig {
         self
     }
 
-    /// The bound on the whole connect.
+    /// The bound on each host's connect.
     pub fn get_connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
@@ -373,6 +432,8 @@ impl fmt::Debug for ConnectConfig {
             .field("pooler", &self.pooler)
             .field("tls", &self.tls)
             .field("passfile", &self.passfile.as_ref().map(|f| f.path()))
+            .field("target_session_attrs", &self.target_session_attrs)
+            .field("load_balance_hosts", &self.load_balance_hosts)
             .finish()
     }
 }

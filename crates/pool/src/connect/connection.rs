@@ -27,6 +27,9 @@ pub struct Connection {
     /// How a cancel request reaches the server: over TLS when the session uses it.
     pub(super) cancel_tls: CancelTls,
     pub(super) tls: bool,
+    /// The server's role when the connection was made (reported, or asked for a
+    /// `target_session_attrs` check); `None` when neither happened.
+    pub(super) role: Option<super::Role>,
 }
 
 /// Where the server was reached, for cancel requests (which go over a new socket).
@@ -53,6 +56,13 @@ impl Connection {
     /// What the wire tap has observed; reading it costs a few atomic loads.
     pub fn state(&self) -> &WireState {
         &self.state
+    }
+
+    /// True when the server's role has changed since the connection was made: a standby
+    /// promoted (it reports `in_hot_standby` off before its next `ReadyForQuery`).
+    pub(crate) fn role_changed(&self) -> bool {
+        let now = self.state.server_role().in_hot_standby;
+        matches!((self.role, now), (Some(then), Some(now)) if then.hot_standby != now)
     }
 
     /// The server process serving this connection.

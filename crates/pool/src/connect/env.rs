@@ -5,6 +5,7 @@
 use super::config::{ConnectConfig, DEFAULT_APPLICATION_NAME};
 use super::passfile::PassFile;
 use super::pooler::Pooler;
+use super::target::TargetSessionAttrs;
 use super::tls::config::TlsOptions;
 use crate::error::ConfigError;
 use crate::settings::{table, Describe, ProcessEnv, Source};
@@ -47,6 +48,13 @@ impl ConnectConfig {
                 "transaction" => Pooler::Transaction,
                 _ => Pooler::None,
             });
+        if connect.get_target_session_attrs() == TargetSessionAttrs::Any {
+            let target = table::TARGET_SESSION_ATTRS.read(source)?;
+            connect = connect.target_session_attrs(target.parse().unwrap_or_default());
+        }
+        if !connect.get_load_balance_hosts() {
+            connect = connect.load_balance_hosts(table::LOAD_BALANCE_HOSTS.read(source)? == "random");
+        }
         if connect.get_application_name() == DEFAULT_APPLICATION_NAME {
             if let Some(name) = table::APPLICATION_NAME.read(source) {
                 connect = connect.application_name(&name);

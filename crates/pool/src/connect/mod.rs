@@ -11,6 +11,7 @@ mod open;
 mod passfile;
 mod pooler;
 mod socket;
+mod target;
 pub(crate) mod tls;
 mod url_params;
 
@@ -24,10 +25,14 @@ pub use config::{
 };
 pub use connection::Connection;
 pub use pooler::Pooler;
+pub(crate) use target::Role;
+pub use target::TargetSessionAttrs;
 pub use tls::config::{RootCerts, SslMode, Tls, TlsOptions};
 
-/// Opens a connection, trying each configured host in order. The whole attempt (name lookup,
-/// TCP, start-up, authentication) is bounded by the connect timeout.
+/// Opens a connection, trying each configured host in order (or shuffled, with
+/// `load_balance_hosts=random`) until one qualifies under `target_session_attrs`. Each
+/// host's attempt (name lookup, TCP, start-up, authentication) is bounded by the connect
+/// timeout, as in libpq.
 pub async fn connect(config: &ConnectConfig) -> Result<Connection, ConnectError> {
     open::open(config, None).await
 }

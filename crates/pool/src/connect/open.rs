@@ -1,5 +1,6 @@
-//! Opening a tapped connection: each host in turn, TLS negotiated by holdfast under the
-//! wire tap, start-up and authentication by tokio-postgres over the tapped stream.
+//! Opening a tapped connection: each host in turn (or shuffled), TLS negotiated by holdfast
+//! under the wire tap, start-up and authentication by tokio-postgres over the tapped stream,
+//! then the server's role checked against `target_session_attrs`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +14,7 @@ use tokio_postgres::{AsyncMessage, Notification};
 use super::config::ConnectConfig;
 use super::connection::{Connection, Peer};
 use super::socket::Socket;
+use super::target::{self, Role, TargetSessionAttrs};
 use super::tls::config::{SslMode, Tls};
 use super::tls::stream::{
     failure_from_rustls, find_rustls_error, negotiate, CancelTls, Handover, NegotiateError, Transport,
@@ -28,29 +30,116 @@ pub(super) async fn open(
     if hosts.is_empty() {
         return Err(ConnectError::NoHost);
     }
+    let wanted = config.get_target_session_attrs();
     let timeout = config.get_connect_timeout();
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = None;
-    for (i, host) in hosts.iter().enumerate() {
+    let mut attempts = Vec::new();
+    // prefer-standby: the first server that is not a standby is kept aside, and handed out
+    // only when no host is a standby (libpq tries every host a second time instead).
+    let mut fallback = None;
+    for i in target::host_order(hosts.len(), config.get_load_balance_hosts()) {
+        let host = &hosts[i];
         let ports = pg.get_ports();
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let target = describe(host, port);
         let hostaddr = pg.get_hostaddrs().get(i).copied();
-        match tokio::time::timeout_at(
-            deadline,
+        // As libpq: each host gets the whole connect_timeout.
+        let attempt = tokio::time::timeout(
+            timeout,
             connect_host(config, host, hostaddr, port, &target, notify.clone()),
         )
         .await
-        {
-            Ok(Ok(connection)) => return Ok(connection),
-            Ok(Err(e)) => {
-                tracing::debug!(target = %target, error = %e, "connect attempt failed");
-                last = Some(e);
-            }
-            Err(_) => return Err(ConnectError::Timeout { target, timeout }),
+        .unwrap_or_else(|_| {
+            Err(ConnectError::Timeout {
+                target: target.clone(),
+                timeout,
+            })
+        });
+        let error = match attempt {
+            Ok(connection) if !wanted.needs_role() => return Ok(connection),
+            Ok(connection) => match qualify(connection, wanted, &target, timeout).await {
+                Ok(connection) => return Ok(connection),
+                Err((error, Some(other))) if fallback.is_none() => {
+                    fallback = Some(other);
+                    error
+                }
+                Err((error, _)) => error,
+            },
+            Err(error) => error,
+        };
+        tracing::debug!(target = %target, %error, "connect attempt failed");
+        attempts.push(error);
+    }
+    if let Some(connection) = fallback {
+        return Ok(connection);
+    }
+    if attempts.len() == 1 && !wanted.needs_role() {
+        if let Some(only) = attempts.pop() {
+            return Err(only);
         }
     }
-    Err(last.unwrap_or(ConnectError::NoHost))
+    Err(ConnectError::NoHostQualified { wanted, attempts })
+}
+
+/// Checks a fresh connection's server against `wanted`: from what it reported at start-up,
+/// else (an older server, or a pooler that does not pass the parameters on) by asking. A
+/// refused prefer-standby connection comes back beside its error, as the fallback.
+async fn qualify(
+    mut connection: Connection,
+    wanted: TargetSessionAttrs,
+    target: &str,
+    timeout: std::time::Duration,
+) -> Result<Connection, (ConnectError, Option<Connection>)> {
+    let role = match Role::reported(connection.state().server_role()) {
+        Some(role) => role,
+        None => match tokio::time::timeout(timeout, ask_role(&connection)).await {
+            Ok(Ok(role)) => role,
+            Ok(Err(error)) => {
+                return Err((
+                    ConnectError::Postgres {
+                        target: target.to_string(),
+                        error,
+                    },
+                    None,
+                ))
+            }
+            Err(_) => {
+                return Err((
+                    ConnectError::Timeout {
+                        target: target.to_string(),
+                        timeout,
+                    },
+                    None,
+                ))
+            }
+        },
+    };
+    connection.role = Some(role);
+    if wanted.accepts(role) {
+        return Ok(connection);
+    }
+    let error = ConnectError::WrongRole {
+        target: target.to_string(),
+        wanted,
+        server: role.describe(),
+    };
+    let fallback = (wanted == TargetSessionAttrs::PreferStandby).then_some(connection);
+    Err((error, fallback))
+}
+
+/// The role of a server that did not report it (PostgreSQL 13 and older).
+async fn ask_role(connection: &Connection) -> Result<Role, tokio_postgres::Error> {
+    let row = connection
+        .client()
+        .query_one(
+            "SELECT pg_catalog.pg_is_in_recovery(), \
+             pg_catalog.current_setting('default_transaction_read_only') = 'on'",
+            &[],
+        )
+        .await?;
+    Ok(Role {
+        hot_standby: row.get(0),
+        default_read_only: row.get(1),
+    })
 }
 
 async fn connect_host(
@@ -239,6 +328,7 @@ async fn start(
         }
     });
     tracing::debug!(target = %target, backend_pid = state.backend_pid(), "connected");
+    let role = Role::reported(state.server_role());
     Ok(Connection {
         client,
         state,
@@ -250,6 +340,7 @@ async fn start(
             host: host.to_string(),
         },
         tls,
+        role,
     })
 }
 

@@ -1,4 +1,5 @@
-//! Connection parameters holdfast handles itself (TLS, the password file), taken out of a URL
+//! Connection parameters holdfast handles itself (TLS, the password file, which servers
+//! qualify and in which order hosts are tried), taken out of a URL
 //! or a key=value string before tokio-postgres parses the rest: it refuses keys it does not
 //! know, and knows only three of libpq's five `sslmode`s.
 
@@ -11,6 +12,8 @@ pub(crate) const OWN_KEYS: &[&str] = &[
     "sslsni",
     "sslnegotiation",
     "passfile",
+    "target_session_attrs",
+    "load_balance_hosts",
 ];
 
 /// `url` without the parameters named in `keys`, and those parameters (decoded), in order.

@@ -202,6 +202,12 @@ impl Pool {
             tokio::time::timeout(budget, slot.conn.batch_execute("")).await,
             Ok(Ok(()))
         ) && slot.conn.state().is_clean();
+        if ok && shared.wrong_role(&slot.conn, slot.conn.state().errors()) {
+            // Answered, but the server changed role (a standby promoted): not what the pool
+            // wants any more.
+            conn.discard_for(CloseReason::WrongRole);
+            return false;
+        }
         if ok {
             slot.generation = generation;
             return true;

@@ -8,7 +8,7 @@ use metrics::{Counter, Gauge, Histogram};
 use super::internals::Internals;
 use super::slot::CloseReason;
 
-const REASONS: [CloseReason; 7] = [
+const REASONS: [CloseReason; 8] = [
     CloseReason::Recycled,
     CloseReason::Idle,
     CloseReason::Broken,
@@ -16,6 +16,7 @@ const REASONS: [CloseReason; 7] = [
     CloseReason::ResetFailed,
     CloseReason::PingFailed,
     CloseReason::PoolClosed,
+    CloseReason::WrongRole,
 ];
 
 /// What was done to a connection returned dirty.
@@ -36,7 +37,7 @@ pub(crate) struct PoolMetrics {
     pub(crate) overloaded: Counter,
     pub(crate) opened: Counter,
     pub(crate) connect_failures: Counter,
-    closed: [Counter; 7],
+    closed: [Counter; 8],
     resets: [Counter; 3],
     pub(crate) pings: Counter,
     pub(crate) ping_failures: Counter,

@@ -99,8 +99,12 @@ impl Shared {
         self.metrics.held.record(PoolMetrics::seconds(held));
         self.note_disconnect(&slot.conn, errors_at_checkout);
         let clean = slot.conn.state().is_clean() && self.config.reset_query.is_none();
-        if clean {
+        if clean && !self.wrong_role(&slot.conn, errors_at_checkout) {
             return self.put_released(slot);
+        }
+        if self.wrong_role(&slot.conn, errors_at_checkout) {
+            tracing::info!(pool = %self.config.name, conn = slot.id, "the server is no longer what target_session_attrs asks for: closing the connection, the next connect walks the host list");
+            return self.discard(slot, CloseReason::WrongRole, true);
         }
         let dead = slot.conn.is_closed();
         {
@@ -143,6 +147,22 @@ impl Shared {
             drop(slot);
             self.closed_one.notify_waiters();
         }
+    }
+
+    /// Whether the connection's server stopped being what the pool's `target_session_attrs`
+    /// asks for: its role changed (a standby promoted), or a pool that wants writes got a
+    /// read-only error (25006) since checkout. Such a connection is never kept: keeping it
+    /// would pin the pool to a server that cannot serve it.
+    pub(crate) fn wrong_role(&self, conn: &Connection, errors_at_checkout: u64) -> bool {
+        let target = self.config.connect.get_target_session_attrs();
+        if !target.needs_role() {
+            return false;
+        }
+        let state = conn.state();
+        conn.role_changed()
+            || (target.wants_writes()
+                && state.errors() > errors_at_checkout
+                && state.last_sqlstate().as_deref() == Some("25006"))
     }
 
     /// Starts a new disconnect generation if this connection died of, or saw, a

@@ -44,6 +44,9 @@ pub(crate) enum CloseReason {
     ResetFailed,
     PingFailed,
     PoolClosed,
+    /// The server is no longer what `target_session_attrs` asked for: a standby promoted,
+    /// or a read-only error on a pool that wants writes.
+    WrongRole,
 }
 
 impl CloseReason {
@@ -56,6 +59,7 @@ impl CloseReason {
             CloseReason::ResetFailed => "reset_failed",
             CloseReason::PingFailed => "ping_failed",
             CloseReason::PoolClosed => "pool_closed",
+            CloseReason::WrongRole => "wrong_role",
         }
     }
 }

@@ -28,7 +28,7 @@ pub const CONNECT_TIMEOUT: Span = Span {
     min: 1,
     max: 3600,
     zero_is_off: false,
-    doc: "bound on a whole connect: TCP, start-up and authentication (the URL's `connect_timeout` wins)",
+    doc: "bound on each host's connect: TCP, start-up and authentication (the URL's `connect_timeout` wins)",
 };
 
 /// `DB_STATEMENT_TIMEOUT_MS`.
@@ -84,6 +84,24 @@ pub const POOLER: Choice = Choice {
     default: "none",
     choices: &["none", "transaction"],
     doc: "`transaction` when `DATABASE_URL` is a transaction-mode pooler such as PgBouncer (see below)",
+};
+
+/// `DB_TARGET_SESSION_ATTRS`.
+pub const TARGET_SESSION_ATTRS: Choice = Choice {
+    env: "DB_TARGET_SESSION_ATTRS",
+    name: "target_session_attrs",
+    default: "any",
+    choices: &["any", "read-write", "read-only", "primary", "standby", "prefer-standby"],
+    doc: "which servers of a multi-host `DATABASE_URL` qualify, as libpq's (the URL's `target_session_attrs` wins); a connection whose server stops qualifying (a standby promoted, a read-only error on a writing pool) is closed, and the next connect walks the hosts again",
+};
+
+/// `DB_LOAD_BALANCE_HOSTS`.
+pub const LOAD_BALANCE_HOSTS: Choice = Choice {
+    env: "DB_LOAD_BALANCE_HOSTS",
+    name: "load_balance_hosts",
+    default: "disable",
+    choices: &["disable", "random"],
+    doc: "`random`: try the hosts of a multi-host `DATABASE_URL` in a random order on each connect, as libpq's (the URL's `load_balance_hosts` wins)",
 };
 
 /// `DB_SSLMODE`.
@@ -411,6 +429,8 @@ pub static CONNECT: &[&dyn Describe] = &[
     &LOCK_TIMEOUT,
     &APPLICATION_NAME,
     &POOLER,
+    &TARGET_SESSION_ATTRS,
+    &LOAD_BALANCE_HOSTS,
     &SSLMODE,
     &SSLROOTCERT,
     &SSLCERT,
