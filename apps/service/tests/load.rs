@@ -90,10 +90,9 @@ async fn a_short_run_with_connection_kills_passes_and_its_report_holds_the_serie
     assert!(report.totals.assemblies >= 3 && report.totals.ok > 0);
     assert_eq!(report.checks.len(), 10);
     assert!(
-        report
-            .checks
-            .iter()
-            .any(|c| c.name == "no API error during kill, terminate and restart" && c.passed),
+        report.checks.iter().any(|c| c.name
+            == "no API error during kill, terminate, restart, failover or switchover"
+            && c.passed),
         "{:?}",
         report.checks
     );
@@ -230,4 +229,45 @@ async fn against_a_running_service_a_session_left_in_a_transaction_fails_the_run
     assert!(stderr.contains("--faults restart"), "{stderr}");
     client.batch_execute("ROLLBACK").await.expect("rollback");
     service.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failovers_and_switchovers_cost_the_api_nothing_and_lose_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut args = args(dir.path().join("ha.html"));
+    args.faults = vec![FaultKind::Failover, FaultKind::Switchover];
+    args.in_order = true;
+    let report = run(args).await.expect("the run runs");
+    print!("{}", report.render_text());
+    assert!(report.passed, "{}", report.render_text());
+    let kinds: Vec<FaultKind> = report.faults.iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [FaultKind::Failover, FaultKind::Switchover],
+        "both played, in order"
+    );
+    assert!(
+        report
+            .faults
+            .iter()
+            .all(|f| f.detail.contains("promoted the standby")),
+        "{:?}",
+        report.faults
+    );
+    // A write went through after each promotion.
+    assert!(
+        report.faults.iter().all(|f| f.write_recovered_s.is_some()),
+        "{:?}",
+        report.faults
+    );
+    for name in [
+        "nothing acknowledged is lost",
+        "no API error during kill, terminate, restart, failover or switchover",
+    ] {
+        assert!(
+            report.checks.iter().any(|c| c.name.starts_with(name) && c.passed),
+            "{name}: {:?}",
+            report.checks
+        );
+    }
 }

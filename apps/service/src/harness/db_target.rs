@@ -41,6 +41,17 @@ impl Target {
         })
     }
 
+    /// A key=value connection string to database `dbname` as `user` on 127.0.0.1 at each of
+    /// `ports` in order, to whichever of them accepts writes (a primary and its standbys).
+    pub fn on_hosts(ports: &[u16], user: &str, dbname: &str) -> String {
+        let hosts = vec!["127.0.0.1"; ports.len()].join(",");
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!(
+            "host={hosts} port={} user={user} dbname={dbname} target_session_attrs=read-write",
+            ports.join(",")
+        )
+    }
+
     /// A key=value connection string to the same database through the proxy.
     pub fn through(&self, port: u16) -> String {
         let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));

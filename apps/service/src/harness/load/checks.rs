@@ -53,11 +53,15 @@ pub struct Bounds {
 /// after the fault was over.
 pub fn recoveries(played: &mut [Played], outcomes: &[Outcome]) {
     for fault in played.iter_mut() {
-        fault.recovered_s = outcomes
-            .iter()
-            .filter(|o| o.ok && o.sent_s >= fault.end_s)
-            .map(|o| o.done_s)
-            .min_by(f64::total_cmp);
+        let first = |writes_only: bool| {
+            outcomes
+                .iter()
+                .filter(|o| o.ok && o.sent_s >= fault.end_s && (o.write || !writes_only))
+                .map(|o| o.done_s)
+                .min_by(f64::total_cmp)
+        };
+        fault.recovered_s = first(false);
+        fault.write_recovered_s = first(true);
     }
 }
 
@@ -72,7 +76,14 @@ fn during(played: &[Played], t: f64, tail_s: f64) -> bool {
 /// Faults a service must absorb without a caller noticing: an outage of a connection or of
 /// the server that is over well within a request's budget.
 fn absorbed(kind: FaultKind) -> bool {
-    matches!(kind, FaultKind::Kill | FaultKind::Terminate | FaultKind::Restart)
+    matches!(
+        kind,
+        FaultKind::Kill
+            | FaultKind::Terminate
+            | FaultKind::Restart
+            | FaultKind::Failover
+            | FaultKind::Switchover
+    )
 }
 
 /// No API error and no ERROR log line (`errors_at`: when each was logged, in seconds of the
@@ -95,14 +106,14 @@ pub fn absorbed_checks(
         failed += u64::from(!o.ok);
     }
     let mut checks = vec![Check::new(
-        "no API error during kill, terminate and restart",
+        "no API error during kill, terminate, restart, failover or switchover",
         failed == 0,
         format!("{failed} of {total} requests failed"),
     )];
     if let Some(errors_at) = errors_at {
         let lines = errors_at.iter().filter(|t| during(&brief, **t, tail_s)).count();
         checks.push(Check::new(
-            "no ERROR line during kill, terminate and restart",
+            "no ERROR line during kill, terminate, restart, failover or switchover",
             lines == 0,
             format!(
                 "{lines} ERROR lines in the log then ({} in the whole run)",
@@ -157,8 +168,15 @@ pub fn api_checks(played: &[Played], outcomes: &[Outcome], bounds: Bounds) -> Ve
             Some(at) => {
                 let took = (at - f.end_s).max(0.0);
                 worst = worst.max(took);
+                // After a promotion, the first write is the figure that matters.
+                let write = match f.write_recovered_s {
+                    Some(w) if f.kind.needs_standby() => {
+                        format!(" (first write {:.3} s)", (w - f.end_s).max(0.0))
+                    }
+                    _ => String::new(),
+                };
                 lines.push(format!(
-                    "{} at {:.1} s: {:.3} s",
+                    "{} at {:.1} s: {:.3} s{write}",
                     f.kind.as_str(),
                     f.start_s,
                     took
@@ -396,6 +414,7 @@ mod tests {
             done_s,
             result: Ok(if ok { 200 } else { 503 }),
             ok,
+            write: false,
         }
     }
 
@@ -406,6 +425,7 @@ mod tests {
             end_s: t,
             detail: String::new(),
             recovered_s: None,
+            write_recovered_s: None,
         }
     }
 

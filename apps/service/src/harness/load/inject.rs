@@ -1,5 +1,6 @@
-//! Playing faults for real: through the run's own fault proxy or a `holdfast faults` control
-//! port, on the run's own database (restart), or with SQL (terminate).
+//! Playing faults for real: through the run's own fault proxies or a `holdfast faults`
+//! control port, on the run's own database (restart, failover, switchover), or with SQL
+//! (terminate).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,17 +10,18 @@ use holdfast::Pool;
 
 use crate::error::ServiceError;
 use holdfast_faults::{Faults, Latency, ProxyHandle};
-use holdfast_tempdb::{StopMode, TempCluster};
+use holdfast_tempdb::StopMode;
 use serde_json::json;
 
+use super::nodes::{Handover, Nodes};
 use super::plan::FaultKind;
 use crate::harness::http_client::fetch;
 
 /// Where proxy faults go.
 #[derive(Debug)]
 pub enum Proxy {
-    /// The run's own proxy.
-    Local(ProxyHandle),
+    /// The run's own proxies (one in front of each server).
+    Local(Vec<ProxyHandle>),
     /// A `holdfast faults` control port.
     Remote(SocketAddr),
     /// No proxy in front of the database.
@@ -31,8 +33,8 @@ pub enum Proxy {
 pub struct Injector {
     /// Where proxy faults go.
     pub proxy: Proxy,
-    /// The run's own database, if it has one.
-    pub cluster: Option<Arc<TempCluster>>,
+    /// The run's own database servers, if it has them.
+    pub nodes: Option<Arc<Nodes>>,
     /// A direct connection to the service's database (not through the proxy).
     pub admin: Pool,
     /// Delay of the latency fault, each way.
@@ -53,11 +55,17 @@ impl Injector {
                     kind.as_str()
                 )));
             }
-            if *kind == FaultKind::Restart && self.cluster.is_none() {
+            if *kind == FaultKind::Restart && self.nodes.is_none() {
                 return Err(ServiceError::Run(
                     "--faults restart: only the run's own database is restarted; leave out --url to let the run start its own"
                         .into(),
                 ));
+            }
+            if kind.needs_standby() && !self.nodes.as_ref().is_some_and(|n| n.has_standby()) {
+                return Err(ServiceError::Run(format!(
+                    "--faults {}: only the run's own database fails over (it then starts a synchronous standby); leave out --url and --database-url",
+                    kind.as_str()
+                )));
             }
         }
         Ok(())
@@ -69,7 +77,7 @@ impl Injector {
             FaultKind::None => Ok("nothing".into()),
             FaultKind::Kill => {
                 let n = match &self.proxy {
-                    Proxy::Local(proxy) => proxy.reset_all() as u64,
+                    Proxy::Local(proxies) => proxies.iter().map(|p| p.reset_all() as u64).sum(),
                     Proxy::Remote(control) => {
                         let reply = control_call(*control, "POST", "/reset", None).await?;
                         reply["reset"].as_u64().unwrap_or(0)
@@ -78,10 +86,23 @@ impl Injector {
                 };
                 Ok(format!("reset {n} connections through the proxy"))
             }
+            FaultKind::Failover | FaultKind::Switchover => {
+                let nodes = self
+                    .nodes
+                    .as_ref()
+                    .ok_or_else(|| ServiceError::Run("no database of the run's own to fail over".into()))?;
+                let how = if kind == FaultKind::Failover {
+                    Handover::Failover
+                } else {
+                    Handover::Switchover
+                };
+                nodes.hand_over(how).await
+            }
             FaultKind::Restart => {
                 let cluster = self
-                    .cluster
-                    .clone()
+                    .nodes
+                    .as_ref()
+                    .map(|n| n.primary())
                     .ok_or_else(|| ServiceError::Run("no database of the run's own to restart".into()))?;
                 tokio::task::spawn_blocking(move || cluster.restart(StopMode::Fast))
                     .await
@@ -135,7 +156,12 @@ impl Injector {
 
     async fn set(&self, faults: Faults) -> Result<(), ServiceError> {
         match &self.proxy {
-            Proxy::Local(proxy) => Ok(proxy.set(faults)?),
+            Proxy::Local(proxies) => {
+                for proxy in proxies {
+                    proxy.set(faults.clone())?;
+                }
+                Ok(())
+            }
             Proxy::Remote(control) => {
                 let body = serde_json::to_value(&faults)
                     .map_err(|e| ServiceError::Run(format!("the faults as JSON: {e}")))?;

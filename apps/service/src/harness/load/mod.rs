@@ -6,6 +6,7 @@
 
 pub mod checks;
 pub mod inject;
+pub mod nodes;
 pub mod plan;
 pub mod progress;
 pub mod report;
@@ -21,11 +22,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use holdfast::pool::{ConnectConfig, PoolConfig};
 use holdfast::Pool;
 use holdfast_faults::FaultProxy;
-use holdfast_tempdb::{ClusterOptions, TempCluster};
 use serde_json::json;
 
 use self::checks::Bounds;
 use self::inject::{Injector, Proxy, OWN_APPLICATION_NAME};
+use self::nodes::Nodes;
 use self::plan::{FaultKind, Planned, Played};
 use self::progress::Progress;
 use self::report::{LoadReport, Totals};
@@ -347,6 +348,7 @@ async fn play(
             end_s: ledger.now_s(),
             detail,
             recovered_s: None,
+            write_recovered_s: None,
         });
     }
 }
@@ -377,7 +379,7 @@ async fn external(args: &LoadArgs, url: &str) -> Result<Setup, ServiceError> {
         service: None,
         injector: Injector {
             proxy: args.faults_control.map_or(Proxy::Absent, Proxy::Remote),
-            cluster: None,
+            nodes: None,
             admin: admin.clone(),
             latency: Duration::from_millis(args.latency_ms),
         },
@@ -391,22 +393,53 @@ async fn external(args: &LoadArgs, url: &str) -> Result<Setup, ServiceError> {
 async fn own(args: &LoadArgs) -> Result<Setup, ServiceError> {
     // The recorder must be in place before the service's pools register their metrics.
     let _ = prometheus();
-    let (cluster, direct) = match &args.database_url {
+    let (nodes, direct) = match &args.database_url {
         Some(url) => (None, url.clone()),
         None => {
-            println!("starting a throwaway PostgreSQL, the fault proxy and the service...");
-            let cluster = tokio::task::spawn_blocking(|| TempCluster::start(ClusterOptions::demo()))
+            let standby = args.faults.iter().any(|f| f.needs_standby());
+            println!(
+                "starting a throwaway PostgreSQL{}, the fault proxy and the service...",
+                if standby {
+                    " with a synchronous standby"
+                } else {
+                    ""
+                }
+            );
+            let nodes = tokio::task::spawn_blocking(move || Nodes::start(standby))
                 .await
                 .map_err(|e| ServiceError::Run(format!("starting the throwaway PostgreSQL: {e}")))??;
-            let url = cluster.url();
-            (Some(Arc::new(cluster)), url)
+            let ports = nodes.ports();
+            let nodes = Arc::new(nodes);
+            let url = if ports.len() == 1 {
+                nodes.primary().url()
+            } else {
+                Target::on_hosts(&ports, "postgres", "postgres")
+            };
+            (Some(nodes), url)
         }
     };
-    let target = Target::parse(&direct)?;
-    let proxy = FaultProxy::start_local(target.resolve().await?).await?;
+    // A proxy in front of each server; the service lists them all.
+    let mut proxies = Vec::new();
+    let service_url = match &nodes {
+        Some(n) if n.has_standby() => {
+            for port in n.ports() {
+                proxies
+                    .push(FaultProxy::start_local(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await?);
+            }
+            let ports: Vec<u16> = proxies.iter().map(|p| p.port()).collect();
+            Target::on_hosts(&ports, "postgres", "postgres")
+        }
+        _ => {
+            let target = Target::parse(&direct)?;
+            let proxy = FaultProxy::start_local(target.resolve().await?).await?;
+            let url = target.through(proxy.port());
+            proxies.push(proxy);
+            url
+        }
+    };
     // The load's shape (assemblies at once, mixing time) is the run's; every timeout is
     // `holdfast serve`'s default unless --short-timeouts.
-    let mut serve = ServeArgs::for_database(target.through(proxy.port()))
+    let mut serve = ServeArgs::for_database(service_url)
         .set(&config::LISTEN, "127.0.0.1:0")
         .set(&config::ASSEMBLY_WORKERS, args.assemblies)
         .set(&config::ASSEMBLY_STEP, args.step_ms);
@@ -422,18 +455,19 @@ async fn own(args: &LoadArgs) -> Result<Setup, ServiceError> {
     }
     let request_timeout = serve.request_timeout()?;
     let service = Service::start(&serve).await?;
+    let ports: Vec<String> = proxies.iter().map(|p| p.port().to_string()).collect();
     println!(
         "service on http://{}, database behind the fault proxy on port {}",
         service.addr(),
-        proxy.port()
+        ports.join(" and ")
     );
     let admin = admin_pool(&direct)?;
     Ok(Setup {
         addr: service.addr(),
         service: Some(service),
         injector: Injector {
-            proxy: Proxy::Local(proxy),
-            cluster,
+            proxy: Proxy::Local(proxies),
+            nodes,
             admin: admin.clone(),
             latency: Duration::from_millis(args.latency_ms),
         },

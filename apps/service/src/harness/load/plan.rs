@@ -20,6 +20,12 @@ pub enum FaultKind {
     Blackhole,
     /// The proxy delays every chunk both ways by `--latency-ms` for `--fault-length-s`.
     Latency,
+    /// Kill the primary and promote its synchronous standby; the old primary rejoins as the
+    /// new one's standby. Only the run's own database (started with a standby then).
+    Failover,
+    /// Stop the primary (fast shutdown) and promote its synchronous standby; the old
+    /// primary rejoins as the new one's standby. Only the run's own database.
+    Switchover,
 }
 
 impl FaultKind {
@@ -32,6 +38,8 @@ impl FaultKind {
             FaultKind::Terminate => "terminate",
             FaultKind::Blackhole => "blackhole",
             FaultKind::Latency => "latency",
+            FaultKind::Failover => "failover",
+            FaultKind::Switchover => "switchover",
         }
     }
 
@@ -39,6 +47,11 @@ impl FaultKind {
     /// an instant.
     pub fn lasts(self) -> bool {
         matches!(self, FaultKind::Blackhole | FaultKind::Latency)
+    }
+
+    /// Whether the fault needs a primary with a standby.
+    pub fn needs_standby(self) -> bool {
+        matches!(self, FaultKind::Failover | FaultKind::Switchover)
     }
 
     /// Whether the fault acts through the fault proxy.
@@ -160,6 +173,9 @@ pub struct Played {
     pub detail: String,
     /// When the first API request sent after the fault ended succeeded (filled in at the end).
     pub recovered_s: Option<f64>,
+    /// The same for the first write (a POST): after a failover, the first write the
+    /// promoted server took.
+    pub write_recovered_s: Option<f64>,
 }
 
 #[cfg(test)]

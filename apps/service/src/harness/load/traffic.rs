@@ -23,6 +23,8 @@ pub struct Outcome {
     pub result: Result<u16, Failure>,
     /// The answer was a success: 2xx, or the 409 that says a start sent again had landed.
     pub ok: bool,
+    /// The request writes (anything but GET).
+    pub write: bool,
 }
 
 impl Outcome {
@@ -113,6 +115,7 @@ impl Ledger {
             done_s: self.now_s(),
             result,
             ok: matches!(result, Ok(200..=299)) || (also_ok.is_some() && result.ok() == also_ok),
+            write: method != "GET",
         };
         lock(&self.outcomes).push(outcome);
         reply.map(|r| (r.status, serde_json::from_str(&r.text).unwrap_or(Value::Null)))
