@@ -41,6 +41,7 @@ async fn service(step_ms: u64) -> Service {
 
 fn router(service: &Service) -> axum::Router {
     app(AppState {
+        reads: service.api_pool().clone(),
         pool: service.api_pool().clone(),
         queue: service.queue().clone(),
         metrics: holdfast_service::service::serve::prometheus(),
@@ -283,6 +284,7 @@ async fn an_unreachable_database_is_a_503_naming_the_cause_with_retry_after() {
     )
     .expect("pool");
     let api = app(AppState {
+        reads: pool.clone(),
         pool,
         queue: Queue::new("holdfast").expect("queue"),
         metrics: None,
@@ -378,6 +380,7 @@ async fn a_request_the_database_never_answers_is_cut_off_by_the_request_timeout(
     let url = target.through(proxy.port());
     let service = Service::start(&args(&url, 10)).await.expect("service starts");
     let api = app(AppState {
+        reads: service.api_pool().clone(),
         pool: service.api_pool().clone(),
         queue: service.queue().clone(),
         metrics: None,
@@ -451,6 +454,7 @@ async fn an_outage_shorter_than_a_requests_budget_costs_it_only_time() {
     )
     .expect("pool");
     let api = app(AppState {
+        reads: pool.clone(),
         pool: pool.clone(),
         queue: Queue::new("holdfast").expect("queue"),
         metrics: None,
@@ -480,4 +484,46 @@ async fn an_outage_shorter_than_a_requests_budget_costs_it_only_time() {
         let (path, (status, body)) = answer.await.expect("request task");
         assert!(status.is_success(), "{path}: {status} {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_standby_and_to_the_primary_when_it_is_gone() {
+    use holdfast_tempdb::{ClusterOptions, Replication, TempCluster};
+    let primary = TempCluster::start(ClusterOptions::default()).expect("primary");
+    let standby = primary.start_standby(Replication::Synchronous).expect("standby");
+    let replica_url = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres",
+        standby.port(),
+        primary.port()
+    );
+    let service = Service::start(&args(&primary.url(), 1).set(&config::DATABASE_REPLICA_URL, replica_url))
+        .await
+        .expect("service");
+    let api = service.router();
+    let (_, body) = call(&api, "POST", "/api/episodes", &episode(2)).await;
+    let id = body["id"].as_i64().expect("id");
+    // A standby serves what it has replayed: wait for the episode to get there.
+    holdfast_testkit::eventually_blocking("the standby has the episode", || {
+        standby
+            .psql(
+                "postgres",
+                &format!("SELECT count(*) FROM episodes WHERE id = {id}"),
+            )
+            .is_ok_and(|n| n == "1")
+    });
+    let (status, body) = call(&api, "GET", &format!("/api/episodes/{id}"), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let on_standby = standby
+        .psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'holdfast-replica'",
+        )
+        .expect("sessions");
+    assert_ne!(on_standby, "0", "the read went to the standby");
+
+    // The standby goes away: reads fall back to the primary, listed last.
+    tokio::task::block_in_place(|| standby.stop()).expect("stop the standby");
+    let (status, body) = call(&api, "GET", &format!("/api/episodes/{id}"), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    service.stop().await.expect("stop");
 }

@@ -81,6 +81,7 @@ async fn a_503_and_a_failed_requests_log_line_name_the_servers_message_and_sqlst
     let db = cluster().create_database().expect("database");
     let service = Service::start(&args(&db.url)).await.expect("service starts");
     let router = app(AppState {
+        reads: service.api_pool().clone(),
         pool: service.api_pool().clone(),
         queue: service.queue().clone(),
         metrics: None,

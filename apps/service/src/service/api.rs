@@ -40,6 +40,8 @@ use crate::service::domain::{self, NewEpisode};
 pub struct AppState {
     /// The API's own pool (its connection budget).
     pub pool: Pool,
+    /// The pool reads go through: the replica pool (`DATABASE_REPLICA_URL`), or `pool`.
+    pub reads: Pool,
     /// The task queue (enqueue happens through the API pool, in the caller's transaction).
     pub queue: Queue,
     /// Renders `/metrics`.
@@ -53,6 +55,7 @@ impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("pool", &self.pool)
+            .field("reads", &self.reads)
             .field("queue", &self.queue)
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
@@ -86,7 +89,7 @@ async fn create_episode(
 
 async fn get_episode(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = domain::parse_id("episode", &id)?;
-    Ok(Json(domain::get_episode(&s.pool, id).await?).into_response())
+    Ok(Json(domain::get_episode(&s.reads, id).await?).into_response())
 }
 
 async fn assemble(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -125,7 +128,7 @@ async fn intent_hints(
     query: Result<Query<HintQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|r| ApiError::BadRequest(r.body_text()))?;
-    let hints = domain::intent_hints(&s.pool, &query.q).await?;
+    let hints = domain::intent_hints(&s.reads, &query.q).await?;
     let hints: Vec<_> = hints
         .into_iter()
         .map(|(phrase, intent)| json!({ "phrase": phrase, "intent": intent }))

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use holdfast::pool::settings::{self as lib, table, Choice, Count, Describe, Source, Span, Text, Unit};
-use holdfast::pool::{ConfigError, ConnectConfig, PoolConfig, DEFAULT_APPLICATION_NAME};
+use holdfast::pool::{ConfigError, ConnectConfig, PoolConfig, TargetSessionAttrs, DEFAULT_APPLICATION_NAME};
 use holdfast::tasks::{Listen, WorkerConfig};
 
 /// `LISTEN`.
@@ -41,6 +41,16 @@ pub const TASKS_DATABASE_URL: Text = Text {
     accepted: "a postgres:// URL reaching the same database as DATABASE_URL",
     secret: true,
     doc: "a connection route of their own for the assembly workers (another host, port, pooler or role); episodes and the queue live in one database, so that starting an assembly stays one transaction",
+};
+
+/// `DATABASE_REPLICA_URL`.
+pub const DATABASE_REPLICA_URL: Text = Text {
+    env: "DATABASE_REPLICA_URL",
+    name: "database_replica_url",
+    default: "(none: reads go to `DATABASE_URL`)",
+    accepted: "a postgres:// URL or key=value string listing standbys (and the primary last, as the fallback)",
+    secret: true,
+    doc: "where the API's reads go (an episode, intent hints): without its own target_session_attrs, `prefer-standby`, so a standby serves them and the primary when none is up; a standby may lag the primary, so a read right after a write may not see it yet",
 };
 
 /// `TASKS_DB_POOLER`.
@@ -115,6 +125,7 @@ pub static SERVICE: &[&dyn Describe] = &[
     &ASSEMBLY_WORKERS,
     &ASSEMBLY_STEP,
     &ASSEMBLY_TIMEOUT,
+    &DATABASE_REPLICA_URL,
     &TASKS_DATABASE_URL,
     &TASKS_DB_POOLER,
     &TASKS_LISTEN_URL,
@@ -256,6 +267,24 @@ impl ServeArgs {
             .name("api");
         config.validate()?;
         Ok(config)
+    }
+
+    /// The pool the API's reads go through when `DATABASE_REPLICA_URL` is set: every pool
+    /// and connection setting as the API pool's, named `replica`, `prefer-standby` unless the
+    /// URL says otherwise.
+    pub fn replica_pool(&self) -> Result<Option<PoolConfig>, ConfigError> {
+        let Some(url) = DATABASE_REPLICA_URL.read(self) else {
+            return Ok(None);
+        };
+        let mut connect = ConnectConfig::from_url_and_source(DATABASE_REPLICA_URL.env, &url, self)?;
+        if !url.contains("target_session_attrs") {
+            connect = connect.target_session_attrs(TargetSessionAttrs::PreferStandby);
+        }
+        let config = PoolConfig::with_connect(name_connections(connect, "holdfast-replica"), self)?
+            .pool_timeout(API_REQUEST_TIMEOUT.read_duration(self)?)
+            .name("replica");
+        config.validate()?;
+        Ok(Some(config))
     }
 
     /// The assembly work pool: one connection per worker slot.

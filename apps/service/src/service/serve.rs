@@ -35,6 +35,7 @@ pub struct Service {
     pools: Vec<Pool>,
     api: Pool,
     queue: Queue,
+    state: AppState,
 }
 
 impl Service {
@@ -42,6 +43,7 @@ impl Service {
     pub async fn start(args: &ServeArgs) -> Result<Service, ServiceError> {
         let metrics = prometheus();
         let api = Pool::new(args.api_pool()?)?;
+        let replica = args.replica_pool()?.map(Pool::new).transpose()?;
         let control = Pool::new(args.control_pool()?)?;
         let work = Pool::new(args.work_pool()?)?;
         let queue = Queue::from_source(args)?;
@@ -68,15 +70,20 @@ impl Service {
         let addr = listener
             .local_addr()
             .map_err(ServiceError::io("LISTEN: the socket has no address"))?;
+        if replica.is_some() {
+            tracing::info!("the API's reads go through DATABASE_REPLICA_URL");
+        }
         let state = AppState {
+            reads: replica.clone().unwrap_or_else(|| api.clone()),
             pool: api.clone(),
             queue: queue.clone(),
             metrics,
             request_timeout: args.request_timeout()?,
         };
         let (stop, stopped) = oneshot::channel::<()>();
+        let router = app(state.clone());
         let http = tokio::spawn(async move {
-            axum::serve(listener, app(state))
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;
                 })
@@ -88,10 +95,17 @@ impl Service {
             stop: Some(stop),
             http,
             worker: Some(worker),
-            pools: vec![control, work],
+            pools: [control, work].into_iter().chain(replica).collect(),
             api,
             queue,
+            state,
         })
+    }
+
+    /// The service's own router (its pools, replica included), for calling it without a
+    /// socket.
+    pub fn router(&self) -> axum::Router {
+        app(self.state.clone())
     }
 
     /// Where it listens.
