@@ -82,6 +82,16 @@ pub enum ConnectError {
         /// What the server is.
         server: &'static str,
     },
+    /// A standby further behind its primary than `max_standby_lag`.
+    #[error("{target} is a standby {lag:.1?} behind its primary, more than max_standby_lag ({bound:?})")]
+    StandbyBehind {
+        /// Host and port.
+        target: String,
+        /// How far behind.
+        lag: Duration,
+        /// The bound.
+        bound: Duration,
+    },
     /// Several hosts were tried and none gave a connection that qualifies: why each one
     /// failed, in the order they were tried.
     #[error(

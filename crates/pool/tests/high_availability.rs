@@ -7,6 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use holdfast_pool::{connect, ConnectConfig, ConnectError, Pool, PoolConfig};
 use holdfast_tempdb::{ClusterOptions, Replication, StopMode, TempCluster};
@@ -323,4 +324,55 @@ async fn a_read_only_error_on_a_writing_pool_closes_the_connection() {
     pool.execute("INSERT INTO t VALUES (1)", &[])
         .await
         .expect("a new connection writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_further_behind_than_the_bound_does_not_qualify() {
+    let (primary, standby) = primary_and_standby();
+    let bounded = config(
+        &[standby.port(), primary.port()],
+        "target_session_attrs=prefer-standby",
+    )
+    .max_standby_lag(Some(Duration::from_millis(1)));
+    let conn = connect(&bounded).await.expect("caught up");
+    assert!(
+        in_recovery(&conn).await,
+        "a standby with nothing left to replay qualifies"
+    );
+    drop(conn);
+
+    // Replay paused while the primary commits: the standby falls behind.
+    standby
+        .psql("postgres", "SELECT pg_wal_replay_pause()")
+        .expect("pause replay");
+    holdfast_testkit::eventually_blocking("replay paused", || {
+        standby
+            .psql("postgres", "SELECT pg_get_wal_replay_pause_state()")
+            .is_ok_and(|s| s == "paused")
+    });
+    primary
+        .psql("postgres", "INSERT INTO t VALUES (1)")
+        .expect("insert");
+    let conn = connect(&bounded).await.expect("the primary, as the fallback");
+    assert!(!in_recovery(&conn).await, "the lagging standby is skipped");
+    let error = connect(
+        &config(&[standby.port()], "target_session_attrs=standby")
+            .max_standby_lag(Some(Duration::from_millis(1))),
+    )
+    .await
+    .expect_err("only a lagging standby");
+    assert!(
+        error
+            .to_string()
+            .contains("behind its primary, more than max_standby_lag"),
+        "{error}"
+    );
+    // Without a bound it still serves.
+    let conn = connect(&config(&[standby.port()], "target_session_attrs=standby"))
+        .await
+        .expect("no bound");
+    assert!(in_recovery(&conn).await);
+    standby
+        .psql("postgres", "SELECT pg_wal_replay_resume()")
+        .expect("resume replay");
 }

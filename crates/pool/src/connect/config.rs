@@ -64,6 +64,7 @@ pub struct ConnectConfig {
     passfile: Option<PassFile>,
     target_session_attrs: TargetSessionAttrs,
     load_balance_hosts: bool,
+    max_standby_lag: Option<Duration>,
 }
 
 impl ConnectConfig {
@@ -174,6 +175,7 @@ impl ConnectConfig {
             },
             load_balance_hosts: pg.get_load_balance_hosts()
                 == tokio_postgres::config::LoadBalanceHosts::Random,
+            max_standby_lag: None,
             pg,
         }
     }
@@ -284,6 +286,18 @@ impl ConnectConfig {
     pub fn load_balance_hosts(mut self, random: bool) -> Self {
         self.load_balance_hosts = random;
         self
+    }
+
+    /// A standby further behind its primary than this does not qualify at connect (see
+    /// `DB_MAX_STANDBY_LAG_MS`). Defaults to none.
+    pub fn max_standby_lag(mut self, lag: Option<Duration>) -> Self {
+        self.max_standby_lag = lag;
+        self
+    }
+
+    /// The bound on a standby's lag, if any.
+    pub fn get_max_standby_lag(&self) -> Option<Duration> {
+        self.max_standby_lag
     }
 
     /// Whether hosts are tried in a random order.
@@ -434,6 +448,7 @@ impl fmt::Debug for ConnectConfig {
             .field("passfile", &self.passfile.as_ref().map(|f| f.path()))
             .field("target_session_attrs", &self.target_session_attrs)
             .field("load_balance_hosts", &self.load_balance_hosts)
+            .field("max_standby_lag", &self.max_standby_lag)
             .finish()
     }
 }
@@ -613,5 +628,37 @@ mod tests {
         );
         assert!(!redact_url("host=h password='p w' user=u").contains("p w"));
         assert_eq!(redact_url("host=h user=u"), "host=h user=u");
+    }
+
+    #[test]
+    fn every_connection_parameter_is_honoured_or_refused_naming_it() {
+        // Honoured: the ones holdfast reads itself, and the ones the connect passes on.
+        let c = ConnectConfig::parse_setting(
+            "DATABASE_URL",
+            "host=a,b port=5432,5433 user=u dbname=d target_session_attrs=prefer-standby \
+             load_balance_hosts=random connect_timeout=3 application_name=x",
+        )
+        .expect("parse");
+        assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::PreferStandby);
+        assert!(c.get_load_balance_hosts());
+        assert_eq!(c.get_connect_timeout(), Duration::from_secs(3));
+        assert_eq!(c.pg().get_hosts().len(), 2);
+        let c = ConnectConfig::from_url("postgres://u@a:1,b:2/d?target_session_attrs=standby").expect("url");
+        assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::Standby);
+        // Refused: libpq parameters holdfast does not implement, and bad values, naming them.
+        for (url, named) in [
+            ("host=a gssencmode=disable", "gssencmode"),
+            ("postgres://a/d?sslcompression=1", "sslcompression"),
+            ("host=a target_session_attrs=primary-ish", "target_session_attrs"),
+            ("host=a load_balance_hosts=always", "load_balance_hosts"),
+        ] {
+            let error = ConnectConfig::parse_setting("DATABASE_URL", url)
+                .expect_err(url)
+                .to_string();
+            assert!(
+                error.contains("DATABASE_URL") && error.contains(named),
+                "{url}: {error}"
+            );
+        }
     }
 }

@@ -55,6 +55,7 @@ impl ConnectConfig {
         if !connect.get_load_balance_hosts() {
             connect = connect.load_balance_hosts(table::LOAD_BALANCE_HOSTS.read(source)? == "random");
         }
+        connect = connect.max_standby_lag(table::MAX_STANDBY_LAG.read(source)?);
         if connect.get_application_name() == DEFAULT_APPLICATION_NAME {
             if let Some(name) = table::APPLICATION_NAME.read(source) {
                 connect = connect.application_name(&name);

@@ -56,7 +56,7 @@ pub(super) async fn open(
         });
         let error = match attempt {
             Ok(connection) if !wanted.needs_role() => return Ok(connection),
-            Ok(connection) => match qualify(connection, wanted, &target, timeout).await {
+            Ok(connection) => match qualify(connection, config, &target).await {
                 Ok(connection) => return Ok(connection),
                 Err((error, Some(other))) if fallback.is_none() => {
                     fallback = Some(other);
@@ -85,10 +85,11 @@ pub(super) async fn open(
 /// refused prefer-standby connection comes back beside its error, as the fallback.
 async fn qualify(
     mut connection: Connection,
-    wanted: TargetSessionAttrs,
+    config: &ConnectConfig,
     target: &str,
-    timeout: std::time::Duration,
 ) -> Result<Connection, (ConnectError, Option<Connection>)> {
+    let wanted = config.get_target_session_attrs();
+    let timeout = config.get_connect_timeout();
     let role = match Role::reported(connection.state().server_role()) {
         Some(role) => role,
         None => match tokio::time::timeout(timeout, ask_role(&connection)).await {
@@ -114,16 +115,63 @@ async fn qualify(
         },
     };
     connection.role = Some(role);
-    if wanted.accepts(role) {
+    let lag = match config.get_max_standby_lag() {
+        Some(bound) if role.hot_standby && wanted.accepts(role) => {
+            match tokio::time::timeout(timeout, standby_lag(&connection)).await {
+                Ok(Ok(lag)) if lag > bound => Some((lag, bound)),
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => {
+                    let error = ConnectError::Postgres {
+                        target: target.to_string(),
+                        error,
+                    };
+                    return Err((error, None));
+                }
+                Err(_) => {
+                    let error = ConnectError::Timeout {
+                        target: target.to_string(),
+                        timeout,
+                    };
+                    return Err((error, None));
+                }
+            }
+        }
+        _ => None,
+    };
+    if wanted.accepts(role) && lag.is_none() {
         return Ok(connection);
     }
-    let error = ConnectError::WrongRole {
-        target: target.to_string(),
-        wanted,
-        server: role.describe(),
+    let error = match lag {
+        Some((lag, bound)) => ConnectError::StandbyBehind {
+            target: target.to_string(),
+            lag,
+            bound,
+        },
+        None => ConnectError::WrongRole {
+            target: target.to_string(),
+            wanted,
+            server: role.describe(),
+        },
     };
-    let fallback = (wanted == TargetSessionAttrs::PreferStandby).then_some(connection);
+    // A standby behind its bound is no fallback: the primary (or nothing) is.
+    let fallback = (wanted == TargetSessionAttrs::PreferStandby && lag.is_none()).then_some(connection);
     Err((error, fallback))
+}
+
+/// How far a standby is behind: nothing when it has replayed all it received, else the time
+/// since the last commit it replayed (or since it started, if it replayed none yet).
+async fn standby_lag(connection: &Connection) -> Result<std::time::Duration, tokio_postgres::Error> {
+    let row = connection
+        .client()
+        .query_one(
+            "SELECT CASE WHEN pg_catalog.pg_last_wal_receive_lsn() = pg_catalog.pg_last_wal_replay_lsn() \
+             THEN 0 ELSE extract(epoch FROM now() - coalesce(pg_catalog.pg_last_xact_replay_timestamp(), \
+             pg_catalog.pg_postmaster_start_time())) END::float8",
+            &[],
+        )
+        .await?;
+    let seconds: f64 = row.get(0);
+    Ok(std::time::Duration::from_secs_f64(seconds.max(0.0)))
 }
 
 /// The role of a server that did not report it (PostgreSQL 13 and older).

@@ -104,6 +104,18 @@ pub const LOAD_BALANCE_HOSTS: Choice = Choice {
     doc: "`random`: try the hosts of a multi-host `DATABASE_URL` in a random order on each connect, as libpq's (the URL's `load_balance_hosts` wins)",
 };
 
+/// `DB_MAX_STANDBY_LAG_MS`.
+pub const MAX_STANDBY_LAG: Span = Span {
+    env: "DB_MAX_STANDBY_LAG_MS",
+    name: "max_standby_lag",
+    unit: Unit::Milliseconds,
+    default: 0,
+    min: 0,
+    max: DAY_MS,
+    zero_is_off: true,
+    doc: "a standby further behind its primary than this (time since its last replayed commit, while WAL it received waits to be replayed) does not qualify at connect, for the `standby`, `prefer-standby` and `read-only` targets; costs a query per connect to a standby",
+};
+
 /// `DB_SSLMODE`.
 pub const SSLMODE: Choice = Choice {
     env: "DB_SSLMODE",
@@ -431,6 +443,7 @@ pub static CONNECT: &[&dyn Describe] = &[
     &POOLER,
     &TARGET_SESSION_ATTRS,
     &LOAD_BALANCE_HOSTS,
+    &MAX_STANDBY_LAG,
     &SSLMODE,
     &SSLROOTCERT,
     &SSLCERT,
