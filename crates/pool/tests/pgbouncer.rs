@@ -345,3 +345,36 @@ async fn behind_a_session_pooler_the_probe_leaves_a_long_statement_alone() {
         .expect("a running statement is left alone");
     assert_eq!(row.get::<_, i32>(0), 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_each_target_is_judged_by_the_servers_role() {
+    // PgBouncer passes the server's role parameters on to its clients: the role is known
+    // without a query, and judged as on a direct connection.
+    let (db, bouncer) = bouncer();
+    let url = bouncer.url_for(&db.name);
+    for (target, qualifies) in [
+        ("read-write", true),
+        ("primary", true),
+        ("standby", false),
+        ("read-only", false),
+    ] {
+        let connect = ConnectConfig::from_url(&format!("{url}?target_session_attrs={target}"))
+            .expect("url")
+            .application_name(&app_name("bouncer-role"))
+            .statement_timeout(None)
+            .pooler(Pooler::Transaction);
+        let result = holdfast_pool::connect(&connect).await;
+        match (result, qualifies) {
+            (Ok(conn), true) => {
+                assert_eq!(
+                    conn.state().server_role().in_hot_standby,
+                    None,
+                    "not reported through PgBouncer"
+                );
+            }
+            (Err(error), false) => assert!(error.to_string().contains("is a primary"), "{target}: {error}"),
+            (Ok(_), false) => panic!("{target}: a primary qualified"),
+            (Err(error), true) => panic!("{target}: {error}"),
+        }
+    }
+}
