@@ -402,3 +402,24 @@ fn describe(host: &Host, port: u16) -> String {
             .to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback for servers that do not report their role (PostgreSQL 13 and older, whose
+    /// query is the same on a newer server).
+    #[tokio::test]
+    async fn a_server_that_does_not_report_its_role_is_asked() {
+        let url = holdfast_testkit::cluster().url();
+        let config = ConnectConfig::from_url(&url).expect("url");
+        let conn = open(&config, None).await.expect("connect");
+        let role = ask_role(&conn).await.expect("asked");
+        assert_eq!(Role::reported(conn.state().server_role()), Some(role));
+        conn.batch_execute("SET default_transaction_read_only = on")
+            .await
+            .expect("set");
+        let role = ask_role(&conn).await.expect("asked");
+        assert!(role.default_read_only && !role.hot_standby && role.read_only());
+    }
+}

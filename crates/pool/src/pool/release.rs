@@ -99,10 +99,11 @@ impl Shared {
         self.metrics.held.record(PoolMetrics::seconds(held));
         self.note_disconnect(&slot.conn, errors_at_checkout);
         let clean = slot.conn.state().is_clean() && self.config.reset_query.is_none();
-        if clean && !self.wrong_role(&slot.conn, errors_at_checkout) {
+        let wrong_role = self.wrong_role(&slot.conn, errors_at_checkout);
+        if clean && !wrong_role {
             return self.put_released(slot);
         }
-        if self.wrong_role(&slot.conn, errors_at_checkout) {
+        if wrong_role {
             tracing::info!(pool = %self.config.name, conn = slot.id, "the server is no longer what target_session_attrs asks for: closing the connection, the next connect walks the host list");
             return self.discard(slot, CloseReason::WrongRole, true);
         }
