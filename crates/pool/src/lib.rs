@@ -15,6 +15,7 @@ pub use error::{db_error_text, pg_error_text, ConfigError, ConnectError, PoolErr
 pub use holdfast_wire::{CommitState, Liveness, ServerRole, Snapshot, TxStatus, WireState};
 pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout};
 pub use pool::pooled::PooledConnection;
+pub use pool::statements::is_stale_statement;
 pub use pool::status::PoolStatus;
 pub use pool::Pool;
 pub use settings::{ProcessEnv, Source};

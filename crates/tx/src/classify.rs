@@ -6,8 +6,9 @@ use std::error::Error as StdError;
 /// What kind of failure an error is, for retry decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
-    /// Serialization failure (40001) or deadlock (40P01): the transaction was rolled back;
-    /// running it again may succeed.
+    /// Serialization failure (40001), deadlock (40P01), or a cached statement a schema
+    /// change made stale (26000, or 0A000 from plan revalidation): the transaction was rolled
+    /// back; running it again may succeed.
     Conflict,
     /// The connection or the server went away, or the server cannot serve this session any
     /// more (class 08, 57P01, 57P02, 57P03, 25P03, 57P05, 25006): run again on a new
@@ -38,6 +39,11 @@ pub fn class_of_sqlstate(code: &str) -> ErrorClass {
 /// The class of a driver error: by its SQLSTATE when the server sent one; a closed
 /// connection or an I/O error underneath is `Disconnected`; anything else `Permanent`.
 pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
+    // A cached statement a schema change made stale: the pool has forgotten it, and the
+    // transaction's next attempt prepares it again.
+    if holdfast_pool::is_stale_statement(error) {
+        return ErrorClass::Conflict;
+    }
     if let Some(code) = error.code() {
         return class_of_sqlstate(code.code());
     }

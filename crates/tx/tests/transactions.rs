@@ -550,3 +550,44 @@ async fn a_transaction_begun_while_the_server_is_stopped_commits_once_it_is_back
     drop(conn);
     assert_no_idle_in_transaction(&pool).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_statement_a_migration_made_stale_runs_the_transaction_again() {
+    let db = cluster().create_database().expect("database");
+    let pool = Pool::new(
+        PoolConfig::new(ConnectConfig::from_url(&db.url).expect("url"))
+            .pool_size(1)
+            .pool_timeout(Duration::from_secs(30)),
+    )
+    .expect("pool");
+    pool.execute("CREATE TABLE t (a int)", &[]).await.expect("create");
+    pool.execute("INSERT INTO t VALUES (1)", &[]).await.expect("row");
+    let attempts = Arc::new(AtomicU32::new(0));
+    let columns = |pool: Pool, attempts: Arc<AtomicU32>| async move {
+        pool.transaction(TxOptions::new(), move |tx| {
+            let attempts = Arc::clone(&attempts);
+            Box::pin(async move {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                // Prepared once on the pool's one connection, reused by the next transaction.
+                let rows = tx.connection().query_cached("SELECT * FROM t", &[]).await?;
+                Ok::<_, tokio_postgres::Error>(rows[0].len())
+            })
+        })
+        .await
+    };
+    assert_eq!(
+        columns(pool.clone(), Arc::clone(&attempts)).await.expect("first"),
+        1
+    );
+    direct(&db.url)
+        .await
+        .batch_execute("ALTER TABLE t ADD COLUMN b int")
+        .await
+        .expect("migrate");
+    attempts.store(0, Ordering::Relaxed);
+    let after = columns(pool.clone(), Arc::clone(&attempts))
+        .await
+        .expect("the stale statement costs one more attempt, not an error");
+    assert_eq!(after, 2, "the new column is seen");
+    assert_eq!(attempts.load(Ordering::Relaxed), 2, "run again once");
+}

@@ -132,6 +132,9 @@ pub struct PoolConfig {
     /// [`Pool::query`]: crate::Pool::query
     /// [`Pool::execute`]: crate::Pool::execute
     pub pipeline_depth: usize,
+    /// Statements kept prepared per connection; past it the least recently used one is
+    /// closed on the server (`DB_STATEMENT_CACHE_SIZE`).
+    pub statement_cache_size: usize,
     /// A shared connection none of whose statements has finished for this long takes no
     /// more callers while the pool has room for another: callers do not queue behind a
     /// statement that is stuck or slow (`DB_PIPELINE_STALL_MS`).
@@ -172,6 +175,7 @@ impl PoolConfig {
             reconnect_backoff_max: table::RECONNECT_BACKOFF_MAX.default_duration(),
             close_timeout: table::CLOSE_TIMEOUT.default_duration(),
             pipeline_depth: table::PIPELINE_DEPTH.default_usize(),
+            statement_cache_size: table::STATEMENT_CACHE_SIZE.default_usize(),
             pipeline_stall: table::PIPELINE_STALL.default_duration(),
             unanswered_timeout: UnansweredTimeout::Auto,
             probe_after: table::PROBE_AFTER.default_value(),
@@ -224,6 +228,7 @@ impl PoolConfig {
             reconnect_backoff_max: table::RECONNECT_BACKOFF_MAX.read_duration(source)?,
             close_timeout: table::CLOSE_TIMEOUT.read_duration(source)?,
             pipeline_depth: count(&table::PIPELINE_DEPTH)?,
+            statement_cache_size: count(&table::STATEMENT_CACHE_SIZE)?,
             pipeline_stall: table::PIPELINE_STALL.read_duration(source)?,
             probe_after: table::PROBE_AFTER.read(source)?,
             unanswered_timeout: match table::UNANSWERED_TIMEOUT.read(source)? {
@@ -353,6 +358,13 @@ impl PoolConfig {
         self
     }
 
+    /// Statements kept prepared per connection; past it the least recently used one is
+    /// closed on the server. Defaults to 256.
+    pub fn statement_cache_size(mut self, size: usize) -> Self {
+        self.statement_cache_size = size;
+        self
+    }
+
     /// How long a shared connection may go without finishing a statement before it takes
     /// no more callers while the pool has room for another ([`Pool::query`]). Defaults to
     /// 10 ms.
@@ -406,6 +418,7 @@ impl PoolConfig {
             (&table::MAX_WAITING, self.max_waiting),
             (&table::MAX_CONNECTING, self.max_connecting),
             (&table::PIPELINE_DEPTH, self.pipeline_depth),
+            (&table::STATEMENT_CACHE_SIZE, self.statement_cache_size),
         ] {
             setting.check(name(setting), value)?;
         }

@@ -33,7 +33,7 @@ mod read;
 mod release;
 mod reset;
 mod slot;
-mod statements;
+pub(crate) mod statements;
 pub(crate) mod status;
 mod unanswered;
 
@@ -290,6 +290,9 @@ pub(crate) struct Shared {
     /// A probe found that backend pids are not the server's (a pooler in between): no
     /// probing, no terminating (see `abandon`).
     pub(crate) foreign_pids: AtomicBool,
+    /// Bumped when a cached statement turned out stale (a schema change): every
+    /// connection's statement cache of an older epoch starts afresh.
+    statement_epoch: AtomicU64,
     pub(crate) watch: Watch,
     /// Wakes stalled connects to check whether they were given up.
     pub(crate) give_up: Notify,
@@ -324,6 +327,17 @@ impl Shared {
             .cloned()
     }
 
+    /// The current statement epoch (see `statements`).
+    pub(crate) fn statement_epoch(&self) -> u64 {
+        self.statement_epoch.load(Ordering::Acquire)
+    }
+
+    /// A cached statement was stale: every connection prepares its statements again.
+    pub(crate) fn statements_went_stale(&self) {
+        self.statement_epoch.fetch_add(1, Ordering::AcqRel);
+        self.metrics.stale_statements.increment(1);
+    }
+
     pub(crate) fn remember_pooler_types(&self, sql: &str, types: &[Type]) {
         self.pooler_types
             .lock()
@@ -339,6 +353,7 @@ impl Shared {
                 .probe_after
                 .filter(|_| !config.connect.get_pooler().is_transaction()),
             foreign_pids: AtomicBool::new(false),
+            statement_epoch: AtomicU64::new(0),
             watch: Watch::default(),
             give_up: Notify::new(),
             config,

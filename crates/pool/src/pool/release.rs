@@ -98,6 +98,13 @@ impl Shared {
     pub(crate) fn release(self: &Arc<Self>, slot: Box<Slot>, errors_at_checkout: u64, held: Duration) {
         self.metrics.held.record(PoolMetrics::seconds(held));
         self.note_disconnect(&slot.conn, errors_at_checkout);
+        let state = slot.conn.state();
+        if state.errors() > errors_at_checkout
+            && matches!(state.last_sqlstate().as_deref(), Some("26000" | "0A000"))
+        {
+            // A statement of its own (prepare_cached) may have gone stale: start afresh.
+            self.statements_went_stale();
+        }
         let clean = slot.conn.state().is_clean() && self.config.reset_query.is_none();
         let wrong_role = self.wrong_role(&slot.conn, errors_at_checkout);
         if clean && !wrong_role {

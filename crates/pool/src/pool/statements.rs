@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
+use holdfast_wire::TxStatus;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Row, Statement};
 
@@ -19,32 +20,111 @@ use crate::error::PoolError;
 
 /// Statements prepared on one connection: by SQL text (hashed with foldhash: SipHash over a
 /// kilobyte of SQL on every call showed in profiles), then by parameter types, without
-/// building a key on the hot path.
+/// building a key on the hot path. At most `capacity` of them: past it the least recently
+/// used is dropped, and tokio-postgres closes it on the server. A schema change that makes
+/// a statement stale bumps the pool's statement epoch, and every connection's cache starts
+/// afresh at its next use.
 #[derive(Debug, Default)]
 pub(crate) struct StatementCache {
-    by_sql: HashMap<String, Vec<(Vec<Type>, Statement)>, foldhash::fast::RandomState>,
+    by_sql: HashMap<String, Vec<Entry>, foldhash::fast::RandomState>,
+    /// Entries in all.
+    len: usize,
+    /// The use counter: an entry's `used` is its value at its last use.
+    tick: u64,
+    /// The pool's statement epoch these statements were prepared in.
+    epoch: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    types: Vec<Type>,
+    statement: Statement,
+    used: u64,
 }
 
 impl StatementCache {
-    fn get(&self, sql: &str, types: Option<&[Type]>) -> Option<Statement> {
+    /// The statement for `sql` and `types`, if cached in `epoch`; a cache of an older epoch
+    /// is emptied first (its statements are dropped, so closed on the server).
+    fn get(&mut self, sql: &str, types: Option<&[Type]>, epoch: u64) -> Option<Statement> {
+        if self.epoch != epoch {
+            self.clear();
+            self.epoch = epoch;
+            return None;
+        }
         let wanted = types.unwrap_or(&[]);
-        self.by_sql
-            .get(sql)?
-            .iter()
-            .find(|(key, _)| key.as_slice() == wanted)
-            .map(|(_, statement)| statement.clone())
+        self.tick += 1;
+        let tick = self.tick;
+        let entry = self
+            .by_sql
+            .get_mut(sql)?
+            .iter_mut()
+            .find(|e| e.types.as_slice() == wanted)?;
+        entry.used = tick;
+        Some(entry.statement.clone())
     }
 
-    fn insert(&mut self, sql: &str, types: Option<&[Type]>, statement: Statement) {
+    /// Caches `statement`; returns the least recently used one if the cache was full (for the
+    /// caller to drop outside the lock).
+    fn insert(
+        &mut self,
+        sql: &str,
+        types: Option<&[Type]>,
+        statement: Statement,
+        capacity: usize,
+    ) -> Option<Statement> {
         let key = types.unwrap_or(&[]).to_vec();
+        self.tick += 1;
         let entries = self.by_sql.entry(sql.to_string()).or_default();
-        entries.retain(|(k, _)| *k != key);
-        entries.push((key, statement));
+        let before = entries.len();
+        entries.retain(|e| e.types != key);
+        self.len -= before - entries.len();
+        entries.push(Entry {
+            types: key,
+            statement,
+            used: self.tick,
+        });
+        self.len += 1;
+        if self.len > capacity {
+            self.evict_least_recent()
+        } else {
+            None
+        }
     }
 
-    /// Forgets every statement (the server deallocated them).
+    fn evict_least_recent(&mut self) -> Option<Statement> {
+        let (sql, index) = self
+            .by_sql
+            .iter()
+            .flat_map(|(sql, entries)| entries.iter().enumerate().map(move |(i, e)| (e.used, sql, i)))
+            .min_by_key(|(used, _, _)| *used)
+            .map(|(_, sql, i)| (sql.clone(), i))?;
+        let entries = self.by_sql.get_mut(&sql)?;
+        let evicted = entries.swap_remove(index);
+        if entries.is_empty() {
+            self.by_sql.remove(&sql);
+        }
+        self.len -= 1;
+        Some(evicted.statement)
+    }
+
+    /// Forgets every statement (the server deallocated them, or they may be stale).
     pub(crate) fn clear(&mut self) {
         self.by_sql.clear();
+        self.len = 0;
+    }
+}
+
+/// Whether `error` says a prepared statement no longer fits the schema (0A000 "cached plan
+/// must not change result type", raised while revalidating the plan, before anything ran)
+/// or is gone (26000): preparing it again fixes it.
+pub fn is_stale_statement(error: &tokio_postgres::Error) -> bool {
+    let Some(db) = error.as_db_error() else {
+        return false;
+    };
+    match db.code().code() {
+        "26000" => true,
+        "0A000" => db.routine() == Some("RevalidateCachedQuery"),
+        _ => false,
     }
 }
 
@@ -144,8 +224,15 @@ impl PooledConnection {
             let typed = typed(&params, &types);
             return self.query_typed(sql, &typed).await;
         }
-        let statement = self.cached_statement(sql, params.types().as_deref()).await?;
-        self.query(&statement, &params.values()).await
+        let types = params.types();
+        let statement = self.cached_statement(sql, types.as_deref()).await?;
+        match self.query(&statement, &params.values()).await {
+            Err(error) if self.prepare_again(&error) => {
+                let statement = self.cached_statement(sql, types.as_deref()).await?;
+                self.query(&statement, &params.values()).await
+            }
+            answer => answer,
+        }
     }
 
     pub(crate) async fn affected(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
@@ -156,8 +243,27 @@ impl PooledConnection {
             while rows.try_next().await?.is_some() {}
             return Ok(rows.rows_affected().unwrap_or(0));
         }
-        let statement = self.cached_statement(sql, params.types().as_deref()).await?;
-        self.execute(&statement, &params.values()).await
+        let types = params.types();
+        let statement = self.cached_statement(sql, types.as_deref()).await?;
+        match self.execute(&statement, &params.values()).await {
+            Err(error) if self.prepare_again(&error) => {
+                let statement = self.cached_statement(sql, types.as_deref()).await?;
+                self.execute(&statement, &params.values()).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// A cached statement failed as stale: every connection of the pool forgets its cached
+    /// statements. True when it may run once more here: outside a transaction block, where
+    /// the failed attempt ran nothing and left nothing behind (inside one the transaction
+    /// is aborted: holdfast-tx runs it again).
+    fn prepare_again(&self, error: &tokio_postgres::Error) -> bool {
+        if !is_stale_statement(error) {
+            return false;
+        }
+        self.shared().statements_went_stale();
+        self.state().tx_status() == TxStatus::Idle
     }
 
     async fn cached_statement(
@@ -166,19 +272,25 @@ impl PooledConnection {
         types: Option<&[Type]>,
     ) -> Result<Statement, tokio_postgres::Error> {
         let slot = self.slot();
+        let shared = self.shared();
+        let epoch = shared.statement_epoch();
         let cached = slot
             .statements
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(sql, types);
+            .get(sql, types, epoch);
         if let Some(statement) = cached {
             return Ok(statement);
         }
         let statement = slot.conn.prepare_typed(sql, types.unwrap_or(&[])).await?;
-        slot.statements
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sql, types, statement.clone());
+        let evicted = slot.statements.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            sql,
+            types,
+            statement.clone(),
+            shared.config.statement_cache_size,
+        );
+        // Dropped outside the lock: tokio-postgres closes it on the server.
+        drop(evicted);
         Ok(statement)
     }
 

@@ -387,6 +387,16 @@ pub const PIPELINE_DEPTH: Count = Count {
     doc: "statements in flight at once on one connection shared by `pool.query` and `pool.execute` (1: no sharing)",
 };
 
+/// `DB_STATEMENT_CACHE_SIZE`.
+pub const STATEMENT_CACHE_SIZE: Count = Count {
+    env: "DB_STATEMENT_CACHE_SIZE",
+    name: "statement_cache_size",
+    default: 256,
+    min: 1,
+    max: 100_000,
+    doc: "statements kept prepared per connection (`query_cached`, `pool.query`, `prepare_cached`); past it the least recently used one is closed on the server",
+};
+
 /// `DB_PIPELINE_STALL_MS`.
 pub const PIPELINE_STALL: Span = Span {
     env: "DB_PIPELINE_STALL_MS",
@@ -474,6 +484,7 @@ pub static POOL: &[&dyn Describe] = &[
     &RECONNECT_BACKOFF_MAX,
     &CLOSE_TIMEOUT,
     &PIPELINE_DEPTH,
+    &STATEMENT_CACHE_SIZE,
     &PIPELINE_STALL,
     &UNANSWERED_TIMEOUT,
     &PROBE_AFTER,
