@@ -82,6 +82,18 @@ pub enum ConnectError {
         /// What the server is.
         server: &'static str,
     },
+    /// The credentials provider failed (its error, which never holds the secret).
+    #[error("the credentials provider failed: {reason}")]
+    Credentials {
+        /// The provider's error.
+        reason: String,
+    },
+    /// The `after_connect` hook failed on a new connection, which was closed.
+    #[error("after_connect failed on a new connection: {reason}")]
+    AfterConnect {
+        /// The hook's error.
+        reason: String,
+    },
     /// A standby further behind its primary than `max_standby_lag`.
     #[error("{target} is a standby {lag:.1?} behind its primary, more than max_standby_lag ({bound:?})")]
     StandbyBehind {

@@ -7,12 +7,13 @@ mod pool;
 pub mod settings;
 
 pub use connect::{
-    connect, connect_listening, redact_url, ConnectConfig, Connection, Keepalive, Pooler, RootCerts, SslMode,
-    TargetSessionAttrs, Tls, TlsOptions, DEFAULT_APPLICATION_NAME, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_TCP_USER_TIMEOUT,
+    connect, connect_listening, redact_url, BoxError, ConnectConfig, Connection, Credentials, Keepalive,
+    Pooler, RootCerts, SslMode, TargetSessionAttrs, Tls, TlsOptions, DEFAULT_APPLICATION_NAME,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TCP_USER_TIMEOUT,
 };
 pub use error::{db_error_text, pg_error_text, ConfigError, ConnectError, PoolError, TlsProblem};
 pub use holdfast_wire::{CommitState, Liveness, ServerRole, Snapshot, TxStatus, WireState};
+pub use pool::after_connect::AfterConnect;
 pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout};
 pub use pool::pooled::PooledConnection;
 pub use pool::statements::is_stale_statement;

@@ -150,3 +150,20 @@ async fn a_connection_closed_for_silence_is_counted() {
     assert!(answer.is_err());
     assert_eq!(recorder.get(counted), 1);
 }
+
+#[tokio::test]
+async fn a_failing_after_connect_hook_is_counted() {
+    let recorder = Counters::default();
+    let config = support::config_for(cluster(), "hook-metric")
+        .pool_timeout(Duration::from_millis(300))
+        .after_connect(|conn| {
+            Box::pin(async move {
+                conn.batch_execute("SET ROLE no_such_role").await?;
+                Ok(())
+            })
+        });
+    let pool = metrics::with_local_recorder(&recorder, || Pool::new(config)).expect("pool");
+    assert!(pool.get().await.is_err(), "no connection passes the hook");
+    assert!(recorder.get("holdfast_pool_after_connect_failures_total") >= 1);
+    assert_eq!(recorder.get("holdfast_pool_acquired_total"), 0);
+}

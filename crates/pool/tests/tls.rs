@@ -483,3 +483,39 @@ async fn prefer_falls_back_to_plaintext_when_the_server_refuses_tls_sessions() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_client_certificate_is_read_again_without_a_restart() {
+    let pki = &tls().0;
+    let (cert, key) = pki.ca.issue("certuser", &[], tls_support::VALID);
+    pki.write("rotating.crt", &cert, 0o644);
+    pki.write("rotating.key", &key, 0o600);
+    let config = ConnectConfig::from_url(&url(
+        "certuser",
+        "localhost",
+        &format!(
+            "sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+            pki.path("root.crt"),
+            pki.path("rotating.crt"),
+            pki.path("rotating.key")
+        ),
+    ))
+    .expect("config");
+    let serial = |conn: holdfast_pool::Connection| async move {
+        let row = conn
+            .query_one(
+                "SELECT client_serial::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_ssl");
+        row.get::<_, String>(0)
+    };
+    let first = serial(connect(&config).await.expect("first certificate")).await;
+    // The certificate is renewed on disk (as cert-manager or Vault's agent do).
+    let (cert, key) = pki.ca.issue("certuser", &[], tls_support::VALID);
+    pki.write("rotating.crt", &cert, 0o644);
+    pki.write("rotating.key", &key, 0o600);
+    let second = serial(connect(&config).await.expect("renewed certificate")).await;
+    assert_ne!(first, second, "the new connect presents the renewed certificate");
+}

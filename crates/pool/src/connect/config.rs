@@ -5,7 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::passfile::PassFile;
+use super::credentials::{BoxError, Credentials, Provider};
+use super::passfile::LivePassFile;
 use super::pooler::Pooler;
 use super::target::TargetSessionAttrs;
 use super::tls::config::{SslMode, Tls, TlsOptions};
@@ -61,7 +62,8 @@ pub struct ConnectConfig {
     lock_timeout: Option<Duration>,
     pooler: Pooler,
     tls: Tls,
-    passfile: Option<PassFile>,
+    passfile: Option<LivePassFile>,
+    credentials: Option<Provider>,
     target_session_attrs: TargetSessionAttrs,
     load_balance_hosts: bool,
     max_standby_lag: Option<Duration>,
@@ -116,7 +118,7 @@ impl ConnectConfig {
                     }
                 };
             } else if key == "passfile" {
-                let file = PassFile::load(std::path::Path::new(&value)).map_err(|accepted| {
+                let file = LivePassFile::load(std::path::Path::new(&value)).map_err(|accepted| {
                     ConfigError::InvalidValue {
                         setting: named,
                         value: value.clone(),
@@ -167,6 +169,7 @@ impl ConnectConfig {
             pooler: Pooler::None,
             tls: tls_from_pg(&pg),
             passfile: None,
+            credentials: None,
             // tokio-postgres knows three of the six targets; holdfast enforces them.
             target_session_attrs: match pg.get_target_session_attrs() {
                 tokio_postgres::config::TargetSessionAttrs::ReadWrite => TargetSessionAttrs::ReadWrite,
@@ -235,11 +238,12 @@ impl ConnectConfig {
     }
 
     /// Reads passwords from a password file in libpq's format (`~/.pgpass`), used when no
-    /// password is set otherwise. The file must not be readable by others.
+    /// password is set otherwise. The file must not be readable by others. It is read again
+    /// whenever it changes, so a rotated password is used from the next connect on.
     /// Defaults to none (the URL's `passfile`, `DB_PASSFILE`, `PGPASSFILE` or `~/.pgpass` when
     /// read from the environment).
     pub fn passfile(mut self, path: &std::path::Path) -> Result<Self, ConfigError> {
-        let file = PassFile::load(path).map_err(|accepted| ConfigError::InvalidValue {
+        let file = LivePassFile::load(path).map_err(|accepted| ConfigError::InvalidValue {
             setting: "passfile".into(),
             value: path.display().to_string(),
             accepted: format!("a readable password file: {accepted}"),
@@ -248,8 +252,41 @@ impl ConnectConfig {
         Ok(self)
     }
 
-    pub(crate) fn set_passfile(&mut self, file: PassFile) {
+    pub(crate) fn set_passfile(&mut self, file: LivePassFile) {
         self.passfile = Some(file);
+    }
+
+    /// Calls `provider` before every connect for the user and password (or token) to use, in
+    /// place of the configured ones: short-lived tokens (AWS RDS IAM tokens live 15 minutes;
+    /// Azure AD tokens and Vault dynamic secrets likewise) and rotated passwords, without a
+    /// restart. Connections already open keep working; new ones use what the provider gives.
+    /// A provider that fails makes that connect fail with its error
+    /// ([`ConnectError::Credentials`](crate::ConnectError::Credentials)); the pool keeps
+    /// trying, with backoff. Cache a token in the provider and renew it before it expires:
+    /// it runs on every connect.
+    ///
+    /// ```no_run
+    /// # use holdfast_pool::{ConnectConfig, Credentials};
+    /// # fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
+    /// let config = ConnectConfig::from_url("postgres://app@db.example.com/app")?
+    ///     .credentials(|| async {
+    ///         let token = fetch_token()?; // an IAM auth token, a Vault lease, ...
+    ///         Ok(Credentials::password(token))
+    ///     });
+    /// # Ok::<(), holdfast_pool::ConfigError>(())
+    /// ```
+    pub fn credentials<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Credentials, BoxError>> + Send + 'static,
+    {
+        self.credentials = Some(Provider::new(provider));
+        self
+    }
+
+    /// The credentials provider, if any.
+    pub(crate) fn get_credentials(&self) -> Option<&Provider> {
+        self.credentials.as_ref()
     }
 
     /// True when a password file is in use.
@@ -399,8 +436,21 @@ impl ConnectConfig {
     /// [`local_settings_sql`](Self::local_settings_sql)).
     /// `host` and `port` are where this connect goes: without a password, the password file
     /// is looked up for them.
-    pub(crate) fn startup_config(&self, host: &str, port: u16) -> tokio_postgres::Config {
+    pub(crate) fn startup_config(
+        &self,
+        host: &str,
+        port: u16,
+        credentials: Option<&Credentials>,
+    ) -> tokio_postgres::Config {
         let mut pg = self.pg.clone();
+        if let Some(credentials) = credentials {
+            if let Some(user) = credentials.get_user() {
+                pg.user(user);
+            }
+            if let Some(password) = credentials.get_password() {
+                pg.password(password);
+            }
+        }
         if pg.get_password().is_none() {
             if let Some(file) = &self.passfile {
                 let user = pg.get_user().unwrap_or("");
@@ -446,6 +496,7 @@ impl fmt::Debug for ConnectConfig {
             .field("pooler", &self.pooler)
             .field("tls", &self.tls)
             .field("passfile", &self.passfile.as_ref().map(|f| f.path()))
+            .field("credentials", &self.credentials)
             .field("target_session_attrs", &self.target_session_attrs)
             .field("load_balance_hosts", &self.load_balance_hosts)
             .field("max_standby_lag", &self.max_standby_lag)
@@ -548,7 +599,7 @@ mod tests {
             .expect("parse")
             .statement_timeout(Some(Duration::from_secs(300)))
             .lock_timeout(Some(Duration::from_millis(1500)));
-        let pg = c.startup_config("h", 5432);
+        let pg = c.startup_config("h", 5432, None);
         assert_eq!(
             pg.get_options(),
             Some("-c search_path=x -c statement_timeout=300000 -c lock_timeout=1500")
@@ -563,7 +614,7 @@ mod tests {
             .lock_timeout(Some(Duration::from_millis(1500)));
         assert_eq!(c.local_settings_sql(), None, "direct: sent at start-up");
         let c = c.pooler(Pooler::Transaction);
-        assert_eq!(c.startup_config("h", 5432).get_options(), None);
+        assert_eq!(c.startup_config("h", 5432, None).get_options(), None);
         assert_eq!(
             c.local_settings_sql().as_deref(),
             Some("SET LOCAL statement_timeout = 300000; SET LOCAL lock_timeout = 1500")

@@ -3,7 +3,7 @@
 //! unset (the URL's own parameters win, as libpq's do over `PGSSLMODE` and friends).
 
 use super::config::{ConnectConfig, DEFAULT_APPLICATION_NAME};
-use super::passfile::PassFile;
+use super::passfile::LivePassFile;
 use super::pooler::Pooler;
 use super::target::TargetSessionAttrs;
 use super::tls::config::TlsOptions;
@@ -121,7 +121,7 @@ fn with_env_password(mut connect: ConnectConfig, source: &dyn Source) -> Result<
         .into_iter()
         .find_map(|var| source.get(var).filter(|v| !v.trim().is_empty()).map(|v| (var, v)));
     if let Some((var, path)) = named {
-        let file = PassFile::load(std::path::Path::new(path.trim())).map_err(|accepted| {
+        let file = LivePassFile::load(std::path::Path::new(path.trim())).map_err(|accepted| {
             ConfigError::InvalidValue {
                 setting: var.to_string(),
                 value: path.clone(),
@@ -132,7 +132,7 @@ fn with_env_password(mut connect: ConnectConfig, source: &dyn Source) -> Result<
     } else if let Some(home) = source.get("HOME").filter(|h| !h.is_empty()) {
         let default = std::path::Path::new(&home).join(".pgpass");
         if default.is_file() {
-            match PassFile::load(&default) {
+            match LivePassFile::load(&default) {
                 Ok(file) => connect.set_passfile(file),
                 // libpq ignores it too, with a warning.
                 Err(reason) => tracing::warn!(%reason, "ignoring the password file"),

@@ -6,9 +6,10 @@
 
 mod config;
 mod connection;
+mod credentials;
 mod env;
 mod open;
-mod passfile;
+pub(crate) mod passfile;
 mod pooler;
 mod socket;
 mod target;
@@ -24,6 +25,8 @@ pub use config::{
     DEFAULT_TCP_USER_TIMEOUT,
 };
 pub use connection::Connection;
+pub(crate) use credentials::box_error_text;
+pub use credentials::{BoxError, Credentials};
 pub use pooler::Pooler;
 pub(crate) use target::Role;
 pub use target::TargetSessionAttrs;

@@ -13,6 +13,7 @@ use tokio_postgres::{AsyncMessage, Notification};
 
 use super::config::ConnectConfig;
 use super::connection::{Connection, Peer};
+use super::credentials::Credentials;
 use super::socket::Socket;
 use super::target::{self, Role, TargetSessionAttrs};
 use super::tls::config::{SslMode, Tls};
@@ -32,6 +33,22 @@ pub(super) async fn open(
     }
     let wanted = config.get_target_session_attrs();
     let timeout = config.get_connect_timeout();
+    let credentials = match config.get_credentials() {
+        Some(provider) => match tokio::time::timeout(timeout, provider.fetch()).await {
+            Ok(Ok(credentials)) => Some(credentials),
+            Ok(Err(error)) => {
+                return Err(ConnectError::Credentials {
+                    reason: super::box_error_text(&error),
+                })
+            }
+            Err(_) => {
+                return Err(ConnectError::Credentials {
+                    reason: format!("no answer within connect_timeout ({timeout:?})"),
+                })
+            }
+        },
+        None => None,
+    };
     let mut attempts = Vec::new();
     // prefer-standby: the first server that is not a standby is kept aside, and handed out
     // only when no host is a standby (libpq tries every host a second time instead).
@@ -45,7 +62,15 @@ pub(super) async fn open(
         // As libpq: each host gets the whole connect_timeout.
         let attempt = tokio::time::timeout(
             timeout,
-            connect_host(config, host, hostaddr, port, &target, notify.clone()),
+            connect_host(
+                config,
+                host,
+                hostaddr,
+                port,
+                &target,
+                credentials.as_ref(),
+                notify.clone(),
+            ),
         )
         .await
         .unwrap_or_else(|_| {
@@ -196,6 +221,7 @@ async fn connect_host(
     hostaddr: Option<std::net::IpAddr>,
     port: u16,
     target: &str,
+    credentials: Option<&Credentials>,
     notify: Option<mpsc::UnboundedSender<Notification>>,
 ) -> Result<Connection, ConnectError> {
     let io_error = |source| ConnectError::Io {
@@ -212,6 +238,7 @@ async fn connect_host(
                 peer: Peer::Unix(path),
                 host: "localhost",
                 port,
+                credentials,
             };
             start(config, config.get_tls(), socket, to, notify)
                 .await
@@ -237,6 +264,7 @@ async fn connect_host(
                     peer: Peer::Tcp(addr),
                     host: name,
                     port,
+                    credentials,
                 };
                 return match start(config, config.get_tls(), socket, to.clone(), notify.clone()).await {
                     Ok(connection) => Ok(connection),
@@ -270,13 +298,14 @@ async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
 }
 
 /// Where one connect goes: for messages and cancel requests, and the host name TLS verifies
-/// and the password file is searched for.
+/// and the password file is searched for; and as whom, when a provider said.
 #[derive(Debug, Clone)]
 struct Endpoint<'a> {
     target: &'a str,
     peer: Peer,
     host: &'a str,
     port: u16,
+    credentials: Option<&'a Credentials>,
 }
 
 /// Why a start failed, and whether libpq's `prefer` would try again without TLS.
@@ -299,6 +328,7 @@ async fn start(
         peer,
         host,
         port,
+        credentials,
     } = to;
     let prefer = tls_settings.mode() == SslMode::Prefer;
     let negotiated = negotiate(tls_settings, socket, host).await.map_err(|e| match e {
@@ -321,7 +351,7 @@ async fn start(
     let tls = matches!(negotiated.transport, Transport::Tls(_));
     let tap = Tap::new(negotiated.transport);
     let state = tap.state();
-    let mut pg = config.startup_config(host, port);
+    let mut pg = config.startup_config(host, port, credentials);
     if tls {
         // TLS is already up: tokio-postgres must not send an SSLRequest of its own.
         pg.ssl_mode(PgSslMode::Require)

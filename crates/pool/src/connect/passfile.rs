@@ -4,6 +4,8 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// A loaded password file. Its `Debug` shows the path and the number of entries, never a
 /// password.
@@ -31,6 +33,66 @@ impl fmt::Debug for PassFile {
     }
 }
 
+/// A password file read again whenever it changes (its modification time or size), so that a
+/// rotated password is used from the next connect on, without a restart. Clones share it.
+#[derive(Clone)]
+pub(crate) struct LivePassFile {
+    path: PathBuf,
+    current: Arc<Mutex<(Stamp, PassFile)>>,
+}
+
+/// When a file was last changed, as far as `stat` shows.
+pub(crate) type Stamp = Option<(SystemTime, u64)>;
+
+/// The file's modification time and size (`None` when it cannot be read).
+pub(crate) fn file_stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl LivePassFile {
+    /// Reads `path` (see [`PassFile::load`]).
+    pub(crate) fn load(path: &Path) -> Result<LivePassFile, String> {
+        let stamped = file_stamp(path);
+        let file = PassFile::load(path)?;
+        Ok(LivePassFile {
+            path: path.to_path_buf(),
+            current: Arc::new(Mutex::new((stamped, file))),
+        })
+    }
+
+    /// The file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The password for this connect, from the file as it is now (read again if it changed;
+    /// a file that became unreadable leaves the last good one in use, with a warning).
+    pub(crate) fn lookup(&self, host: &str, port: u16, database: &str, user: &str) -> Option<String> {
+        let now = file_stamp(&self.path);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if now != current.0 {
+            match PassFile::load(&self.path) {
+                Ok(file) => {
+                    tracing::info!(path = %self.path.display(), "password file changed: read again");
+                    *current = (now, file);
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "password file changed but cannot be read: keeping the last one");
+                    current.0 = now;
+                }
+            }
+        }
+        current.1.lookup(host, port, database, user).map(str::to_string)
+    }
+}
+
+impl fmt::Debug for LivePassFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LivePassFile").field("path", &self.path).finish()
+    }
+}
+
 impl PassFile {
     /// Reads `path`. Like libpq, a file that others can read is refused: its permissions must
     /// be `u=rw` (0600) or less.
@@ -52,11 +114,6 @@ impl PassFile {
             path: path.to_path_buf(),
             entries: text.lines().filter_map(parse_line).collect(),
         })
-    }
-
-    /// The file's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
     }
 
     /// The password of the first entry matching the connection, as libpq picks it.

@@ -149,6 +149,9 @@ pub struct PoolConfig {
     pub probe_after: Option<Duration>,
     /// Name used in logs and metric labels (`DB_POOL_NAME`).
     pub name: String,
+    /// Run on each new connection before it is handed out (see
+    /// [`after_connect`](Self::after_connect)).
+    pub after_connect: Option<super::after_connect::AfterConnect>,
 }
 
 impl PoolConfig {
@@ -180,6 +183,7 @@ impl PoolConfig {
             unanswered_timeout: UnansweredTimeout::Auto,
             probe_after: table::PROBE_AFTER.default_value(),
             name: table::POOL_NAME.default.to_string(),
+            after_connect: None,
         }
     }
 
@@ -237,6 +241,7 @@ impl PoolConfig {
                 AutoValue::Set(bound) => UnansweredTimeout::After(bound),
             },
             name: table::POOL_NAME.read_or_default(source),
+            after_connect: None,
         };
         config.check(Naming::Env)?;
         Ok(config)
@@ -355,6 +360,35 @@ impl PoolConfig {
     /// [`Pool::query`]: crate::Pool::query
     pub fn pipeline_depth(mut self, depth: usize) -> Self {
         self.pipeline_depth = depth;
+        self
+    }
+
+    /// Runs `hook` on each new connection before the pool hands it out: `SET search_path`,
+    /// `SET ROLE`, loading types. A hook that fails (or takes longer than `connect_timeout`)
+    /// discards the connection; the connect counts as failed with the hook's error as its
+    /// cause, logged and counted (`holdfast_pool_after_connect_failures_total`). Settings a
+    /// reset query (`DISCARD ALL`) undoes are lost at the next return: set them with the
+    /// role or database (`ALTER ROLE ... SET`), or leave `reset_query` unset. Defaults to none.
+    ///
+    /// ```no_run
+    /// # use holdfast_pool::{ConnectConfig, PoolConfig};
+    /// let config = PoolConfig::new(ConnectConfig::from_url("postgres://app@db/app")?)
+    ///     .after_connect(|conn| Box::pin(async move {
+    ///         conn.batch_execute("SET search_path TO app, public").await?;
+    ///         Ok(())
+    ///     }));
+    /// # Ok::<(), holdfast_pool::ConfigError>(())
+    /// ```
+    pub fn after_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(
+                &'c crate::Connection,
+            ) -> futures_util::future::BoxFuture<'c, Result<(), crate::BoxError>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.after_connect = Some(super::after_connect::AfterConnect::new(hook));
         self
     }
 

@@ -19,6 +19,7 @@
 //! The lanes have a lock of their own, never taken while the internals lock is held.
 
 mod abandon;
+pub(crate) mod after_connect;
 mod checkout;
 pub(crate) mod config;
 mod deadlines;

@@ -62,7 +62,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration, demand: Demand
         g.attempts_started += 1;
         g.attempts_started
     };
-    let attempt = connect(&shared.config.connect);
+    let attempt = open_connection(&shared);
     tokio::pin!(attempt);
     let (result, stalled) = tokio::select! {
         result = &mut attempt => (Some(result), false),
@@ -159,6 +159,24 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration, demand: Demand
     if let Some(slot) = fresh {
         shared.put(slot);
     }
+}
+
+/// Connects, then runs the `after_connect` hook (bounded by `connect_timeout`): a
+/// connection whose hook failed is closed, and the connect fails with the hook's error.
+async fn open_connection(shared: &Shared) -> Result<Connection, ConnectError> {
+    let conn = connect(&shared.config.connect).await?;
+    let Some(hook) = &shared.config.after_connect else {
+        return Ok(conn);
+    };
+    let bound = shared.config.connect.get_connect_timeout();
+    let reason = match tokio::time::timeout(bound, hook.run(&conn)).await {
+        Ok(Ok(())) => return Ok(conn),
+        Ok(Err(error)) => crate::connect::box_error_text(&error),
+        Err(_) => format!("did not finish within connect_timeout ({bound:?})"),
+    };
+    shared.metrics.after_connect_failures.increment(1);
+    tracing::warn!(pool = %shared.config.name, %reason, "after_connect failed: closing the new connection");
+    Err(ConnectError::AfterConnect { reason })
 }
 
 /// Waits for a stalled attempt to finish, or for it to be given up (`None`): whoever gives

@@ -5,13 +5,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use super::verify::{AnyServerCert, ChainOnly};
+use crate::connect::passfile::{file_stamp, Stamp};
 use crate::error::ConfigError;
 
 /// `sslmode`: whether TLS is used and what is verified (libpq's meanings).
@@ -154,6 +155,8 @@ impl TlsOptions {
             value,
             accepted,
         };
+        // Taken before the files are read: a change made while reading is seen next time.
+        let stamps = self.stamps();
         let root_cert = self.root_cert.clone().or_else(default_root_cert);
         let mode = match (self.mode, &root_cert) {
             // libpq: with sslrootcert=system the default is verify-full, and weaker modes
@@ -177,6 +180,7 @@ impl TlsOptions {
                 sni: false,
                 client: None,
                 options: self.clone(),
+                live: Live::default(),
             });
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -280,11 +284,14 @@ impl TlsOptions {
         };
         let sni = self.sni.unwrap_or(true);
         client.enable_sni = sni;
+        let client = Some(Arc::new(client));
+        let live = Live(Arc::new(Mutex::new(Some((stamps, client.clone())))));
         Ok(Tls {
             mode,
             sni,
-            client: Some(Arc::new(client)),
+            client,
             options: self.clone(),
+            live,
         })
     }
 }
@@ -296,7 +303,16 @@ pub struct Tls {
     sni: bool,
     client: Option<Arc<ClientConfig>>,
     options: TlsOptions,
+    /// The configuration as the files are now: read again when they change.
+    live: Live,
 }
+
+/// The rustls configuration of the files as last read, and their stamps (shared by clones).
+#[derive(Clone, Default)]
+struct Live(Arc<Mutex<Option<Loaded>>>);
+
+/// The stamps of the files when read, and the configuration they made.
+type Loaded = (Vec<Stamp>, Option<Arc<ClientConfig>>);
 
 impl Tls {
     /// No TLS.
@@ -309,6 +325,7 @@ impl Tls {
                 mode: Some(SslMode::Disable),
                 ..TlsOptions::default()
             },
+            live: Live::default(),
         }
     }
 
@@ -322,9 +339,29 @@ impl Tls {
         &self.options
     }
 
-    /// The rustls configuration; `None` when TLS is off.
-    pub(crate) fn client_config(&self) -> Option<&Arc<ClientConfig>> {
-        self.client.as_ref()
+    /// The rustls configuration; `None` when TLS is off. When the root, certificate or key
+    /// file changed since it was last read (a rotated client certificate), they are read
+    /// again first; files that no longer make a valid configuration leave the last one in
+    /// use, with a warning.
+    pub(crate) fn client_config(&self) -> Option<Arc<ClientConfig>> {
+        let mut live = self.live.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((stamps, client)) = live.as_mut() else {
+            return self.client.clone();
+        };
+        let now = self.options.stamps();
+        if now != *stamps {
+            match self.options.build() {
+                Ok(fresh) => {
+                    tracing::info!("TLS certificate or key files changed: read again");
+                    *client = fresh.client;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "TLS files changed but do not make a valid configuration: keeping the last one");
+                }
+            }
+            *stamps = now;
+        }
+        client.clone()
     }
 }
 
@@ -339,8 +376,25 @@ impl Default for Tls {
                 sni: false,
                 client: None,
                 options: TlsOptions::default(),
+                live: Live::default(),
             },
         }
+    }
+}
+
+impl TlsOptions {
+    /// The stamps of the files these options name (root certificates, client certificate and
+    /// key), to tell when one changed.
+    fn stamps(&self) -> Vec<Stamp> {
+        let root = match &self.root_cert {
+            Some(RootCerts::File(path)) => Some(path),
+            _ => None,
+        };
+        [root, self.client_cert.as_ref(), self.client_key.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|path| file_stamp(path))
+            .collect()
     }
 }
 

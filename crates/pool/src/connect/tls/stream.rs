@@ -106,7 +106,7 @@ pub(crate) async fn negotiate(
     }
     // Nothing the server sent before the handshake is read as protocol: rustls reads the
     // next bytes as TLS records, so injected plaintext fails the handshake.
-    let stream = handshake(config, socket, host).await?;
+    let stream = handshake(&config, socket, host).await?;
     let binding = stream
         .get_ref()
         .1
