@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let rows = tx
                     .query("SELECT id, balance FROM example_accounts ORDER BY id", &[])
                     .await?;
-                Ok::<_, tokio_postgres::Error>(
+                Ok::<_, holdfast::tokio_postgres::Error>(
                     rows.iter()
                         .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)))
                         .collect::<Vec<_>>(),

@@ -1,13 +1,18 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+#[doc(inline)]
 pub use holdfast_pool as pool;
+#[doc(inline)]
 pub use holdfast_tasks as tasks;
+#[doc(inline)]
 pub use holdfast_tx as tx;
+#[doc(inline)]
 pub use holdfast_wire as wire;
 pub use tokio_postgres;
 
-pub use holdfast_pool::{ConfigError, Pool, PoolConfig, PoolError, PooledConnection};
+#[doc(inline)]
+pub use holdfast_pool::{BoxError, ConfigError, Pool, PoolConfig, PoolError, PooledConnection};
 pub use holdfast_tasks::{
     NewTask, Queue, TaskContext, TaskError, TaskFailure, Worker, WorkerConfig, WorkerPools,
 };
@@ -21,8 +26,3 @@ pub mod prelude {
     pub use holdfast_pool::{Pool, PoolConfig, PoolError, PooledConnection};
     pub use holdfast_tx::{TransactionExt, Tx, TxError, TxOptions};
 }
-
-/// The repository's README, included so that its quick start compiles as a doctest.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct RepositoryReadme;

@@ -241,6 +241,19 @@ async fn authentication_failure_fails_fast_without_secrets() {
     );
     let shown = format!("{err} {err:?} {:?} {:?}", pool, pool.config());
     assert!(!shown.contains("wrong-pw-9f3k"), "secret leaked: {shown}");
+    // The callers after it are told at once too, while no new attempt is due (the pool's
+    // own wait is a minute: only an answer at once comes back within the bound).
+    for _ in 0..3 {
+        let again = tokio::time::timeout(Duration::from_secs(10), pool.get())
+            .await
+            .expect("told at once, not after a wait")
+            .expect_err("still the wrong password");
+        assert_eq!(
+            again.connect_error().and_then(|e| e.sqlstate()).map(|s| s.code()),
+            Some("28P01"),
+            "{again}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -100,7 +100,10 @@ mod tests {
             Credentials::password("tok-3n8q"),
             Credentials::user_and_password("app", "pw-5v2x")
         );
-        assert!(!shown.contains("tok-3n8q") && !shown.contains("pw-5v2x"), "{shown}");
+        assert!(
+            !shown.contains("tok-3n8q") && !shown.contains("pw-5v2x"),
+            "{shown}"
+        );
         assert!(shown.contains("app"), "{shown}");
         let plain: BoxError = "the token service is down".into();
         assert_eq!(box_error_text(&plain), "the token service is down");
