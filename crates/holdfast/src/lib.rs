@@ -12,7 +12,10 @@ pub use holdfast_wire as wire;
 pub use tokio_postgres;
 
 #[doc(inline)]
-pub use holdfast_pool::{BoxError, ConfigError, Pool, PoolConfig, PoolError, PooledConnection};
+pub use holdfast_pool::{
+    migrate, BoxError, ConfigError, FromRow, MigrateError, Migration, Pool, PoolConfig, PoolError,
+    PooledConnection,
+};
 pub use holdfast_tasks::{
     NewTask, Queue, TaskContext, TaskError, TaskFailure, Worker, WorkerConfig, WorkerPools,
 };
@@ -23,6 +26,6 @@ pub use holdfast_tx::{RetryPolicy, TransactionExt, Tx, TxError, TxOptions};
 /// The pool and its configuration, transactions (the [`TransactionExt`] trait puts
 /// `transaction` on a [`Pool`]) and their errors. Tasks are imported from [`tasks`].
 pub mod prelude {
-    pub use holdfast_pool::{Pool, PoolConfig, PoolError, PooledConnection};
+    pub use holdfast_pool::{FromRow, Pool, PoolConfig, PoolError, PooledConnection};
     pub use holdfast_tx::{TransactionExt, Tx, TxError, TxOptions};
 }

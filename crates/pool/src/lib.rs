@@ -3,6 +3,8 @@
 
 mod connect;
 mod error;
+mod from_row;
+mod migrate;
 mod pool;
 pub mod settings;
 
@@ -12,7 +14,9 @@ pub use connect::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_TCP_USER_TIMEOUT,
 };
 pub use error::{db_error_text, pg_error_text, ConfigError, ConnectError, PoolError, TlsProblem};
+pub use from_row::FromRow;
 pub use holdfast_wire::{CommitState, Liveness, ServerRole, Snapshot, TxStatus, WireState};
+pub use migrate::{migrate, MigrateError, Migration};
 pub use pool::after_connect::AfterConnect;
 pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout};
 pub use pool::pooled::PooledConnection;

@@ -11,9 +11,27 @@ use holdfast_pool::{Pool, PoolError, UnansweredTimeout};
 use holdfast_testkit::cluster;
 use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
-/// Records counters by name and labels; ignores gauges and histograms.
+/// Records counters and gauges by name and labels; ignores histograms.
 #[derive(Default)]
 struct Counters(Mutex<HashMap<String, Arc<Cell>>>);
+
+impl metrics::GaugeFn for Cell {
+    fn increment(&self, value: f64) {
+        self.set(self.value() + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.set(self.value() - value);
+    }
+    fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl Cell {
+    fn value(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
 
 #[derive(Default)]
 struct Cell(AtomicU64);
@@ -42,6 +60,14 @@ fn render(key: &Key) -> String {
 }
 
 impl Counters {
+    fn gauge(&self, name: &str) -> f64 {
+        self.0
+            .lock()
+            .expect("gauges")
+            .get(name)
+            .map_or(0.0, |c| c.value())
+    }
+
     fn get(&self, name: &str) -> u64 {
         self.0
             .lock()
@@ -59,8 +85,9 @@ impl Recorder for Counters {
         let cell = Arc::clone(self.0.lock().expect("counters").entry(render(key)).or_default());
         Counter::from_arc(cell)
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let cell = Arc::clone(self.0.lock().expect("gauges").entry(render(key)).or_default());
+        Gauge::from_arc(cell)
     }
     fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::noop()
@@ -166,4 +193,18 @@ async fn a_failing_after_connect_hook_is_counted() {
     assert!(pool.get().await.is_err(), "no connection passes the hook");
     assert!(recorder.get("holdfast_pool_after_connect_failures_total") >= 1);
     assert_eq!(recorder.get("holdfast_pool_acquired_total"), 0);
+}
+
+#[tokio::test]
+async fn the_gauges_agree_with_the_status_right_after_the_first_checkout() {
+    let recorder = Counters::default();
+    let config = support::config_for(cluster(), "gauges").pool_size(2);
+    let pool = metrics::with_local_recorder(&recorder, || Pool::new(config)).expect("pool");
+    let conn = pool.get().await.expect("get");
+    // No maintenance pass has run yet: the connect published them.
+    let status = pool.status();
+    assert_eq!(recorder.gauge("holdfast_pool_open"), status.open as f64);
+    assert_eq!(recorder.gauge("holdfast_pool_in_use"), status.in_use as f64);
+    assert_eq!(status.in_use, 1);
+    drop(conn);
 }

@@ -139,7 +139,8 @@ where
         let conflicts_spent = class == ErrorClass::Conflict && attempt >= policy.max_attempts;
         if !class.is_retryable() || conflicts_spent || !in_time || policy.max_attempts <= 1 {
             if class.is_retryable() && policy.max_attempts > 1 {
-                tracing::error!(attempts = attempt, error = %error, "commit failed after {attempt} attempts");
+                let stage = error.stage();
+                tracing::error!(attempts = attempt, stage, error = %error, "transaction failed {stage} after {attempt} attempts");
             }
             return Err(error);
         }
@@ -167,8 +168,8 @@ where
             );
         }
         let what = match class {
-            ErrorClass::Conflict => "serialization conflict",
-            _ => "connection error",
+            ErrorClass::Conflict => "conflict",
+            _ => "disconnect",
         };
         metrics::counter!("holdfast_tx_retries_total", "class" => what).increment(1);
         tokio::time::sleep(pause).await;

@@ -123,6 +123,7 @@ impl Pool {
                 shared.deadline_keeper.notify_one();
             }
             shared.spawn_openers(&mut g);
+            shared.metrics.gauges(&g);
             (id, rx)
         };
         self.close_expired(expired);
