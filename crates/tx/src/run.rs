@@ -20,18 +20,30 @@ pub trait TransactionExt {
     /// Runs `work` in a transaction and commits it exactly once.
     ///
     /// `work` may run more than once (after a serialization failure, a deadlock, or a
-    /// connection lost before COMMIT was sent), so it takes what it needs by value or by
-    /// shared reference. An error it returns rolls back and is returned (retried first if
-    /// its [`ErrorClass`] says so); a panic rolls back and continues unwinding.
+    /// connection lost before COMMIT was sent). An error it returns rolls back and is
+    /// returned (retried first if its [`ErrorClass`] says so); a panic rolls back and
+    /// continues unwinding.
+    ///
+    /// What the closure's future uses must be owned by it (`'static`): the future may be
+    /// polled for any lifetime of the `Tx` it is given, so a borrow of a local does not
+    /// compile ("borrowed value does not live long enough ... 'static"). Move `Copy` values
+    /// in (`move |tx|`), clone owned ones per attempt (`let body = body.clone();` before
+    /// `Box::pin`), and share big ones with an `Arc`. The error type usually needs naming
+    /// once, on the `Ok`.
     ///
     /// ```no_run
     /// # async fn example(pool: holdfast_pool::Pool) -> Result<(), holdfast_tx::TxError<tokio_postgres::Error>> {
     /// use holdfast_tx::{TransactionExt, TxOptions};
-    /// let id = 7;
-    /// pool.transaction(TxOptions::new(), |tx| Box::pin(async move {
-    ///     tx.execute("UPDATE episodes SET status = 'done' WHERE id = $1", &[&id]).await?;
-    ///     Ok(())
-    /// })).await?;
+    /// let id = 7_i64;
+    /// let note = String::from("done");
+    /// pool.transaction(TxOptions::new(), move |tx| {
+    ///     let note = note.clone(); // one copy per attempt
+    ///     Box::pin(async move {
+    ///         tx.execute("UPDATE episodes SET status = $2 WHERE id = $1", &[&id, &note]).await?;
+    ///         Ok::<_, tokio_postgres::Error>(())
+    ///     })
+    /// })
+    /// .await?;
     /// # Ok(())
     /// # }
     /// ```
