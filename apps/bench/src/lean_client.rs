@@ -19,6 +19,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 const TEXT: u32 = 25;
 const INT8: u32 = 20;
 const INT4: u32 = 23;
+const TEXT_ARRAY: u32 = 1009;
+/// The kinds the claim asks for: the bench's tasks are all `noop`.
+const KINDS: &str = "{noop}";
 const FLOAT8: u32 = 701;
 
 /// One connection, its statements prepared as "claim" and "succeed".
@@ -31,6 +34,8 @@ pub struct Lean {
 /// A parameter, binary encoded.
 enum Param<'a> {
     Text(&'a str),
+    /// A value in the server's text format (an array literal, say).
+    Literal(&'a str),
     Int8(i64),
     Int4(i32),
     Float8(f64),
@@ -50,7 +55,7 @@ impl Lean {
         frontend::startup_message([("user", "postgres"), ("database", "postgres")], &mut lean.out)?;
         lean.flush().await?;
         lean.until_ready(|_| Ok(())).await?;
-        frontend::parse("claim", claim, [TEXT, INT8, FLOAT8], &mut lean.out)?;
+        frontend::parse("claim", claim, [TEXT, INT8, FLOAT8, TEXT_ARRAY], &mut lean.out)?;
         frontend::parse("succeed", succeed, [INT8, INT4, INT8], &mut lean.out)?;
         frontend::sync(&mut lean.out);
         lean.flush().await?;
@@ -76,7 +81,12 @@ impl Lean {
         }
         self.bind(
             "claim",
-            &[Param::Text(owner), Param::Int8(token), Param::Float8(lease_ms)],
+            &[
+                Param::Text(owner),
+                Param::Int8(token),
+                Param::Float8(lease_ms),
+                Param::Literal(KINDS),
+            ],
         )?;
         self.flush().await?;
         if done.is_some() {
@@ -118,14 +128,18 @@ impl Lean {
     }
 
     fn bind(&mut self, statement: &str, params: &[Param<'_>]) -> Result<(), Error> {
+        let formats: Vec<i16> = params
+            .iter()
+            .map(|p| i16::from(!matches!(p, Param::Literal(_))))
+            .collect();
         frontend::bind(
             "",
             statement,
-            [1],
+            formats,
             params,
             |p, buf| {
                 match p {
-                    Param::Text(s) => buf.put_slice(s.as_bytes()),
+                    Param::Text(s) | Param::Literal(s) => buf.put_slice(s.as_bytes()),
                     Param::Int8(v) => buf.put_i64(*v),
                     Param::Int4(v) => buf.put_i32(*v),
                     Param::Float8(v) => buf.put_f64(*v),

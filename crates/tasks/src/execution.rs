@@ -179,7 +179,9 @@ pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending) -> Option
         let conn = shared.control.get().await?;
         let (written, claimed) = tokio::join!(
             shared.queue.finish(&conn, &task, &outcome),
-            shared.queue.claim(&conn, &config.owner, config.lease, 1)
+            shared
+                .queue
+                .claim(&conn, &config.owner, &shared.kinds, config.lease, 1)
         );
         Ok::<_, TaskError>((written, claimed))
     };

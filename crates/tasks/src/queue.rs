@@ -89,14 +89,14 @@ impl Queue {
             claim: format!(
                 "WITH ready AS (
                     SELECT id FROM {s}.tasks
-                    WHERE state IN ('available', 'retry_wait') AND run_at <= now()
+                    WHERE state IN ('available', 'retry_wait') AND run_at <= now() AND kind = ANY($4)
                     ORDER BY priority DESC, run_at, id
                     LIMIT __LIMIT__
                     FOR UPDATE SKIP LOCKED
                  ), expired AS (
                     SELECT id FROM {s}.tasks
                     WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
-                      AND NOT cancel_requested
+                      AND NOT cancel_requested AND kind = ANY($4)
                     ORDER BY lease_expires_at
                     LIMIT __LIMIT__
                     FOR UPDATE SKIP LOCKED
@@ -185,7 +185,7 @@ impl Queue {
     }
 
     /// The text of the claim statement for up to `limit` tasks, as workers run it (parameters:
-    /// `$1` owner, `$2` lease token, `$3` lease in milliseconds). Not part of the API: for
+    /// `$1` owner, `$2` lease token, `$3` lease in milliseconds, `$4` the kinds, text[]). Not part of the API: for
     /// holdfast-bench, which runs the same statements on other clients.
     #[doc(hidden)]
     pub fn claim_sql(&self, limit: i64) -> String {
@@ -284,11 +284,13 @@ impl Queue {
         Ok(counts)
     }
 
-    /// Claims up to `limit` ready tasks (and expired leases with attempts left) for `owner`.
+    /// Claims up to `limit` ready tasks (and expired leases with attempts left) of `kinds`
+    /// for `owner`.
     pub(crate) async fn claim(
         &self,
         conn: &PooledConnection,
         owner: &str,
+        kinds: &[String],
         lease: Duration,
         limit: i64,
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
@@ -307,6 +309,7 @@ impl Queue {
                     (&owner, Type::TEXT),
                     (&token, Type::INT8),
                     (&millis(lease), Type::FLOAT8),
+                    (&kinds, Type::TEXT_ARRAY),
                 ],
             )
             .await?;

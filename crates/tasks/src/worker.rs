@@ -81,6 +81,11 @@ impl Worker {
             control: self.pools.control,
             work: self.pools.work,
             config: self.config,
+            kinds: {
+                let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
+                kinds.sort_unstable();
+                kinds
+            },
             hard_stop: watch::channel(false).0,
         });
         let (stop_claiming, claiming) = watch::channel(false);
@@ -259,7 +264,7 @@ async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>
         let conn = shared.control.get().await?;
         let claimed = shared
             .queue
-            .claim(&conn, &config.owner, config.lease, free as i64)
+            .claim(&conn, &config.owner, &shared.kinds, config.lease, free as i64)
             .await?;
         Ok(claimed)
     };

@@ -25,6 +25,9 @@ pub(crate) struct Shared {
     /// Handed to task bodies.
     pub(crate) work: Pool,
     pub(crate) config: WorkerConfig,
+    /// The kinds this worker has handlers for: the only ones it claims, so that a task of a
+    /// kind added by a newer deploy waits for a worker that knows it.
+    pub(crate) kinds: Vec<String>,
     pub(crate) metrics: TaskMetrics,
     /// Set on shutdown: running tasks' contexts see it; past the grace period their futures
     /// are dropped and leases released.

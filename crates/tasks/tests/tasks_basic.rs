@@ -197,7 +197,7 @@ async fn failures_retry_with_backoff_then_fail_keeping_the_last_error() {
         })
         .spawn()
         .expect("worker");
-    settled(&queue, &admin, 4).await;
+    settled(&queue, &admin, 3).await;
     let get = |id| {
         let (queue, admin) = (queue.clone(), admin.clone());
         async move {
@@ -221,14 +221,66 @@ async fn failures_retry_with_backoff_then_fail_keeping_the_last_error() {
         (TaskState::Failed, 1),
         "a permanent error is not retried"
     );
+    // A kind no handler of this worker knows is left for a worker that knows it.
     let u = get(unknown).await;
-    assert_eq!(u.state, TaskState::Failed);
-    assert!(
-        u.last_error.as_deref().is_some_and(|e| e.contains("no handler")),
-        "{:?}",
-        u.last_error
-    );
+    assert_eq!((u.state, u.attempt), (TaskState::Available, 0));
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_added_by_a_rolling_deploy_waits_for_a_worker_that_knows_it() {
+    let (url, queue, admin) = database(cluster(), "t_rolling").await;
+    let ran_b = Arc::new(AtomicU32::new(0));
+    // The old version: handles `a` only.
+    let old = Worker::new(queue.clone(), worker_pools(&url, "old"), fast(2))
+        .handle("a", |_| Box::pin(async { Ok(()) }))
+        .spawn()
+        .expect("old worker");
+    let conn = admin.get().await.expect("get");
+    // `b` first: a claim takes the oldest ready task first, so by the time `a` has run the
+    // old worker has passed `b` over.
+    let b = queue
+        .enqueue(&conn, &NewTask::new("b", json!(null)))
+        .await
+        .expect("enqueue")
+        .expect("id");
+    let a = queue
+        .enqueue(&conn, &NewTask::new("a", json!(null)))
+        .await
+        .expect("enqueue")
+        .expect("id");
+    drop(conn);
+    holdfast_testkit::eventually("the old worker runs a", || async {
+        state_of(&queue, &admin, a).await == TaskState::Succeeded
+    })
+    .await;
+    // The old worker left `b` alone (without the kinds in its claim it would have failed it
+    // for having no handler).
+    assert_eq!(state_of(&queue, &admin, b).await, TaskState::Available);
+    // The new version starts beside it: `b` runs there, once, and nothing failed.
+    let new = {
+        let ran_b = Arc::clone(&ran_b);
+        Worker::new(queue.clone(), worker_pools(&url, "new"), fast(2))
+            .handle("a", |_| Box::pin(async { Ok(()) }))
+            .handle("b", move |_| {
+                let ran_b = Arc::clone(&ran_b);
+                Box::pin(async move {
+                    ran_b.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+            })
+            .spawn()
+            .expect("new worker")
+    };
+    holdfast_testkit::eventually("the new worker runs b", || async {
+        state_of(&queue, &admin, b).await == TaskState::Succeeded
+    })
+    .await;
+    assert_eq!(ran_b.load(Ordering::SeqCst), 1, "exactly once");
+    let counts = holdfast_testkit::settled(&queue, &admin, 2).await;
+    assert_eq!(counts.get(&TaskState::Failed).copied().unwrap_or(0), 0);
+    old.shutdown().await;
+    new.shutdown().await;
 }
 
 /// Sets a flag when dropped: shows that a task's future was really dropped.

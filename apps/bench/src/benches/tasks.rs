@@ -309,7 +309,10 @@ async fn run_tokio_postgres(
         let (client, connection) = tokio_postgres::connect(&cluster.url(), tokio_postgres::NoTls).await?;
         tokio::spawn(connection);
         let claim = client
-            .prepare_typed(&queue.claim_sql(1), &[Type::TEXT, Type::INT8, Type::FLOAT8])
+            .prepare_typed(
+                &queue.claim_sql(1),
+                &[Type::TEXT, Type::INT8, Type::FLOAT8, Type::TEXT_ARRAY],
+            )
             .await?;
         let succeed = client
             .prepare_typed(queue.succeed_sql(), &[Type::INT8, Type::INT4, Type::INT8])
@@ -322,7 +325,9 @@ async fn run_tokio_postgres(
             let claim_one = |token: i64| {
                 let (client, claim) = (&client, &claim);
                 async move {
-                    let rows = client.query(claim, &[&"raw", &token, &LEASE_MS]).await?;
+                    let rows = client
+                        .query(claim, &[&"raw", &token, &LEASE_MS, &vec!["noop"]])
+                        .await?;
                     Ok::<_, tokio_postgres::Error>(rows.first().map(|r| {
                         // The same columns a worker decodes.
                         let _kind: String = r.get(1);
@@ -423,7 +428,8 @@ fn run_pgbench(
     let claim = one_line(&queue.claim_sql(1))
         .replace("$1", "'pgbench'")
         .replace("$2", ":token")
-        .replace("$3", ":lease");
+        .replace("$3", ":lease")
+        .replace("$4", "'{noop}'::text[]");
     let succeed = one_line(queue.succeed_sql())
         .replace("$1", ":id")
         .replace("$2", ":attempt")
