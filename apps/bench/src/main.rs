@@ -16,7 +16,7 @@ mod stats;
 
 use std::path::PathBuf;
 
-use benches::{api, pooler, pools, proxy, tap, tasks, tls, tx};
+use benches::{api, pooler, pools, proxy, tap, task_counts, tasks, tls, tx};
 use clap::{Parser, Subcommand};
 
 /// holdfast benchmarks.
@@ -43,6 +43,9 @@ enum Bench {
     Tx(tx::Args),
     /// No-op tasks per second against the same SQL in pgbench and on plain tokio-postgres.
     Tasks(tasks::Args),
+    /// Counting tasks by state with many finished tasks in the table: every state against
+    /// the states that come and go.
+    TaskCounts(task_counts::Args),
     /// API latency with and without assemblies running.
     Api(api::Args),
     /// Direct with named statements, direct with unnamed ones, and through PgBouncer.
@@ -61,6 +64,7 @@ impl Bench {
             Bench::Proxy(_) => "proxy",
             Bench::Tx(_) => "tx",
             Bench::Tasks(_) => "tasks",
+            Bench::TaskCounts(_) => "task-counts",
             Bench::Api(_) => "api",
             Bench::Pooler(_) => "pooler",
             Bench::Tls(_) => "tls",
@@ -78,6 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Proxy(args) => proxy::run(args),
         Bench::Tx(args) => tx::run(args),
         Bench::Tasks(args) => tasks::run(args),
+        Bench::TaskCounts(args) => task_counts::run(args),
         Bench::Api(args) => api::run(args),
         Bench::Pooler(args) => pooler::run(args),
         Bench::Tls(args) => tls::run(args),

@@ -42,6 +42,12 @@ pub struct WorkerConfig {
     pub rescue: bool,
     /// How often the rescuer looks for expired leases (`TASK_RESCUE_INTERVAL_MS`).
     pub rescue_interval: Duration,
+    /// Succeeded tasks are deleted this long after they finished; `None` keeps them
+    /// (`TASK_RETAIN_SUCCEEDED_S`).
+    pub retain_succeeded: Option<Duration>,
+    /// Failed and cancelled tasks are deleted this long after they finished; `None` keeps
+    /// them (`TASK_RETAIN_FAILED_S`).
+    pub retain_failed: Option<Duration>,
     /// This worker's name in leases and logs (`TASK_OWNER`).
     pub owner: String,
 }
@@ -76,6 +82,8 @@ impl Default for WorkerConfig {
             retry_max: RETRY_MAX.default_duration(),
             rescue: true,
             rescue_interval: RESCUE_INTERVAL.default_duration(),
+            retain_succeeded: RETAIN_SUCCEEDED.default_value(),
+            retain_failed: RETAIN_FAILED.default_value(),
             owner: default_owner(),
         }
     }
@@ -121,6 +129,8 @@ impl WorkerConfig {
             retry_max: RETRY_MAX.read_duration(source)?,
             rescue: RESCUE.read(source)? == "1",
             rescue_interval: RESCUE_INTERVAL.read_duration(source)?,
+            retain_succeeded: RETAIN_SUCCEEDED.read(source)?,
+            retain_failed: RETAIN_FAILED.read(source)?,
             owner: OWNER.read(source).unwrap_or(defaults.owner),
         };
         config.check(|s| s.env())?;
@@ -196,6 +206,20 @@ impl WorkerConfig {
         self
     }
 
+    /// How long succeeded tasks are kept after they finished (`None`: forever). Defaults to
+    /// 86400 s.
+    pub fn retain_succeeded(mut self, retain: Option<Duration>) -> Self {
+        self.retain_succeeded = retain;
+        self
+    }
+
+    /// How long failed and cancelled tasks are kept after they finished (`None`: forever).
+    /// Defaults to 604800 s.
+    pub fn retain_failed(mut self, retain: Option<Duration>) -> Self {
+        self.retain_failed = retain;
+        self
+    }
+
     /// The worker's name in leases and logs. Defaults to `<host>-<pid>-<n>`.
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
         self.owner = owner.into();
@@ -222,6 +246,8 @@ impl WorkerConfig {
             (&RETRY_BASE, Some(self.retry_base)),
             (&RETRY_MAX, Some(self.retry_max)),
             (&RESCUE_INTERVAL, Some(self.rescue_interval)),
+            (&RETAIN_SUCCEEDED, self.retain_succeeded),
+            (&RETAIN_FAILED, self.retain_failed),
         ] {
             setting.check(name(setting), value)?;
         }

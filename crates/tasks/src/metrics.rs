@@ -14,6 +14,7 @@ pub(crate) struct TaskMetrics {
     pub(crate) lost_leases: Counter,
     pub(crate) finalize_retries: Counter,
     pub(crate) rescued: Counter,
+    pub(crate) expired: Counter,
     pub(crate) claim_seconds: Histogram,
     pub(crate) run_seconds: Histogram,
     by_state: Vec<(TaskState, Gauge)>,
@@ -39,9 +40,10 @@ impl TaskMetrics {
             lost_leases: counter("holdfast_tasks_lost_leases_total"),
             finalize_retries: counter("holdfast_tasks_finalize_retries_total"),
             rescued: counter("holdfast_tasks_rescued_total"),
+            expired: counter("holdfast_tasks_expired_total"),
             claim_seconds: metrics::histogram!("holdfast_tasks_claim_seconds", "schema" => s.clone()),
             run_seconds: metrics::histogram!("holdfast_tasks_run_seconds", "schema" => s.clone()),
-            by_state: TaskState::ALL
+            by_state: [TaskState::Available, TaskState::RetryWait, TaskState::Running]
                 .into_iter()
                 .map(|st| {
                     (
@@ -53,6 +55,9 @@ impl TaskMetrics {
         }
     }
 
+    /// The gauges of the states that come and go (finished tasks are counted by the
+    /// `_succeeded_total`, `_failed_total` and `_cancelled_total` counters: a gauge of them
+    /// would need a count over every finished row).
     pub(crate) fn states(&self, counts: &std::collections::HashMap<TaskState, i64>) {
         for (state, gauge) in &self.by_state {
             gauge.set(counts.get(state).copied().unwrap_or(0) as f64);

@@ -38,7 +38,9 @@ struct Sql {
     get: String,
     landed: String,
     counts: String,
+    active_counts: String,
     rescue: String,
+    expire: String,
 }
 
 /// A task queue in one schema. Cheap to clone.
@@ -153,6 +155,30 @@ impl Queue {
             ),
             landed: format!("SELECT 1 FROM {s}.tasks WHERE id = $1 AND lease_token = $2 AND state <> 'running'"),
             counts: format!("SELECT state::text, count(*) FROM {s}.tasks GROUP BY state"),
+            // Only the states that come and go, each read through its partial index: cheap
+            // however many finished rows the table holds.
+            // (Scalar subqueries rather than a UNION: the planner would run the union's
+            // branches in parallel workers, whose start costs more than the counts.)
+            active_counts: format!(
+                "SELECT (SELECT count(*) FROM {s}.tasks WHERE state = 'available'),
+                        (SELECT count(*) FROM {s}.tasks WHERE state = 'retry_wait'),
+                        (SELECT count(*) FROM {s}.tasks WHERE state = 'running')"
+            ),
+            // A page of finished tasks past their retention, deleted under a lock one
+            // deleter at a time holds (taken for this statement's transaction only).
+            expire: format!(
+                "WITH lock AS (
+                    SELECT pg_try_advisory_xact_lock(hashtext('holdfast_tasks_retention'), hashtext('{s}')) AS held
+                 ), doomed AS (
+                    SELECT t.id FROM {s}.tasks t, lock
+                    WHERE lock.held AND t.state = $1::text::{s}.task_state
+                      AND t.finished_at < now() - $2 * interval '1 second'
+                    ORDER BY t.finished_at
+                    LIMIT $3
+                    FOR UPDATE OF t SKIP LOCKED
+                 )
+                 DELETE FROM {s}.tasks t USING doomed WHERE t.id = doomed.id"
+            ),
             rescue: format!(
                 "WITH expired AS (
                     SELECT id FROM {s}.tasks
@@ -412,6 +438,40 @@ impl Queue {
 
     /// Re-queues up to `page` tasks whose lease expired (or fails them when out of
     /// attempts, or cancels them when a cancel was requested); returns how many.
+    /// The tasks that come and go by state (`available`, `retry_wait`, `running`), each
+    /// counted through its partial index: cheap however many finished tasks the table holds
+    /// ([`counts`](Self::counts) counts every row).
+    pub async fn active_counts(&self, client: &Client) -> Result<HashMap<TaskState, i64>, TaskError> {
+        let row = client.query_typed(&self.sql.active_counts, &[]).await?;
+        let mut counts = HashMap::new();
+        if let Some(row) = row.first() {
+            counts.insert(TaskState::Available, row.get(0));
+            counts.insert(TaskState::RetryWait, row.get(1));
+            counts.insert(TaskState::Running, row.get(2));
+        }
+        Ok(counts)
+    }
+
+    /// Deletes up to `page` tasks finished in `state` more than `age` ago; returns how many
+    /// (0 also when another deleter holds the retention lock).
+    pub(crate) async fn expire(
+        &self,
+        conn: &PooledConnection,
+        state: TaskState,
+        age: Duration,
+        page: i64,
+    ) -> Result<u64, tokio_postgres::Error> {
+        conn.execute_typed_cached(
+            &self.sql.expire,
+            &[
+                (&state.as_str(), Type::TEXT),
+                (&age.as_secs_f64(), Type::FLOAT8),
+                (&page, Type::INT8),
+            ],
+        )
+        .await
+    }
+
     pub(crate) async fn rescue(
         &self,
         conn: &PooledConnection,

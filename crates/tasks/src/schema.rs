@@ -7,7 +7,8 @@ use tokio_postgres::Client;
 use crate::error::TaskError;
 
 /// The migrations, in order; version `i + 1` is `MIGRATIONS[i]`. `{s}` is the schema.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TYPE {s}.task_state AS ENUM ('available', 'running', 'retry_wait', 'succeeded', 'failed', 'cancelled');
 CREATE TABLE {s}.tasks (
     id               bigserial PRIMARY KEY,
@@ -39,7 +40,13 @@ CREATE INDEX tasks_leases ON {s}.tasks (lease_expires_at) WHERE state = 'running
 -- An active task per unique key at most; a finished one does not block a new one.
 CREATE UNIQUE INDEX tasks_unique_key ON {s}.tasks (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait');
-"#];
+"#,
+    r#"
+-- What retention reads: finished tasks by state and age.
+CREATE INDEX tasks_finished ON {s}.tasks (state, finished_at)
+    WHERE state IN ('succeeded', 'failed', 'cancelled');
+"#,
+];
 
 /// Checks that `schema` is a plain SQL identifier holdfast can interpolate safely.
 pub fn check_schema_name(schema: &str) -> Result<(), TaskError> {

@@ -129,6 +129,30 @@ pub const RESCUE_INTERVAL: Span = Span {
     doc: "how often the rescuer looks for expired leases",
 };
 
+/// `TASK_RETAIN_SUCCEEDED_S`.
+pub const RETAIN_SUCCEEDED: Span = Span {
+    env: "TASK_RETAIN_SUCCEEDED_S",
+    name: "retain_succeeded",
+    unit: Unit::Seconds,
+    default: 86_400,
+    min: 1,
+    max: 10 * 365 * 86_400,
+    zero_is_off: true,
+    doc: "succeeded tasks are deleted this long after they finished (0: kept forever); the rescuer deletes them in pages, one worker at a time",
+};
+
+/// `TASK_RETAIN_FAILED_S`.
+pub const RETAIN_FAILED: Span = Span {
+    env: "TASK_RETAIN_FAILED_S",
+    name: "retain_failed",
+    unit: Unit::Seconds,
+    default: 604_800,
+    min: 1,
+    max: 10 * 365 * 86_400,
+    zero_is_off: true,
+    doc: "failed and cancelled tasks are deleted this long after they finished (0: kept forever)",
+};
+
 /// `TASK_OWNER`.
 pub const OWNER: Text = Text {
     env: "TASK_OWNER",
@@ -163,5 +187,7 @@ pub static SETTINGS: &[&dyn Describe] = &[
     &RETRY_MAX,
     &RESCUE,
     &RESCUE_INTERVAL,
+    &RETAIN_SUCCEEDED,
+    &RETAIN_FAILED,
     &OWNER,
 ];

@@ -146,7 +146,8 @@ async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claim
         background.spawn(listener::run(connect, shared.queue.channel(), Arc::clone(&wake)));
     }
     if config.rescue {
-        let rescuer = Rescuer::new(shared.queue.clone(), shared.control.clone());
+        let rescuer = Rescuer::new(shared.queue.clone(), shared.control.clone())
+            .retention(config.retain_succeeded, config.retain_failed);
         let interval = config.rescue_interval;
         let shared = Arc::clone(&shared);
         background.spawn(async move { rescuer.run(interval, &shared.metrics).await });

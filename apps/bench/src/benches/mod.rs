@@ -5,6 +5,7 @@ pub mod pooler;
 pub mod pools;
 pub mod proxy;
 pub mod tap;
+pub mod task_counts;
 pub mod tasks;
 pub mod tls;
 pub mod tx;
