@@ -120,9 +120,13 @@ impl From<holdfast_pool::PoolError> for TaskFailure {
 }
 
 impl<E: holdfast_tx::ClassifyError + 'static> From<holdfast_tx::TxError<E>> for TaskFailure {
+    /// Retryable when running the transaction again may succeed, and also when a COMMIT's
+    /// outcome is unknown (a failover took it): a task's attempts are at least once by
+    /// design, so its body is written to run again, and the next attempt sees what landed.
     fn from(e: holdfast_tx::TxError<E>) -> Self {
+        let unknown = matches!(e, holdfast_tx::TxError::CommitOutcomeUnknown { .. });
         TaskFailure {
-            retryable: e.is_retryable(),
+            retryable: unknown || e.is_retryable(),
             message: e.to_string(),
         }
     }

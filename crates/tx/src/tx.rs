@@ -25,6 +25,8 @@ const RESOLVE_BUDGET: Duration = Duration::from_secs(5);
 pub struct Tx {
     conn: PooledConnection,
     xid: Option<u64>,
+    /// The server's WAL timeline when the transaction ran (see `Connection::timeline`).
+    timeline: Option<String>,
     /// The server process running the transaction, as the server itself reported it.
     backend_pid: Option<i32>,
     read_only: bool,
@@ -62,17 +64,26 @@ impl Tx {
         // Direct, it is the pid of the start-up handshake; behind a pooler that one is the
         // pooler's (terminating it would hit an unrelated session), so ask the server.
         let behind_pooler = connect.get_pooler().is_transaction();
-        let (xid, backend_pid) = if options.read_only || !options.resolve_lost_commits {
+        let (xid, backend_pid, timeline) = if options.read_only || !options.resolve_lost_commits {
             conn.batch_execute(&begin).await.map_err(TxError::Database)?;
-            (None, None)
+            (None, None, None)
         } else {
             // The simple query protocol answers in text: no cast is needed (casting to text
             // cost the server about 4% of a one-INSERT transaction, measured with pgbench).
-            let select = if behind_pooler {
-                "SELECT pg_current_xact_id(), pg_backend_pid()"
-            } else {
-                "SELECT pg_current_xact_id()"
-            };
+            // The timeline is read once per connection (behind a pooler, every time: each
+            // transaction may run on another server connection).
+            let known = conn
+                .connection()
+                .timeline()
+                .map(str::to_string)
+                .filter(|_| !behind_pooler);
+            let mut select = String::from("SELECT pg_current_xact_id()");
+            if behind_pooler {
+                select.push_str(", pg_backend_pid()");
+            }
+            if known.is_none() {
+                select.push_str(", substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)");
+            }
             let messages = conn
                 .simple_query(&format!("{begin}; {select}"))
                 .await
@@ -87,11 +98,19 @@ impl Tx {
             } else {
                 conn.backend_pid()
             };
-            (xid, pid)
+            let timeline = known.or_else(|| {
+                let read = row.and_then(|r| r.get(if behind_pooler { 2 } else { 1 }))?;
+                if !behind_pooler {
+                    conn.connection().note_timeline(read);
+                }
+                Some(read.to_string())
+            });
+            (xid, pid, timeline)
         };
         Ok(Tx {
             conn,
             xid,
+            timeline,
             backend_pid,
             read_only: options.read_only,
             savepoints: AtomicU32::new(0),
@@ -211,13 +230,14 @@ impl Tx {
         };
         let pool = self.conn.pool();
         let backend = self.backend_pid;
+        let timeline = self.timeline.clone();
         // The lost connection goes back to the pool (which closes it) before we ask.
         drop(self);
         tracing::warn!(
             xid,
             "connection lost after COMMIT was sent: asking the server whether it committed"
         );
-        let resolution = resolve(&pool, xid, backend, RESOLVE_BUDGET).await;
+        let resolution = resolve(&pool, xid, timeline.as_deref(), backend, RESOLVE_BUDGET).await;
         let outcome = match &resolution {
             Resolution::Committed => "committed",
             Resolution::Aborted => "aborted",

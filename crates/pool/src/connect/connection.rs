@@ -30,6 +30,8 @@ pub struct Connection {
     /// The server's role when the connection was made (reported, or asked for a
     /// `target_session_attrs` check); `None` when neither happened.
     pub(super) role: Option<super::Role>,
+    /// The server's WAL timeline, once a transaction asked (see [`timeline`](Self::timeline)).
+    pub(super) timeline: std::sync::OnceLock<String>,
 }
 
 /// Where the server was reached, for cancel requests (which go over a new socket).
@@ -63,6 +65,21 @@ impl Connection {
     pub(crate) fn role_changed(&self) -> bool {
         let now = self.state.server_role().in_hot_standby;
         matches!((self.role, now), (Some(then), Some(now)) if then.hot_standby != now)
+    }
+
+    /// The WAL timeline of the server (the first 8 hex digits of its WAL file names), once
+    /// noted with [`note_timeline`](Self::note_timeline). A promotion starts a new timeline:
+    /// holdfast-tx compares it to tell whether a transaction id it asks about can still be
+    /// read on the server it reaches, since a promoted standby that never saw an id may give
+    /// it to another transaction.
+    pub fn timeline(&self) -> Option<&str> {
+        self.timeline.get().map(String::as_str)
+    }
+
+    /// Notes the server's timeline (the first answer sticks: a server's timeline changes
+    /// only at a promotion, before which a connection to it runs no read-write transaction).
+    pub fn note_timeline(&self, timeline: &str) {
+        let _ = self.timeline.set(timeline.to_string());
     }
 
     /// The server process serving this connection.

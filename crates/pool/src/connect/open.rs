@@ -419,6 +419,7 @@ async fn start(
         },
         tls,
         role,
+        timeline: std::sync::OnceLock::new(),
     })
 }
 

@@ -75,15 +75,13 @@ fn during(played: &[Played], t: f64, tail_s: f64) -> bool {
 
 /// Faults a service must absorb without a caller noticing: an outage of a connection or of
 /// the server that is over well within a request's budget.
+///
+/// Not a failover or a switchover: a COMMIT in flight when the primary went away is asked
+/// about on the promoted server, which may never have seen its transaction id and may have
+/// given it to another transaction; holdfast-tx then reports the outcome unknown rather
+/// than guess, and that caller is told so (503), which the error rates allow.
 fn absorbed(kind: FaultKind) -> bool {
-    matches!(
-        kind,
-        FaultKind::Kill
-            | FaultKind::Terminate
-            | FaultKind::Restart
-            | FaultKind::Failover
-            | FaultKind::Switchover
-    )
+    matches!(kind, FaultKind::Kill | FaultKind::Terminate | FaultKind::Restart)
 }
 
 /// No API error and no ERROR log line (`errors_at`: when each was logged, in seconds of the
@@ -106,14 +104,14 @@ pub fn absorbed_checks(
         failed += u64::from(!o.ok);
     }
     let mut checks = vec![Check::new(
-        "no API error during kill, terminate, restart, failover or switchover",
+        "no API error during kill, terminate and restart",
         failed == 0,
         format!("{failed} of {total} requests failed"),
     )];
     if let Some(errors_at) = errors_at {
         let lines = errors_at.iter().filter(|t| during(&brief, **t, tail_s)).count();
         checks.push(Check::new(
-            "no ERROR line during kill, terminate, restart, failover or switchover",
+            "no ERROR line during kill, terminate and restart",
             lines == 0,
             format!(
                 "{lines} ERROR lines in the log then ({} in the whole run)",
