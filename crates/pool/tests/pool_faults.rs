@@ -37,6 +37,44 @@ fn get_in_background(pool: &Pool) -> tokio::task::JoinHandle<Result<(), PoolErro
     tokio::spawn(async move { pool.get().await.map(drop) })
 }
 
+/// From the next request starting with `prefix` on, the proxy swallows everything that
+/// connection's client sends, its close included (a request lost on a hung network); once.
+fn swallow_from(proxy: &holdfast_faults::ProxyHandle, prefix: &str) {
+    proxy
+        .set(holdfast_faults::Faults {
+            rule: Some(holdfast_faults::MessageRule {
+                trigger: holdfast_faults::Trigger::Query {
+                    prefix: prefix.into(),
+                },
+                action: holdfast_faults::Action::SwallowFrom,
+                once: true,
+            }),
+            ..holdfast_faults::Faults::none()
+        })
+        .expect("rule");
+}
+
+/// Waits until backend `pid` is gone from `pg_stat_activity`.
+async fn backend_gone(admin: &holdfast_pool::Connection, pid: i32) {
+    eventually("the backend is gone", || async {
+        admin
+            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .expect("pg_stat_activity")
+            .is_none()
+    })
+    .await;
+}
+
+/// Whether advisory lock `key` can be taken (nobody holds it).
+async fn lock_is_free(admin: &holdfast_pool::Connection, key: i64) -> bool {
+    admin
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .await
+        .expect("try lock")
+        .get(0)
+}
+
 /// Runs blocking cluster control (stop, start) without stalling the runtime.
 async fn control(cluster: &TempCluster, f: impl FnOnce(&TempCluster) -> holdfast_tempdb::Result<()>) {
     tokio::task::block_in_place(|| f(cluster)).expect("cluster control");
@@ -514,18 +552,7 @@ async fn a_lost_request_is_found_by_asking_the_server_while_a_long_statement_is_
     let lost = pool.get().await.expect("lost");
     let pid = lost.backend_pid().expect("pid");
     lost.batch_execute("SELECT 1").await.expect("through the proxy");
-    proxy
-        .set(holdfast_faults::Faults {
-            rule: Some(holdfast_faults::MessageRule {
-                trigger: holdfast_faults::Trigger::Query {
-                    prefix: "SELECT 'lost'".into(),
-                },
-                action: holdfast_faults::Action::SwallowFrom,
-                once: true,
-            }),
-            ..holdfast_faults::Faults::none()
-        })
-        .expect("rule");
+    swallow_from(&proxy, "SELECT 'lost'");
     let answer = tokio::time::timeout(BOUND, lost.batch_execute("SELECT 'lost'"))
         .await
         .expect("the lost request ends instead of waiting for the unanswered bound");
@@ -535,14 +562,7 @@ async fn a_lost_request_is_found_by_asking_the_server_while_a_long_statement_is_
 
     // Its backend, idle and abandoned, was terminated: nothing of it outlives the client.
     let admin = holdfast_testkit::connect_to(&cluster().url_for(&db.name)).await;
-    eventually("the abandoned backend is gone", || async {
-        admin
-            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
-            .await
-            .expect("pg_stat_activity")
-            .is_none()
-    })
-    .await;
+    backend_gone(&admin, pid).await;
     let conn = pool.get().await.expect("served after");
     conn.batch_execute("SELECT 1").await.expect("works");
     drop(conn);
@@ -566,37 +586,17 @@ async fn a_session_whose_reset_hangs_is_terminated_and_its_locks_freed() {
         .expect("a transaction holding a lock");
     // The network swallows the rollback the pool sends when the connection comes back, and
     // (as a hung network does) the close after it: the server never hears from the client.
-    proxy
-        .set(holdfast_faults::Faults {
-            rule: Some(holdfast_faults::MessageRule {
-                trigger: holdfast_faults::Trigger::Query {
-                    prefix: "ROLLBACK".into(),
-                },
-                action: holdfast_faults::Action::SwallowFrom,
-                once: true,
-            }),
-            ..holdfast_faults::Faults::none()
-        })
-        .expect("rule");
+    swallow_from(&proxy, "ROLLBACK");
     drop(conn);
 
     // The reset gives up after its bound; the session it leaves behind is ended from the
     // pool's own connection, and the lock is free again.
     let admin = holdfast_testkit::connect_to(&cluster().url_for(&db.name)).await;
-    eventually("the abandoned backend is gone", || async {
-        admin
-            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
-            .await
-            .expect("pg_stat_activity")
-            .is_none()
-    })
-    .await;
-    let free: bool = admin
-        .query_one("SELECT pg_try_advisory_lock(4242)", &[])
-        .await
-        .expect("try lock")
-        .get(0);
-    assert!(free, "the abandoned transaction's lock is released");
+    backend_gone(&admin, pid).await;
+    assert!(
+        lock_is_free(&admin, 4242).await,
+        "the abandoned transaction's lock is released"
+    );
     assert_eq!(pool.status().open, 0, "the connection was closed, not kept");
 }
 
@@ -614,38 +614,18 @@ async fn a_session_closed_for_its_silence_is_terminated() {
     conn.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(4343)")
         .await
         .expect("a transaction holding a lock");
-    proxy
-        .set(holdfast_faults::Faults {
-            rule: Some(holdfast_faults::MessageRule {
-                trigger: holdfast_faults::Trigger::Query {
-                    prefix: "SELECT 'lost'".into(),
-                },
-                action: holdfast_faults::Action::SwallowFrom,
-                once: true,
-            }),
-            ..holdfast_faults::Faults::none()
-        })
-        .expect("rule");
+    swallow_from(&proxy, "SELECT 'lost'");
     let answer = tokio::time::timeout(BOUND, conn.batch_execute("SELECT 'lost'"))
         .await
         .expect("the silence bound ends the wait");
     assert!(answer.is_err(), "no answer can have come");
     drop(conn);
     let admin = holdfast_testkit::connect_to(&cluster().url_for(&db.name)).await;
-    eventually("the silenced backend is gone", || async {
-        admin
-            .query_opt("SELECT 1 FROM pg_stat_activity WHERE pid = $1", &[&pid])
-            .await
-            .expect("pg_stat_activity")
-            .is_none()
-    })
-    .await;
-    let free: bool = admin
-        .query_one("SELECT pg_try_advisory_lock(4343)", &[])
-        .await
-        .expect("try lock")
-        .get(0);
-    assert!(free, "the silenced transaction's lock is released");
+    backend_gone(&admin, pid).await;
+    assert!(
+        lock_is_free(&admin, 4343).await,
+        "the silenced transaction's lock is released"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
