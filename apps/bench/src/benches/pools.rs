@@ -10,7 +10,7 @@ use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
 
 use crate::contenders::{BenchResult, Contender, Kind};
 use crate::relay::Relay;
-use crate::stats::median;
+use crate::stats::{median, quantile};
 
 /// Options of the pool comparison.
 #[derive(Debug, clap::Args)]
@@ -150,21 +150,31 @@ async fn throughput(
     }
     println!();
     let mut table = vec![vec![0.0; levels.len()]; kinds.len()];
+    // p50, p99 and p999 latency per contender and task count, over every round's operations.
+    let mut tails = vec![vec![[0.0; 3]; levels.len()]; kinds.len()];
     for (li, &tasks) in levels.iter().enumerate() {
         let mut samples = vec![Vec::new(); kinds.len()];
         // Warm-up: every contender opens its connections.
         for c in &contenders {
             measure(c, tasks, Duration::from_millis(200), op).await?;
         }
+        let mut latencies = vec![Vec::new(); kinds.len()];
         for round in 0..args.rounds {
             for i in 0..kinds.len() {
                 let k = (i + round) % kinds.len();
-                let rate = measure(&contenders[k], tasks, Duration::from_secs_f64(args.secs), op).await?;
+                let (rate, lat) =
+                    measure(&contenders[k], tasks, Duration::from_secs_f64(args.secs), op).await?;
                 samples[k].push(rate);
+                latencies[k].extend(lat);
             }
         }
         for (k, s) in samples.iter_mut().enumerate() {
             table[k][li] = median(s);
+        }
+        for (k, lat) in latencies.iter_mut().enumerate() {
+            if !lat.is_empty() {
+                tails[k][li] = [0.5, 0.99, 0.999].map(|q| quantile(lat, q));
+            }
         }
     }
     for (k, kind) in kinds.iter().enumerate() {
@@ -214,6 +224,30 @@ async fn throughput(
             println!();
         }
     }
+    if op == Op::SelectOne {
+        println!("[{section}] latency per operation, microseconds, p50 / p99 / p999 over every round");
+        print!("{:<34}", "tasks");
+        for level in levels {
+            print!("{:>22}", level);
+        }
+        println!();
+        for (k, kind) in kinds.iter().enumerate() {
+            print!("{:<34}", kind.name());
+            for (li, [p50, p99, p999]) in tails[k].iter().enumerate() {
+                print!("{:>22}", format!("{p50:.0} / {p99:.0} / {p999:.0}"));
+                for (name, value) in [("p50", p50), ("p99", p99), ("p999", p999)] {
+                    crate::report::record(
+                        &format!("{section} latency"),
+                        kind.name(),
+                        &format!("{} tasks {name}", levels[li]),
+                        *value,
+                        "us",
+                    );
+                }
+            }
+            println!();
+        }
+    }
     println!();
     for c in contenders {
         if let Ok(c) = Arc::try_unwrap(c) {
@@ -223,8 +257,15 @@ async fn throughput(
     Ok(())
 }
 
-/// Runs `op` from `tasks` tasks for `window`; returns completed operations per second.
-async fn measure(contender: &Arc<Contender>, tasks: usize, window: Duration, op: Op) -> BenchResult<f64> {
+/// Runs `op` from `tasks` tasks for `window`; returns completed operations per second and,
+/// for `SELECT 1`, each operation's latency in microseconds (from the call to its answer,
+/// waiting for a connection included).
+async fn measure(
+    contender: &Arc<Contender>,
+    tasks: usize,
+    window: Duration,
+    op: Op,
+) -> BenchResult<(f64, Vec<f64>)> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicU64::new(0));
@@ -238,29 +279,37 @@ async fn measure(contender: &Arc<Contender>, tasks: usize, window: Duration, op:
             Arc::clone(&failures),
         );
         handles.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let result = match op {
                     Op::AcquireRelease => c.acquire_release().await,
-                    Op::SelectOne => c.select_one().await,
+                    Op::SelectOne => {
+                        let started = Instant::now();
+                        let result = c.select_one().await;
+                        latencies.push(started.elapsed().as_secs_f64() * 1e6);
+                        result
+                    }
                 };
                 match result {
                     Ok(()) => done.fetch_add(1, Ordering::Relaxed),
                     Err(_) => failures.fetch_add(1, Ordering::Relaxed),
                 };
             }
+            latencies
         }));
     }
     tokio::time::sleep(window).await;
     stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
     for h in handles {
-        h.await.map_err(|e| e.to_string())?;
+        latencies.extend(h.await.map_err(|e| e.to_string())?);
     }
     let elapsed = start.elapsed().as_secs_f64();
     let failed = failures.load(Ordering::Relaxed);
     if failed > 0 {
         return Err(format!("{failed} operations failed during a throughput window"));
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / elapsed)
+    Ok((done.load(Ordering::Relaxed) as f64 / elapsed, latencies))
 }
 
 /// Section `faults`: Errors callers see: after every backend is terminated, and after a server restart.
