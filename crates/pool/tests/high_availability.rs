@@ -34,6 +34,16 @@ fn hosts(ports: &[u16], extra: &str) -> String {
     )
 }
 
+/// A pool of `size` on those hosts, waiting at most [`BOUND`].
+fn pool_of(ports: &[u16], extra: &str, size: usize) -> Pool {
+    Pool::new(
+        PoolConfig::new(config(ports, extra))
+            .pool_size(size)
+            .pool_timeout(BOUND),
+    )
+    .expect("pool")
+}
+
 fn config(ports: &[u16], extra: &str) -> ConnectConfig {
     ConnectConfig::from_url(&hosts(ports, extra)).expect("connection string")
 }
@@ -161,15 +171,11 @@ async fn a_first_host_that_swallows_connects_leaves_the_second_its_whole_timeout
 async fn a_promoted_standby_tells_its_sessions_and_the_pool_lets_them_go() {
     let (primary, standby) = primary_and_standby();
     // A prefer-standby pool lands on the standby.
-    let pool = Pool::new(
-        PoolConfig::new(config(
-            &[primary.port(), standby.port()],
-            "target_session_attrs=prefer-standby",
-        ))
-        .pool_size(1)
-        .pool_timeout(BOUND),
-    )
-    .expect("pool");
+    let pool = pool_of(
+        &[primary.port(), standby.port()],
+        "target_session_attrs=prefer-standby",
+        1,
+    );
     let conn = pool.get().await.expect("get");
     assert_eq!(server_port(&conn).await, standby.port());
     assert_eq!(conn.state().server_role().in_hot_standby, Some(true));
@@ -226,15 +232,11 @@ async fn rows(cluster: &TempCluster) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_after_a_failover_and_nothing_acknowledged_is_lost() {
     let (primary, standby) = primary_and_standby();
-    let pool = Pool::new(
-        PoolConfig::new(config(
-            &[primary.port(), standby.port()],
-            "target_session_attrs=read-write connect_timeout=2",
-        ))
-        .pool_size(2)
-        .pool_timeout(BOUND),
-    )
-    .expect("pool");
+    let pool = pool_of(
+        &[primary.port(), standby.port()],
+        "target_session_attrs=read-write connect_timeout=2",
+        2,
+    );
     let stop = Arc::new(tokio::sync::Notify::new());
     let writer = tokio::spawn(write_until(pool.clone(), Arc::clone(&stop), 1));
     eventually("writes go through", || async { rows(&primary).await.len() >= 50 }).await;
@@ -262,15 +264,11 @@ async fn writes_resume_after_a_failover_and_nothing_acknowledged_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_with_the_demoted_primary_listed_first_does_not_pin_the_pool() {
     let (primary, standby) = primary_and_standby();
-    let pool = Pool::new(
-        PoolConfig::new(config(
-            &[primary.port(), standby.port()],
-            "target_session_attrs=read-write",
-        ))
-        .pool_size(2)
-        .pool_timeout(BOUND),
-    )
-    .expect("pool");
+    let pool = pool_of(
+        &[primary.port(), standby.port()],
+        "target_session_attrs=read-write",
+        2,
+    );
     pool.execute("INSERT INTO t VALUES (1)", &[])
         .await
         .expect("before");
@@ -304,12 +302,7 @@ async fn a_read_only_error_on_a_writing_pool_closes_the_connection() {
     cluster
         .psql("postgres", "CREATE TABLE t (id bigint PRIMARY KEY)")
         .expect("create");
-    let pool = Pool::new(
-        PoolConfig::new(config(&[cluster.port()], "target_session_attrs=primary"))
-            .pool_size(1)
-            .pool_timeout(BOUND),
-    )
-    .expect("pool");
+    let pool = pool_of(&[cluster.port()], "target_session_attrs=primary", 1);
     let conn = pool.get().await.expect("get");
     conn.batch_execute("SET default_transaction_read_only = on")
         .await
