@@ -19,14 +19,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     // A transaction: retried when a retry can help, committed exactly once. The closure may
-    // run more than once, so it takes what it needs by value (cloned per attempt).
+    // run more than once and may borrow the caller's locals: take the references first and
+    // move them in. Its future is boxed; the error type is named once, on the `Ok`.
     let body = String::from("hello");
+    let body = &body;
     let id: i64 = pool
         .transaction(TxOptions::new(), move |tx| {
-            let body = body.clone();
             Box::pin(async move {
                 let row = tx
-                    .query_one("INSERT INTO notes (body) VALUES ($1) RETURNING id", &[&body])
+                    .query_one("INSERT INTO notes (body) VALUES ($1) RETURNING id", &[body])
                     .await?;
                 Ok::<_, tokio_postgres::Error>(row.get(0))
             })

@@ -24,26 +24,27 @@ pub trait TransactionExt {
     /// returned (retried first if its [`ErrorClass`] says so); a panic rolls back and
     /// continues unwinding.
     ///
-    /// What the closure's future uses must be owned by it (`'static`): the future may be
-    /// polled for any lifetime of the `Tx` it is given, so a borrow of a local does not
-    /// compile ("borrowed value does not live long enough ... 'static"). Move `Copy` values
-    /// in (`move |tx|`), clone owned ones per attempt (`let body = body.clone();` before
-    /// `Box::pin`), and share big ones with an `Arc`. The error type usually needs naming
-    /// once, on the `Ok`.
+    /// The closure may borrow the caller's locals: take the references before it and move
+    /// them in (`let note = &note;` then `move |tx| Box::pin(async move { ... })`), since
+    /// the closure runs once per attempt and cannot give its captures away. The future it
+    /// returns is boxed (`Box::pin`) because it borrows the `Tx` it is given; the error type
+    /// usually needs naming once, on the `Ok`. A function the closure calls takes
+    /// `&Tx<'_>`.
     ///
     /// ```no_run
     /// # async fn example(pool: holdfast_pool::Pool) -> Result<(), holdfast_tx::TxError<tokio_postgres::Error>> {
     /// use holdfast_tx::{TransactionExt, TxOptions};
     /// let id = 7_i64;
     /// let note = String::from("done");
+    /// let note = &note; // borrowed, not cloned per attempt
     /// pool.transaction(TxOptions::new(), move |tx| {
-    ///     let note = note.clone(); // one copy per attempt
     ///     Box::pin(async move {
-    ///         tx.execute("UPDATE episodes SET status = $2 WHERE id = $1", &[&id, &note]).await?;
+    ///         tx.execute("UPDATE episodes SET status = $2 WHERE id = $1", &[&id, note]).await?;
     ///         Ok::<_, tokio_postgres::Error>(())
     ///     })
     /// })
     /// .await?;
+    /// println!("{note}"); // still ours
     /// # Ok(())
     /// # }
     /// ```
@@ -56,7 +57,7 @@ pub trait TransactionExt {
     where
         T: Send + 'p,
         E: ClassifyError + Send + 'static,
-        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
+        F: for<'t> FnMut(&'t Tx<'p>) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
 
     /// Like [`transaction`](TransactionExt::transaction), with the application's own check
     /// for when the server cannot tell whether a COMMIT whose reply was lost landed (the
@@ -73,7 +74,7 @@ pub trait TransactionExt {
     where
         T: Send + 'p,
         E: ClassifyError + Send + 'static,
-        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
+        F: for<'t> FnMut(&'t Tx<'p>) -> BoxFuture<'t, Result<T, E>> + Send + 'p;
 }
 
 /// An application's own check that a transaction's work is already durable, for when the
@@ -90,7 +91,7 @@ impl TransactionExt for Pool {
     where
         T: Send + 'p,
         E: ClassifyError + Send + 'static,
-        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
+        F: for<'t> FnMut(&'t Tx<'p>) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
     {
         Box::pin(run(self, options, None, work))
     }
@@ -104,7 +105,7 @@ impl TransactionExt for Pool {
     where
         T: Send + 'p,
         E: ClassifyError + Send + 'static,
-        F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
+        F: for<'t> FnMut(&'t Tx<'p>) -> BoxFuture<'t, Result<T, E>> + Send + 'p,
     {
         Box::pin(run(self, options, Some(already_done), work))
     }
@@ -113,15 +114,15 @@ impl TransactionExt for Pool {
 /// The shortest wait for a connection an attempt is given, however little budget is left.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
-async fn run<T, E, F>(
-    pool: &Pool,
+async fn run<'p, T, E, F>(
+    pool: &'p Pool,
     options: TxOptions,
     done: Option<DoneCheck<'_>>,
     mut work: F,
 ) -> Result<T, TxError<E>>
 where
     E: ClassifyError + 'static,
-    F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>>,
+    F: for<'t> FnMut(&'t Tx<'p>) -> BoxFuture<'t, Result<T, E>>,
 {
     let policy = options.retry;
     let started = Instant::now();
@@ -189,15 +190,15 @@ where
     }
 }
 
-async fn attempt_once<T, E, F>(
-    pool: &Pool,
+async fn attempt_once<'p, T, E, F>(
+    pool: &'p Pool,
     options: &TxOptions,
     done: Option<&DoneCheck<'_>>,
     work: &mut F,
     wait: Duration,
 ) -> Result<T, TxError<E>>
 where
-    F: for<'t> FnMut(&'t Tx) -> BoxFuture<'t, Result<T, E>>,
+    F: for<'t> FnMut(&'t Tx<'p>) -> BoxFuture<'t, Result<T, E>>,
 {
     let conn = pool.get_timeout(wait).await?;
     let tx = Tx::begin(conn, options).await.map_err(TxError::widen)?;

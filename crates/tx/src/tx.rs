@@ -1,6 +1,7 @@
 //! An open transaction on a pooled connection: the guard API (`begin`, `commit`,
 //! `rollback`, savepoints), and the COMMIT logic the closure API shares.
 
+use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -21,8 +22,14 @@ const RESOLVE_BUDGET: Duration = Duration::from_secs(5);
 ///
 /// Dropped without [`commit`](Tx::commit) or [`rollback`](Tx::rollback), it is rolled back
 /// by the pool's return path before the connection is used again.
+///
+/// `'env` is how long what the transaction's work borrows must live: in
+/// [`transaction`](crate::TransactionExt::transaction) it is the call's, so the closure may
+/// borrow the caller's locals; a transaction begun by hand ([`Tx::begin`], [`BeginExt`])
+/// borrows nothing and can be any `Tx<'env>`. Functions taking one write `&Tx<'_>` (or
+/// `&Tx`).
 #[derive(Debug)]
-pub struct Tx {
+pub struct Tx<'env> {
     conn: PooledConnection,
     xid: Option<u64>,
     /// The server's WAL timeline when the transaction ran (see `Connection::timeline`).
@@ -31,6 +38,7 @@ pub struct Tx {
     backend_pid: Option<i32>,
     read_only: bool,
     savepoints: AtomicU32,
+    env: PhantomData<&'env ()>,
 }
 
 /// Why a COMMIT did not succeed.
@@ -47,12 +55,12 @@ pub(crate) enum CommitFailure {
     Unknown { xid: Option<u64>, reason: String },
 }
 
-impl Tx {
+impl<'env> Tx<'env> {
     /// Begins a transaction on `conn`. For read-write transactions the transaction id and
     /// the server process are read in the same round trip as BEGIN, so that a lost COMMIT
     /// reply can be resolved. Behind a transaction-mode pooler the pool's server settings
     /// (statement timeout and the like) are set with `SET LOCAL` in that round trip too.
-    pub async fn begin(conn: PooledConnection, options: &TxOptions) -> Result<Tx, TxError> {
+    pub async fn begin(conn: PooledConnection, options: &TxOptions) -> Result<Tx<'env>, TxError> {
         let mut begin = options.begin_sql();
         let pool = conn.pool();
         let connect = &pool.config().connect;
@@ -114,6 +122,7 @@ impl Tx {
             backend_pid,
             read_only: options.read_only,
             savepoints: AtomicU32::new(0),
+            env: PhantomData,
         })
     }
 
@@ -157,7 +166,7 @@ impl Tx {
     /// returns `Err` (the transaction goes on either way).
     pub async fn savepoint<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: for<'s> FnOnce(&'s Tx) -> BoxFuture<'s, Result<T, E>>,
+        F: for<'s> FnOnce(&'s Tx<'env>) -> BoxFuture<'s, Result<T, E>>,
         E: From<tokio_postgres::Error>,
     {
         let name = format!(
@@ -269,7 +278,7 @@ impl CommitFailure {
     }
 }
 
-impl Deref for Tx {
+impl Deref for Tx<'_> {
     type Target = Client;
 
     fn deref(&self) -> &Client {
@@ -280,11 +289,11 @@ impl Deref for Tx {
 /// `conn.begin(options)` on a pooled connection.
 pub trait BeginExt {
     /// Begins a transaction that takes over the connection.
-    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, TxError>>;
+    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx<'static>, TxError>>;
 }
 
 impl BeginExt for PooledConnection {
-    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx, TxError>> {
+    fn begin(self, options: &TxOptions) -> BoxFuture<'static, Result<Tx<'static>, TxError>> {
         let options = *options;
         Box::pin(async move { Tx::begin(self, &options).await })
     }

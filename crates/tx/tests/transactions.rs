@@ -71,7 +71,7 @@ async fn ledger(url: &str) -> (Vec<(i32, i64)>, i32) {
 }
 
 /// The unit of work of these tests: one row with its key, one bump of the counter.
-async fn insert_and_bump(tx: &holdfast_tx::Tx, key: i32) -> Result<i32, tokio_postgres::Error> {
+async fn insert_and_bump(tx: &holdfast_tx::Tx<'_>, key: i32) -> Result<i32, tokio_postgres::Error> {
     tx.execute("INSERT INTO items (key) VALUES ($1)", &[&key]).await?;
     tx.execute("UPDATE counter SET n = n + 1", &[]).await?;
     Ok(key)
@@ -179,6 +179,40 @@ async fn a_lost_commit_reply_is_resolved_not_retried() {
 async fn a_cut_after_the_reply_is_a_success() {
     let why = "the reply arrived before the cut: nothing to retry";
     ten_through_a_fault("after-reply", Trigger::Commit, Action::CutAfterReply, 10, why).await;
+}
+
+/// The closure borrows the caller's locals (no clone, no `Arc`), and runs again on a cut
+/// connection with the same borrows; the locals are the caller's again afterwards.
+#[tokio::test]
+async fn the_closure_borrows_the_callers_locals() {
+    let s = setup("borrow").await;
+    let keys = vec![3, 5, 8];
+    let runs = AtomicU32::new(0);
+    s.proxy
+        .set(rule(parse("UPDATE"), Action::CutBefore))
+        .expect("faults");
+    let (keys_ref, runs_ref) = (&keys, &runs);
+    let inserted = s
+        .pool
+        .transaction(patient(), move |tx| {
+            runs_ref.fetch_add(1, Ordering::Relaxed);
+            Box::pin(async move {
+                for key in keys_ref {
+                    insert_and_bump(tx, *key).await?;
+                }
+                Ok::<_, tokio_postgres::Error>(keys_ref.len())
+            })
+        })
+        .await
+        .expect("commits");
+    s.proxy.clear();
+    assert_eq!(inserted, keys.len());
+    assert_eq!(
+        runs.into_inner(),
+        2,
+        "cut once, then through, with the same borrows"
+    );
+    assert_exactly_once(&s, &keys).await;
 }
 
 /// Warms one connection, then arms the proxy to drop the next COMMIT's reply and to refuse
