@@ -34,3 +34,8 @@ pub struct TasksReadme;
 #[cfg(doctest)]
 #[doc = include_str!("../../../crates/wire/README.md")]
 pub struct WireReadme;
+
+/// The examples in the doc comments of those crates, collected by `build.rs`.
+#[cfg(doctest)]
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/doc-examples.md"))]
+pub struct DocExamples;

@@ -10,7 +10,8 @@ use crate::{Pool, PooledConnection};
 /// tokio-postgres reads, `Option` for a nullable column); implement it for your own structs:
 ///
 /// ```
-/// use holdfast_pool::FromRow;
+/// use holdfast::FromRow;
+/// use holdfast::tokio_postgres;
 /// struct Note { id: i64, body: String }
 /// impl FromRow for Note {
 ///     fn from_row(row: &tokio_postgres::Row) -> Result<Self, tokio_postgres::Error> {

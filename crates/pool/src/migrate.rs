@@ -51,8 +51,8 @@ pub enum MigrateError {
 /// the table lets one apply each version. Returns the versions applied by this call.
 ///
 /// ```no_run
-/// # async fn example(pool: holdfast_pool::Pool) -> Result<(), holdfast_pool::MigrateError> {
-/// use holdfast_pool::{migrate, Migration};
+/// # async fn example(pool: holdfast::Pool) -> Result<(), holdfast::MigrateError> {
+/// use holdfast::{migrate, Migration};
 /// const MIGRATIONS: &[Migration] = &[
 ///     Migration { version: 1, name: "notes", sql: "CREATE TABLE notes (id bigserial PRIMARY KEY, body text)" },
 ///     Migration { version: 2, name: "notes_at", sql: "ALTER TABLE notes ADD COLUMN at timestamptz DEFAULT now()" },

@@ -32,8 +32,9 @@ pub trait TransactionExt {
     /// `&Tx<'_>`.
     ///
     /// ```no_run
-    /// # async fn example(pool: holdfast_pool::Pool) -> Result<(), holdfast_tx::TxError<tokio_postgres::Error>> {
-    /// use holdfast_tx::{TransactionExt, TxOptions};
+    /// # async fn example(pool: holdfast::Pool) -> Result<(), holdfast::TxError<holdfast::tokio_postgres::Error>> {
+    /// use holdfast::tokio_postgres;
+    /// use holdfast::{TransactionExt, TxOptions};
     /// let id = 7_i64;
     /// let note = String::from("done");
     /// let note = &note; // borrowed, not cloned per attempt

@@ -1,6 +1,4 @@
-// The README's snippets use the facade's paths (`holdfast::...`, what a user has), so they
-// are compiled as doctests in `apps/outside`, which depends on holdfast alone, not here.
-#![cfg_attr(not(doctest), doc = include_str!("../README.md"))]
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
 mod clock;

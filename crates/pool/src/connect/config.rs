@@ -266,14 +266,14 @@ impl ConnectConfig {
     /// it runs on every connect.
     ///
     /// ```no_run
-    /// # use holdfast_pool::{ConnectConfig, Credentials};
+    /// # use holdfast::pool::{ConnectConfig, Credentials};
     /// # fn fetch_token() -> Result<String, std::io::Error> { Ok(String::new()) }
     /// let config = ConnectConfig::from_url("postgres://app@db.example.com/app")?
     ///     .credentials(|| async {
     ///         let token = fetch_token()?; // an IAM auth token, a Vault lease, ...
     ///         Ok(Credentials::password(token))
     ///     });
-    /// # Ok::<(), holdfast_pool::ConfigError>(())
+    /// # Ok::<(), holdfast::ConfigError>(())
     /// ```
     pub fn credentials<F, Fut>(mut self, provider: F) -> Self
     where

@@ -371,13 +371,13 @@ impl PoolConfig {
     /// role or database (`ALTER ROLE ... SET`), or leave `reset_query` unset. Defaults to none.
     ///
     /// ```no_run
-    /// # use holdfast_pool::{ConnectConfig, PoolConfig};
+    /// # use holdfast::pool::{ConnectConfig, PoolConfig};
     /// let config = PoolConfig::new(ConnectConfig::from_url("postgres://app@db/app")?)
     ///     .after_connect(|conn| Box::pin(async move {
     ///         conn.batch_execute("SET search_path TO app, public").await?;
     ///         Ok(())
     ///     }));
-    /// # Ok::<(), holdfast_pool::ConfigError>(())
+    /// # Ok::<(), holdfast::ConfigError>(())
     /// ```
     pub fn after_connect<F>(mut self, hook: F) -> Self
     where

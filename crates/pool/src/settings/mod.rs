@@ -8,7 +8,7 @@
 //! declare theirs the same way.
 //!
 //! ```
-//! use holdfast_pool::settings::{table, Describe};
+//! use holdfast::pool::settings::{table, Describe};
 //! assert_eq!(table::POOL_SIZE.env(), "DB_POOL_SIZE");
 //! assert_eq!(table::POOL_SIZE.default_text(), "5");
 //! ```
