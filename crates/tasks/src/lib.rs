@@ -11,6 +11,7 @@ mod queue;
 mod rescuer;
 mod schema;
 pub mod settings;
+mod sql;
 mod task;
 mod worker;
 mod worker_state;

@@ -1,0 +1,166 @@
+//! The queue's SQL, written once per schema: enqueue, claim, and every later state change
+//! as a compare-and-set on `(id, attempt, lease_token)`.
+
+use std::sync::Arc;
+
+/// Columns of a lease check: the task must still be running under our claim.
+const OURS: &str = "id = $1 AND attempt = $2 AND lease_token = $3 AND state = 'running'";
+/// Columns cleared when a lease ends. The token stays: it tells a worker whose final write
+/// lost its reply that the write landed (a new claim or the rescuer replaces it).
+const NO_LEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = now()";
+
+/// The SQL of one schema, built once.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) enqueue: String,
+    pub(crate) claim: String,
+    /// The claim of one task (what every slot sends), built once.
+    pub(crate) claim_one: Arc<str>,
+    pub(crate) heartbeat: String,
+    pub(crate) succeed: String,
+    pub(crate) fail: String,
+    pub(crate) cancelled: String,
+    pub(crate) release: String,
+    pub(crate) cancel: String,
+    pub(crate) get: String,
+    pub(crate) landed: String,
+    pub(crate) counts: String,
+    pub(crate) active_counts: String,
+    pub(crate) rescue: String,
+    pub(crate) expire: String,
+}
+
+impl Sql {
+    /// The statements of the queue in `s` (a checked schema name).
+    pub(crate) fn new(s: &str) -> Sql {
+        let mut sql = Sql {
+            claim_one: Arc::from(""),
+            enqueue: format!(
+                "WITH inserted AS (
+                    INSERT INTO {s}.tasks (kind, payload, priority, max_attempts, run_at, unique_key)
+                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6)
+                    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait')
+                    DO NOTHING
+                    RETURNING id
+                 )
+                 SELECT id, pg_notify('{s}_tasks', '') FROM inserted"
+            ),
+            // Two index-friendly halves (ready tasks by priority; expired leases with attempts
+            // left), each skipping rows another claimer has locked. The expired half is only
+            // read when the ready half leaves room. The limit is written into the text (one
+            // prepared statement per limit): with `LIMIT $1` the server re-plans the statement
+            // on every call, which costs more than running it.
+            claim: format!(
+                "WITH ready AS (
+                    SELECT id FROM {s}.tasks
+                    WHERE state IN ('available', 'retry_wait') AND run_at <= now() AND kind = ANY($4)
+                    ORDER BY priority DESC, run_at, id
+                    LIMIT __LIMIT__
+                    FOR UPDATE SKIP LOCKED
+                 ), expired AS (
+                    SELECT id FROM {s}.tasks
+                    WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
+                      AND NOT cancel_requested AND kind = ANY($4)
+                    ORDER BY lease_expires_at
+                    LIMIT __LIMIT__
+                    FOR UPDATE SKIP LOCKED
+                 ), next AS (
+                    SELECT id FROM ready UNION ALL SELECT id FROM expired LIMIT __LIMIT__
+                 )
+                 UPDATE {s}.tasks t
+                 SET state = 'running', attempt = t.attempt + 1, lease_owner = $1, lease_token = $2,
+                     lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(),
+                     started_at = coalesce(t.started_at, now()), updated_at = now()
+                 FROM next WHERE t.id = next.id
+                 RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts"
+            ),
+            heartbeat: format!(
+                "UPDATE {s}.tasks
+                 SET heartbeat_at = now(), lease_expires_at = now() + $4 * interval '1 millisecond',
+                     progress_percent = coalesce($5, progress_percent),
+                     progress_message = coalesce($6, progress_message), updated_at = now()
+                 WHERE {OURS}
+                 RETURNING cancel_requested"
+            ),
+            succeed: format!(
+                "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100, {NO_LEASE}
+                 WHERE {OURS}"
+            ),
+            fail: format!(
+                "UPDATE {s}.tasks SET state = CASE WHEN $5 OR attempt >= max_attempts THEN 'failed' ELSE 'retry_wait' END::{s}.task_state,
+                     finished_at = CASE WHEN $5 OR attempt >= max_attempts THEN now() END,
+                     run_at = now() + $6 * interval '1 millisecond',
+                     last_error = $4, {NO_LEASE}
+                 WHERE {OURS}
+                 RETURNING state::text"
+            ),
+            cancelled: format!(
+                "UPDATE {s}.tasks SET state = 'cancelled', finished_at = now(), {NO_LEASE} WHERE {OURS}"
+            ),
+            release: format!(
+                "UPDATE {s}.tasks SET state = 'available', attempt = attempt - 1, run_at = now(), {NO_LEASE}
+                 WHERE {OURS}"
+            ),
+            cancel: format!(
+                "UPDATE {s}.tasks
+                 SET cancel_requested = true,
+                     state = CASE WHEN state IN ('available', 'retry_wait') THEN 'cancelled' ELSE state END::{s}.task_state,
+                     finished_at = CASE WHEN state IN ('available', 'retry_wait') THEN now() ELSE finished_at END,
+                     updated_at = now()
+                 WHERE id = $1 AND state IN ('available', 'retry_wait', 'running')
+                 RETURNING id"
+            ),
+            get: format!(
+                "SELECT id, kind, payload, state::text, attempt, max_attempts, lease_owner, progress_percent,
+                        progress_message, last_error, cancel_requested
+                 FROM {s}.tasks WHERE id = $1"
+            ),
+            landed: format!("SELECT 1 FROM {s}.tasks WHERE id = $1 AND lease_token = $2 AND state <> 'running'"),
+            counts: format!("SELECT state::text, count(*) FROM {s}.tasks GROUP BY state"),
+            // Only the states that come and go, each read through its partial index: cheap
+            // however many finished rows the table holds.
+            // (Scalar subqueries rather than a UNION: the planner would run the union's
+            // branches in parallel workers, whose start costs more than the counts.)
+            active_counts: format!(
+                "SELECT (SELECT count(*) FROM {s}.tasks WHERE state = 'available'),
+                        (SELECT count(*) FROM {s}.tasks WHERE state = 'retry_wait'),
+                        (SELECT count(*) FROM {s}.tasks WHERE state = 'running')"
+            ),
+            // A page of finished tasks past their retention, deleted under a lock one
+            // deleter at a time holds (taken for this statement's transaction only).
+            expire: format!(
+                "WITH lock AS (
+                    SELECT pg_try_advisory_xact_lock(hashtext('holdfast_tasks_retention'), hashtext('{s}')) AS held
+                 ), doomed AS (
+                    SELECT t.id FROM {s}.tasks t, lock
+                    WHERE lock.held AND t.state = $1::text::{s}.task_state
+                      AND t.finished_at < now() - $2 * interval '1 second'
+                    ORDER BY t.finished_at
+                    LIMIT $3
+                    FOR UPDATE OF t SKIP LOCKED
+                 )
+                 DELETE FROM {s}.tasks t USING doomed WHERE t.id = doomed.id"
+            ),
+            rescue: format!(
+                "WITH expired AS (
+                    SELECT id FROM {s}.tasks
+                    WHERE state = 'running' AND lease_expires_at < now()
+                    ORDER BY lease_expires_at
+                    LIMIT $1
+                    FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE {s}.tasks t
+                 SET state = CASE WHEN t.cancel_requested THEN 'cancelled'
+                                  WHEN t.attempt >= t.max_attempts THEN 'failed'
+                                  ELSE 'available' END::{s}.task_state,
+                     finished_at = CASE WHEN t.cancel_requested OR t.attempt >= t.max_attempts THEN now() END,
+                     last_error = 'lease expired: worker ' || coalesce(t.lease_owner, '?') || ' stopped heartbeating',
+                     run_at = now(), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+                 FROM expired WHERE t.id = expired.id
+                 RETURNING t.state::text"
+            ),
+        };
+        sql.claim_one = sql.claim.replace("__LIMIT__", "1").into();
+        sql
+    }
+}
