@@ -90,13 +90,7 @@ impl Queue {
     /// task with the same unique key is already active. Workers listening are woken when
     /// the enclosing transaction commits.
     pub async fn enqueue(&self, client: &Client, task: &NewTask) -> Result<Option<TaskId>, TaskError> {
-        if task.max_attempts < 1 {
-            return Err(TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
-                setting: "max_attempts".into(),
-                value: task.max_attempts.to_string(),
-                accepted: "1 or more".into(),
-            }));
-        }
+        check_attempts(task)?;
         let rows = client
             .query_typed(
                 &self.sql.enqueue,
@@ -111,6 +105,42 @@ impl Queue {
             )
             .await?;
         Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    /// Enqueues many tasks in one statement (and one notification): the answer, in the
+    /// order of `tasks`, is each one's id, or `None` where a task with the same unique key
+    /// was already active (or came earlier in `tasks`). Like [`enqueue`](Self::enqueue),
+    /// through a connection or inside a transaction. Nothing is enqueued when one of them is
+    /// invalid.
+    pub async fn enqueue_many(
+        &self,
+        client: &Client,
+        tasks: &[NewTask],
+    ) -> Result<Vec<Option<TaskId>>, TaskError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        tasks.iter().try_for_each(check_attempts)?;
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
+        let payloads: Vec<&serde_json::Value> = tasks.iter().map(|t| &t.payload).collect();
+        let priorities: Vec<i16> = tasks.iter().map(|t| t.priority).collect();
+        let attempts: Vec<i32> = tasks.iter().map(|t| t.max_attempts).collect();
+        let run_at: Vec<Option<std::time::SystemTime>> = tasks.iter().map(|t| t.run_at).collect();
+        let keys: Vec<Option<&str>> = tasks.iter().map(|t| t.unique_key.as_deref()).collect();
+        let rows = client
+            .query_typed(
+                &self.sql.enqueue_many,
+                &[
+                    (&kinds, Type::TEXT_ARRAY),
+                    (&payloads, Type::JSONB_ARRAY),
+                    (&priorities, Type::INT2_ARRAY),
+                    (&attempts, Type::INT4_ARRAY),
+                    (&run_at, Type::TIMESTAMPTZ_ARRAY),
+                    (&keys, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Cancels a task: one waiting is cancelled at once; one running stops at its next
@@ -342,6 +372,18 @@ pub(crate) enum Finish {
     Cancelled,
     /// Given back on shutdown, without counting the attempt.
     Released,
+}
+
+/// A task must be allowed at least one attempt.
+fn check_attempts(task: &NewTask) -> Result<(), TaskError> {
+    if task.max_attempts >= 1 {
+        return Ok(());
+    }
+    Err(TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
+        setting: "max_attempts".into(),
+        value: task.max_attempts.to_string(),
+        accepted: "1 or more".into(),
+    }))
 }
 
 fn millis(d: Duration) -> f64 {

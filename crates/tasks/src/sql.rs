@@ -13,6 +13,7 @@ const NO_LEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at 
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) enqueue: String,
+    pub(crate) enqueue_many: String,
     pub(crate) claim: String,
     /// The claim of one task (what every slot sends), built once.
     pub(crate) claim_one: Arc<str>,
@@ -44,6 +45,26 @@ impl Sql {
                     RETURNING id
                  )
                  SELECT id, pg_notify('{s}_tasks', '') FROM inserted"
+            ),
+            // Many tasks in one statement: ids drawn first, so that each input row's id is
+            // known whatever the insert skips (a unique key already active); one
+            // notification, evaluated once, when anything was inserted.
+            enqueue_many: format!(
+                "WITH input AS (
+                    SELECT nextval(pg_get_serial_sequence('{s}.tasks', 'id')) AS id, i.*
+                    FROM unnest($1::text[], $2::jsonb[], $3::int2[], $4::int4[], $5::timestamptz[], $6::text[])
+                         WITH ORDINALITY AS i(kind, payload, priority, max_attempts, run_at, unique_key, ord)
+                 ), inserted AS (
+                    INSERT INTO {s}.tasks (id, kind, payload, priority, max_attempts, run_at, unique_key)
+                    SELECT id, kind, payload, priority, max_attempts, coalesce(run_at, now()), unique_key
+                    FROM input ORDER BY ord
+                    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait')
+                    DO NOTHING
+                    RETURNING id
+                 )
+                 SELECT inserted.id,
+                        (SELECT pg_notify('{s}_tasks', '') WHERE EXISTS (SELECT 1 FROM inserted))
+                 FROM input LEFT JOIN inserted USING (id) ORDER BY input.ord"
             ),
             // Two index-friendly halves (ready tasks by priority; expired leases with attempts
             // left), each skipping rows another claimer has locked. The expired half is only

@@ -1,6 +1,7 @@
 //! One module per subcommand, named after it.
 
 pub mod api;
+pub mod enqueue;
 pub mod pooler;
 pub mod pools;
 pub mod proxy;
