@@ -22,7 +22,8 @@ const INT4: u32 = 23;
 const TEXT_ARRAY: u32 = 1009;
 /// The kinds the claim asks for: the bench's tasks are all `noop`.
 const KINDS: &str = "{noop}";
-const FLOAT8: u32 = 701;
+/// The claim's leases, one per kind (float8[]).
+const FLOAT8_ARRAY: u32 = 1022;
 
 /// One connection, its statements prepared as "claim" and "succeed".
 pub struct Lean {
@@ -38,7 +39,6 @@ enum Param<'a> {
     Literal(&'a str),
     Int8(i64),
     Int4(i32),
-    Float8(f64),
 }
 
 impl Lean {
@@ -55,7 +55,12 @@ impl Lean {
         frontend::startup_message([("user", "postgres"), ("database", "postgres")], &mut lean.out)?;
         lean.flush().await?;
         lean.until_ready(|_| Ok(())).await?;
-        frontend::parse("claim", claim, [TEXT, INT8, FLOAT8, TEXT_ARRAY], &mut lean.out)?;
+        frontend::parse(
+            "claim",
+            claim,
+            [TEXT, INT8, FLOAT8_ARRAY, TEXT_ARRAY],
+            &mut lean.out,
+        )?;
         frontend::parse("succeed", succeed, [INT8, INT4, INT8], &mut lean.out)?;
         frontend::sync(&mut lean.out);
         lean.flush().await?;
@@ -84,7 +89,7 @@ impl Lean {
             &[
                 Param::Text(owner),
                 Param::Int8(token),
-                Param::Float8(lease_ms),
+                Param::Literal(&format!("{{{lease_ms}}}")),
                 Param::Literal(KINDS),
             ],
         )?;
@@ -142,7 +147,6 @@ impl Lean {
                     Param::Text(s) | Param::Literal(s) => buf.put_slice(s.as_bytes()),
                     Param::Int8(v) => buf.put_i64(*v),
                     Param::Int4(v) => buf.put_i32(*v),
-                    Param::Float8(v) => buf.put_f64(*v),
                 }
                 Ok(IsNull::No)
             },

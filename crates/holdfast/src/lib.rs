@@ -17,7 +17,7 @@ pub use holdfast_pool::{
     PooledConnection,
 };
 pub use holdfast_tasks::{
-    NewTask, Queue, TaskContext, TaskError, TaskFailure, Worker, WorkerConfig, WorkerPools,
+    KindOptions, NewTask, Queue, TaskContext, TaskError, TaskFailure, Worker, WorkerConfig, WorkerPools,
 };
 pub use holdfast_tx::{RetryPolicy, TransactionExt, Tx, TxError, TxOptions};
 

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use holdfast_pool::Pool;
 use serde_json::Value;
@@ -69,30 +70,66 @@ impl TaskContext {
     }
 }
 
-/// Why a task attempt failed.
+/// Why a task attempt failed, or that it asked to wait ([`snooze`](TaskFailure::snooze)).
+///
+/// Made with its constructors: [`retry`](TaskFailure::retry),
+/// [`permanent`](TaskFailure::permanent), [`snooze`](TaskFailure::snooze), and the `From`
+/// conversions of database, pool and transaction errors (so `?` works in a body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskFailure {
     /// Kept as the task's last error.
     pub message: String,
     /// When false, the task is failed at once instead of retried.
     pub retryable: bool,
+    /// When set, the next attempt waits this long instead of the worker's backoff.
+    pub retry_after: Option<Duration>,
+    /// A snooze: not a failure, the attempt is not counted.
+    snooze: bool,
 }
 
 impl TaskFailure {
-    /// A failure worth another attempt (after backoff).
+    /// A failure worth another attempt (after the worker's backoff).
     pub fn retry(message: impl fmt::Display) -> TaskFailure {
         TaskFailure {
             message: message.to_string(),
             retryable: true,
+            retry_after: None,
+            snooze: false,
+        }
+    }
+
+    /// A failure worth another attempt after `delay` (a rate limit's `Retry-After`, say)
+    /// rather than after the backoff.
+    pub fn retry_after(message: impl fmt::Display, delay: Duration) -> TaskFailure {
+        TaskFailure {
+            retry_after: Some(delay),
+            ..TaskFailure::retry(message)
         }
     }
 
     /// A failure no retry will fix.
     pub fn permanent(message: impl fmt::Display) -> TaskFailure {
         TaskFailure {
-            message: message.to_string(),
             retryable: false,
+            ..TaskFailure::retry(message)
         }
+    }
+
+    /// Not a failure: run the task again in `delay`, without counting this attempt (what
+    /// waits for something outside, such as an upload still in progress, returns this).
+    /// The task keeps its last error, if it had one.
+    pub fn snooze(delay: Duration) -> TaskFailure {
+        TaskFailure {
+            message: format!("snoozed for {delay:?}"),
+            retryable: true,
+            retry_after: Some(delay),
+            snooze: true,
+        }
+    }
+
+    /// True for a [`snooze`](TaskFailure::snooze).
+    pub fn is_snooze(&self) -> bool {
+        self.snooze
     }
 }
 
@@ -101,7 +138,7 @@ impl From<tokio_postgres::Error> for TaskFailure {
     fn from(e: tokio_postgres::Error) -> Self {
         TaskFailure {
             retryable: holdfast_tx::is_retryable(&e),
-            message: holdfast_pool::pg_error_text(&e),
+            ..TaskFailure::retry(holdfast_pool::pg_error_text(&e))
         }
     }
 }
@@ -114,7 +151,7 @@ impl From<holdfast_pool::PoolError> for TaskFailure {
                 holdfast_pool::PoolError::Database(pg) => holdfast_tx::is_retryable(pg),
                 _ => true,
             },
-            message: e.to_string(),
+            ..TaskFailure::retry(e)
         }
     }
 }
@@ -127,7 +164,7 @@ impl<E: holdfast_tx::ClassifyError + 'static> From<holdfast_tx::TxError<E>> for 
         let unknown = matches!(e, holdfast_tx::TxError::CommitOutcomeUnknown { .. });
         TaskFailure {
             retryable: unknown || e.is_retryable(),
-            message: e.to_string(),
+            ..TaskFailure::retry(e)
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::config::WorkerConfig;
 use crate::context::{Link, TaskContext, TaskFailure};
 use crate::error::TaskError;
 use crate::queue::{Finish, Lease};
@@ -46,7 +47,7 @@ pub(crate) async fn run(
     handler: Option<Handler>,
     hard_stop: &mut watch::Receiver<bool>,
 ) -> Option<Pending> {
-    let config = &shared.config;
+    let config = shared.config_for(&task.kind);
     // Conservative: the server's expiry is its own now() + lease, taken after this.
     let mut lease_until = Instant::now() + config.lease;
     let Some(handler) = handler else {
@@ -122,8 +123,13 @@ pub(crate) async fn run(
     shared.metrics.run_seconds.record(started.elapsed().as_secs_f64());
     let outcome = match end {
         End::Done(Ok(())) => Finish::Succeeded,
+        End::Done(Err(failure)) if failure.is_snooze() => Finish::Snoozed {
+            delay: failure.retry_after.unwrap_or_default(),
+        },
         End::Done(Err(failure)) => Finish::Failed {
-            retry_in: retry_delay(&shared, task.attempt),
+            retry_in: failure
+                .retry_after
+                .unwrap_or_else(|| retry_delay(config, task.attempt)),
             permanent: !failure.retryable,
             error: failure.message,
         },
@@ -135,7 +141,7 @@ pub(crate) async fn run(
                 "the task ran longer than run_timeout: stopped, and failed to be retried"
             );
             Finish::Failed {
-                retry_in: retry_delay(&shared, task.attempt),
+                retry_in: retry_delay(config, task.attempt),
                 permanent: false,
                 error: format!("ran longer than run_timeout ({limit:?}): stopped"),
             }
@@ -169,7 +175,7 @@ pub(crate) async fn write(shared: &Shared, pending: Pending) {
 /// write does not land at once it goes through [`finish`]'s retries; a claim that fails is
 /// simply made again by the slot.
 pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending) -> Option<Claimed> {
-    let config = &shared.config;
+    let config = shared.config_for(&pending.task.kind);
     let Pending {
         task,
         outcome,
@@ -181,7 +187,7 @@ pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending) -> Option
             shared.queue.finish(&conn, &task, &outcome),
             shared
                 .queue
-                .claim(&conn, &config.owner, &shared.kinds, config.lease, 1)
+                .claim(&conn, &config.owner, &shared.kinds, &shared.leases_ms, 1)
         );
         Ok::<_, TaskError>((written, claimed))
     };
@@ -216,14 +222,13 @@ async fn heartbeat(
     let conn = shared.control.get().await?;
     Ok(shared
         .queue
-        .heartbeat(&conn, task, shared.config.lease, progress)
+        .heartbeat(&conn, task, shared.config_for(&task.kind).lease, progress)
         .await?)
 }
 
 /// The delay before attempt `attempt + 1`: doubling from `retry_base`, with full jitter
 /// over its upper half, at most `retry_max`.
-fn retry_delay(shared: &Shared, attempt: i32) -> Duration {
-    let c = &shared.config;
+fn retry_delay(c: &WorkerConfig, attempt: i32) -> Duration {
     let doublings = attempt.saturating_sub(1).clamp(0, 20) as u32;
     let bound = c.retry_base.saturating_mul(1u32 << doublings).min(c.retry_max);
     bound.mul_f64(0.5 + fastrand::f64() * 0.5)
@@ -301,6 +306,7 @@ fn record(shared: &Shared, task: &Claimed, outcome: &Finish) {
         Finish::Failed { .. } => m.retried.increment(1),
         Finish::Cancelled => m.cancelled.increment(1),
         Finish::Released => m.released.increment(1),
+        Finish::Snoozed { .. } => m.snoozed.increment(1),
     }
     tracing::debug!(task = task.id, attempt = task.attempt, outcome = ?outcome_name(outcome), "task attempt finished");
 }
@@ -311,5 +317,6 @@ fn outcome_name(outcome: &Finish) -> &'static str {
         Finish::Failed { .. } => "failed",
         Finish::Cancelled => "cancelled",
         Finish::Released => "released",
+        Finish::Snoozed { .. } => "snoozed",
     }
 }

@@ -57,7 +57,8 @@ impl Queue {
     }
 
     /// The text of the claim statement for up to `limit` tasks, as workers run it (parameters:
-    /// `$1` owner, `$2` lease token, `$3` lease in milliseconds, `$4` the kinds, text[]). Not part of the API: for
+    /// `$1` owner, `$2` lease token, `$3` each kind's lease in milliseconds, float8[], `$4`
+    /// the kinds, text[]). Not part of the API: for
     /// holdfast-bench, which runs the same statements on other clients.
     #[doc(hidden)]
     pub fn claim_sql(&self, limit: i64) -> String {
@@ -187,13 +188,13 @@ impl Queue {
     }
 
     /// Claims up to `limit` ready tasks (and expired leases with attempts left) of `kinds`
-    /// for `owner`.
+    /// for `owner`, each leased for its kind's lease (`leases_ms`, in the order of `kinds`).
     pub(crate) async fn claim(
         &self,
         conn: &PooledConnection,
         owner: &str,
         kinds: &[String],
-        lease: Duration,
+        leases_ms: &[f64],
         limit: i64,
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
         let token = fastrand::i64(1..i64::MAX);
@@ -210,7 +211,7 @@ impl Queue {
                 &[
                     (&owner, Type::TEXT),
                     (&token, Type::INT8),
-                    (&millis(lease), Type::FLOAT8),
+                    (&leases_ms, Type::FLOAT8_ARRAY),
                     (&kinds, Type::TEXT_ARRAY),
                 ],
             )
@@ -276,6 +277,11 @@ impl Queue {
             Finish::Succeeded => conn.execute_typed_cached(&self.sql.succeed, &key).await?,
             Finish::Cancelled => conn.execute_typed_cached(&self.sql.cancelled, &key).await?,
             Finish::Released => conn.execute_typed_cached(&self.sql.release, &key).await?,
+            Finish::Snoozed { delay } => {
+                let [id, attempt, token] = key;
+                let params = [id, attempt, token, (&millis(*delay), Type::FLOAT8)];
+                conn.execute_typed_cached(&self.sql.snooze, &params).await?
+            }
             Finish::Failed {
                 error,
                 permanent,
@@ -372,6 +378,10 @@ pub(crate) enum Finish {
     Cancelled,
     /// Given back on shutdown, without counting the attempt.
     Released,
+    /// Asked to wait, without counting the attempt.
+    Snoozed {
+        delay: Duration,
+    },
 }
 
 /// A task must be allowed at least one attempt.

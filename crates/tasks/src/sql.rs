@@ -22,6 +22,7 @@ pub(crate) struct Sql {
     pub(crate) fail: String,
     pub(crate) cancelled: String,
     pub(crate) release: String,
+    pub(crate) snooze: String,
     pub(crate) cancel: String,
     pub(crate) get: String,
     pub(crate) landed: String,
@@ -90,7 +91,9 @@ impl Sql {
                  )
                  UPDATE {s}.tasks t
                  SET state = 'running', attempt = t.attempt + 1, lease_owner = $1, lease_token = $2,
-                     lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(),
+                     lease_expires_at = now() + (SELECT u.ms FROM unnest($4::text[], $3::float8[]) AS u(kind, ms)
+                                                 WHERE u.kind = t.kind) * interval '1 millisecond',
+                     heartbeat_at = now(),
                      started_at = coalesce(t.started_at, now()), updated_at = now()
                  FROM next WHERE t.id = next.id
                  RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts"
@@ -120,6 +123,13 @@ impl Sql {
             ),
             release: format!(
                 "UPDATE {s}.tasks SET state = 'available', attempt = attempt - 1, run_at = now(), {NO_LEASE}
+                 WHERE {OURS}"
+            ),
+            // Waits `$4` ms without counting the attempt; the next claim makes the same
+            // attempt number with a new token, so the fencing holds.
+            snooze: format!(
+                "UPDATE {s}.tasks SET state = 'retry_wait', attempt = attempt - 1,
+                     run_at = now() + $4 * interval '1 millisecond', {NO_LEASE}
                  WHERE {OURS}"
             ),
             cancel: format!(

@@ -15,6 +15,7 @@ use crate::config::{listen_on, Listen, WorkerConfig};
 use crate::context::{TaskContext, TaskFailure};
 use crate::error::TaskError;
 use crate::execution;
+use crate::kind::KindOptions;
 use crate::listener::{self, Wake};
 use crate::metrics::TaskMetrics;
 use crate::queue::{Finish, Queue};
@@ -39,6 +40,7 @@ pub struct Worker {
     pools: WorkerPools,
     config: WorkerConfig,
     handlers: HashMap<String, Handler>,
+    options: HashMap<String, KindOptions>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -59,6 +61,7 @@ impl Worker {
             pools,
             config,
             handlers: HashMap::new(),
+            options: HashMap::new(),
         }
     }
 
@@ -68,24 +71,44 @@ impl Worker {
         F: Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync + 'static,
     {
         self.handlers.insert(kind.to_string(), Arc::new(body));
+        self.options.remove(kind);
         self
+    }
+
+    /// Registers the body of tasks of `kind`, run with settings of their own (lease, run
+    /// timeout, retry policy) where `options` sets them.
+    pub fn handle_with<F>(self, kind: &str, options: KindOptions, body: F) -> Self
+    where
+        F: Fn(TaskContext) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync + 'static,
+    {
+        let mut worker = self.handle(kind, body);
+        worker.options.insert(kind.to_string(), options);
+        worker
     }
 
     /// Starts the worker on the current tokio runtime; refuses a configuration that does
     /// not pass [`WorkerConfig::validate`].
     pub fn spawn(self) -> Result<WorkerHandle, TaskError> {
         self.config.validate()?;
+        let mut by_kind = HashMap::new();
+        for (kind, options) in &self.options {
+            by_kind.insert(kind.clone(), options.apply(kind, &self.config)?);
+        }
+        let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
+        kinds.sort_unstable();
+        let leases_ms = kinds
+            .iter()
+            .map(|k| by_kind.get(k).unwrap_or(&self.config).lease.as_secs_f64() * 1000.0)
+            .collect();
         let shared = Arc::new(Shared {
             metrics: TaskMetrics::new(self.queue.schema()),
             queue: self.queue,
             control: self.pools.control,
             work: self.pools.work,
             config: self.config,
-            kinds: {
-                let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
-                kinds.sort_unstable();
-                kinds
-            },
+            kinds,
+            leases_ms,
+            by_kind,
             hard_stop: watch::channel(false).0,
         });
         let (stop_claiming, claiming) = watch::channel(false);
@@ -200,7 +223,7 @@ async fn slot(
         if *stopping.borrow() {
             if let Some(task) = next.take() {
                 // Claimed but not started: given back without counting the attempt.
-                let lease_until = Instant::now() + config.lease;
+                let lease_until = Instant::now() + shared.config_for(&task.kind).lease;
                 execution::finish(&shared, &task, Finish::Released, lease_until).await;
             }
             return;
@@ -265,7 +288,13 @@ async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>
         let conn = shared.control.get().await?;
         let claimed = shared
             .queue
-            .claim(&conn, &config.owner, &shared.kinds, config.lease, free as i64)
+            .claim(
+                &conn,
+                &config.owner,
+                &shared.kinds,
+                &shared.leases_ms,
+                free as i64,
+            )
             .await?;
         Ok(claimed)
     };

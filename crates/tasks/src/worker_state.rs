@@ -1,6 +1,7 @@
 //! What a running worker shares between its slots, its background loops and the task
 //! bodies it runs.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
@@ -28,8 +29,19 @@ pub(crate) struct Shared {
     /// The kinds this worker has handlers for: the only ones it claims, so that a task of a
     /// kind added by a newer deploy waits for a worker that knows it.
     pub(crate) kinds: Vec<String>,
+    /// The lease of each of `kinds`, in milliseconds, in the same order (the claim sets it).
+    pub(crate) leases_ms: Vec<f64>,
+    /// The configuration of the kinds given their own settings (`Worker::handle_with`).
+    pub(crate) by_kind: HashMap<String, WorkerConfig>,
     pub(crate) metrics: TaskMetrics,
     /// Set on shutdown: running tasks' contexts see it; past the grace period their futures
     /// are dropped and leases released.
     pub(crate) hard_stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// How tasks of `kind` run: their own settings, or the worker's.
+    pub(crate) fn config_for(&self, kind: &str) -> &WorkerConfig {
+        self.by_kind.get(kind).unwrap_or(&self.config)
+    }
 }
