@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use holdfast_pool::Pool;
 use serde_json::Value;
+use tokio_postgres::Client;
 
+use crate::error::TaskError;
+use crate::queue::Queue;
 use crate::task::TaskId;
 
 /// Handed to a task body.
@@ -26,6 +29,8 @@ pub struct TaskContext {
     pub max_attempts: i32,
     /// The pool for the task's own database work (not the control plane's).
     pub pool: Pool,
+    pub(crate) token: i64,
+    pub(crate) queue: Queue,
     pub(crate) link: Arc<Link>,
 }
 
@@ -59,6 +64,52 @@ impl TaskContext {
     /// also drops the task's future at that point; this is for work done outside it.
     pub fn should_stop(&self) -> bool {
         self.link.stop.load(Ordering::Acquire)
+    }
+
+    /// This attempt's lease token: random, new at every claim. With the task id and the
+    /// attempt it names this attempt alone, so a system outside the database can use it as
+    /// a fencing key (refuse a write that carries an older token than one it has seen).
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// Marks the task succeeded through `client`: call it inside the transaction that makes
+    /// the task's effects (`ctx.complete_in(tx)`), and the effects and the task's end commit
+    /// together. A worker that dies right after that COMMIT leaves nothing to run again, and
+    /// a COMMIT whose reply was lost is resolved by the transaction like any other.
+    ///
+    /// The write is checked against this attempt's `(id, attempt, token)`: when the lease was
+    /// lost meanwhile (another worker has the task), it matches nothing and this returns
+    /// [`TaskError::LeaseLost`], so that the transaction rolls back instead of doing the
+    /// work a second time. The worker sees the task finished and writes nothing more.
+    ///
+    /// ```no_run
+    /// # async fn body(ctx: holdfast::TaskContext) -> Result<(), holdfast::TaskFailure> {
+    /// use holdfast::{BoxError, TransactionExt, TxOptions};
+    /// let ctx = &ctx;
+    /// ctx.pool
+    ///     .transaction(TxOptions::new(), move |tx| {
+    ///         Box::pin(async move {
+    ///             tx.execute("INSERT INTO shipments (order_id) VALUES (7)", &[]).await?;
+    ///             ctx.complete_in(tx).await?;
+    ///             Ok::<_, BoxError>(())
+    ///         })
+    ///     })
+    ///     .await
+    ///     .map_err(TaskFailure::retry)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn complete_in(&self, client: &Client) -> Result<(), TaskError> {
+        if self
+            .queue
+            .complete(client, self.id, self.attempt, self.token)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(TaskError::LeaseLost { id: self.id })
+        }
     }
 
     pub(crate) fn take_progress(&self) -> Option<(f32, String)> {

@@ -26,6 +26,13 @@ pub enum TaskError {
         /// How long it waited.
         after: std::time::Duration,
     },
+    /// This attempt no longer holds the task (its lease expired and another worker or the
+    /// rescuer took it, or it was finished): nothing was written.
+    #[error("task {id}: this attempt no longer holds the task's lease; nothing was written")]
+    LeaseLost {
+        /// The task.
+        id: crate::TaskId,
+    },
     /// A state change inside a transaction failed.
     #[error("task state change failed: {0}")]
     Transaction(holdfast_tx::TxError<tokio_postgres::Error>),
@@ -54,7 +61,9 @@ impl holdfast_tx::ClassifyError for TaskError {
             TaskError::Pool(e) => holdfast_tx::ClassifyError::error_class(e),
             TaskError::Transaction(e) => holdfast_tx::ClassifyError::error_class(e),
             TaskError::TimedOut { .. } => holdfast_tx::ErrorClass::Disconnected,
-            TaskError::InvalidSchema(_) | TaskError::Config(_) => holdfast_tx::ErrorClass::Permanent,
+            TaskError::InvalidSchema(_) | TaskError::Config(_) | TaskError::LeaseLost { .. } => {
+                holdfast_tx::ErrorClass::Permanent
+            }
         }
     }
 }

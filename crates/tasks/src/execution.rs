@@ -72,6 +72,8 @@ pub(crate) async fn run(
         attempt: task.attempt,
         max_attempts: task.max_attempts,
         pool: shared.work.clone(),
+        token: task.token,
+        queue: shared.queue.clone(),
         link: Arc::clone(&link),
     };
     let started = Instant::now();

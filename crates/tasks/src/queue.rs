@@ -302,6 +302,24 @@ impl Queue {
         Ok(rows == 1)
     }
 
+    /// The success of attempt `(id, attempt, token)`, written through `client` (a body's
+    /// transaction); false when that attempt no longer holds the task.
+    pub(crate) async fn complete(
+        &self,
+        client: &Client,
+        id: TaskId,
+        attempt: i32,
+        token: i64,
+    ) -> Result<bool, tokio_postgres::Error> {
+        let rows = client
+            .execute_typed(
+                &self.sql.succeed,
+                &[(&id, Type::INT8), (&attempt, Type::INT4), (&token, Type::INT8)],
+            )
+            .await?;
+        Ok(rows == 1)
+    }
+
     /// True when the final write of this claim is in the table (its token is there and the
     /// task is no longer running): used after a final write whose reply was lost.
     pub(crate) async fn landed(
