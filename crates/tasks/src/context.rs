@@ -85,7 +85,7 @@ impl TaskContext {
     ///
     /// ```no_run
     /// # async fn body(ctx: holdfast::TaskContext) -> Result<(), holdfast::TaskFailure> {
-    /// use holdfast::{BoxError, TransactionExt, TxOptions};
+    /// use holdfast::{BoxError, TaskFailure, TransactionExt, TxOptions};
     /// let ctx = &ctx;
     /// ctx.pool
     ///     .transaction(TxOptions::new(), move |tx| {

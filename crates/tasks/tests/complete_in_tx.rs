@@ -169,7 +169,7 @@ async fn an_attempt_that_lost_its_lease_cannot_complete_the_task() {
         .expect("enqueue")
         .expect("id");
     let (held, mut running) = mpsc::unbounded_channel();
-    let (go, mut proceed) = mpsc::unbounded_channel::<()>();
+    let (go, proceed) = mpsc::unbounded_channel::<()>();
     let proceed = Arc::new(tokio::sync::Mutex::new(Some(proceed)));
     let result = Arc::new(std::sync::Mutex::new(None));
     let r = Arc::clone(&result);
