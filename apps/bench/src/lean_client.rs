@@ -98,7 +98,8 @@ impl Lean {
             let mut updated = false;
             self.until_ready(|m| {
                 if let Message::CommandComplete(body) = m {
-                    updated = body.tag()? == "UPDATE 1";
+                    // The final write ends with its history row: `INSERT 0 1` when it landed.
+                    updated = body.tag()? == "INSERT 0 1";
                 }
                 Ok(())
             })

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+mod admin;
 mod config;
 mod context;
 mod error;
@@ -17,6 +18,7 @@ mod task;
 mod worker;
 mod worker_state;
 
+pub use admin::{KindStats, TaskFilter};
 pub use config::{Listen, WorkerConfig};
 pub use context::{TaskContext, TaskFailure};
 pub use error::TaskError;
@@ -24,6 +26,6 @@ pub use kind::KindOptions;
 pub use queue::Queue;
 pub use rescuer::Rescuer;
 pub use settings::SETTINGS;
-pub use task::{NewTask, TaskId, TaskRecord, TaskState};
+pub use task::{AttemptRecord, NewTask, TaskId, TaskRecord, TaskState};
 pub use worker::{Worker, WorkerHandle, WorkerPools};
 pub use worker_state::Handler;

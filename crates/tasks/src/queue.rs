@@ -26,7 +26,7 @@ pub(crate) enum Lease {
 /// A task queue in one schema. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Queue {
-    schema: Arc<str>,
+    pub(crate) schema: Arc<str>,
     sql: Arc<Sql>,
 }
 
@@ -159,20 +159,7 @@ impl Queue {
         let Some(r) = rows.first() else {
             return Ok(None);
         };
-        let state: String = r.get(3);
-        Ok(Some(TaskRecord {
-            id: r.get(0),
-            kind: r.get(1),
-            payload: r.get(2),
-            state: state.parse().unwrap_or(TaskState::Failed),
-            attempt: r.get(4),
-            max_attempts: r.get(5),
-            lease_owner: r.get(6),
-            progress_percent: r.get(7),
-            progress_message: r.get(8),
-            last_error: r.get(9),
-            cancel_requested: r.get(10),
-        }))
+        Ok(Some(record(r)))
     }
 
     /// Tasks by state.
@@ -296,7 +283,7 @@ impl Queue {
                     (permanent, Type::BOOL),
                     (&millis(*retry_in), Type::FLOAT8),
                 ];
-                conn.query_typed_cached(&self.sql.fail, &params).await?.len() as u64
+                conn.execute_typed_cached(&self.sql.fail, &params).await?
             }
         };
         Ok(rows == 1)
@@ -361,15 +348,17 @@ impl Queue {
         age: Duration,
         page: i64,
     ) -> Result<u64, tokio_postgres::Error> {
-        conn.execute_typed_cached(
-            &self.sql.expire,
-            &[
-                (&state.as_str(), Type::TEXT),
-                (&age.as_secs_f64(), Type::FLOAT8),
-                (&page, Type::INT8),
-            ],
-        )
-        .await
+        let rows = conn
+            .query_typed_cached(
+                &self.sql.expire,
+                &[
+                    (&state.as_str(), Type::TEXT),
+                    (&age.as_secs_f64(), Type::FLOAT8),
+                    (&page, Type::INT8),
+                ],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
     }
 
     pub(crate) async fn rescue(
@@ -400,6 +389,29 @@ pub(crate) enum Finish {
     Snoozed {
         delay: Duration,
     },
+}
+
+/// A task read with the columns of [`RECORD`](crate::sql::RECORD).
+pub(crate) fn record(r: &tokio_postgres::Row) -> TaskRecord {
+    let state: String = r.get(3);
+    TaskRecord {
+        id: r.get(0),
+        kind: r.get(1),
+        payload: r.get(2),
+        state: state.parse().unwrap_or(TaskState::Failed),
+        attempt: r.get(4),
+        max_attempts: r.get(5),
+        lease_owner: r.get(6),
+        progress_percent: r.get(7),
+        progress_message: r.get(8),
+        last_error: r.get(9),
+        cancel_requested: r.get(10),
+        priority: r.get(11),
+        unique_key: r.get(12),
+        run_at: r.get(13),
+        created_at: r.get(14),
+        finished_at: r.get(15),
+    }
 }
 
 /// A task must be allowed at least one attempt.

@@ -46,6 +46,22 @@ CREATE UNIQUE INDEX tasks_unique_key ON {s}.tasks (unique_key)
 CREATE INDEX tasks_finished ON {s}.tasks (state, finished_at)
     WHERE state IN ('succeeded', 'failed', 'cancelled');
 "#,
+    r#"
+-- One row per attempt that ended (succeeded, failed, cancelled, released, snoozed,
+-- lease_expired), written by the same statement that ends it; deleted with its task.
+ALTER TABLE {s}.tasks ADD COLUMN attempt_started_at timestamptz;
+CREATE TABLE {s}.task_attempts (
+    task_id     bigint NOT NULL,
+    attempt     integer NOT NULL,
+    token       bigint NOT NULL,
+    owner       text,
+    started_at  timestamptz,
+    finished_at timestamptz NOT NULL DEFAULT now(),
+    outcome     text NOT NULL,
+    error       text,
+    PRIMARY KEY (task_id, token)
+);
+"#,
 ];
 
 /// Checks that `schema` is a plain SQL identifier holdfast can interpolate safely.

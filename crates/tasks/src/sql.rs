@@ -9,6 +9,29 @@ const OURS: &str = "id = $1 AND attempt = $2 AND lease_token = $3 AND state = 'r
 /// lost its reply that the write landed (a new claim or the rescuer replaces it).
 const NO_LEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = now()";
 
+/// The columns of a [`TaskRecord`](crate::TaskRecord), in the order `record` reads them.
+pub(crate) const RECORD: &str = "id, kind, payload, state::text, attempt, max_attempts, lease_owner,
+    progress_percent, progress_message, last_error, cancel_requested, priority, unique_key,
+    run_at, created_at, finished_at";
+
+/// A final write: `update` (an UPDATE matching our lease, `OURS`) with the attempt's row in
+/// the history, written when (and only when) the update matched. `outcome` and `error` are
+/// SQL. The statement's tag is `INSERT 0 1` when the write landed, `INSERT 0 0` when the
+/// lease was no longer ours. (The owner and start are read from the statement's snapshot;
+/// a `FOR UPDATE` there would skip the row the update changes.)
+fn final_write(s: &str, update: &str, outcome: &str, error: &str) -> String {
+    format!(
+        "WITH old AS (
+            SELECT lease_owner, attempt_started_at FROM {s}.tasks WHERE {OURS}
+         ), done AS (
+            {update}
+            RETURNING id
+         )
+         INSERT INTO {s}.task_attempts (task_id, attempt, token, owner, started_at, outcome, error)
+         SELECT $1, $2, $3, old.lease_owner, old.attempt_started_at, '{outcome}', {error} FROM done, old"
+    )
+}
+
 /// The SQL of one schema, built once.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -80,23 +103,36 @@ impl Sql {
                     LIMIT __LIMIT__
                     FOR UPDATE SKIP LOCKED
                  ), expired AS (
-                    SELECT id FROM {s}.tasks
+                    SELECT id, attempt, lease_token, lease_owner, attempt_started_at FROM {s}.tasks
                     WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
                       AND NOT cancel_requested AND kind = ANY($4)
                     ORDER BY lease_expires_at
                     LIMIT __LIMIT__
                     FOR UPDATE SKIP LOCKED
                  ), next AS (
-                    SELECT id FROM ready UNION ALL SELECT id FROM expired LIMIT __LIMIT__
-                 )
+                    SELECT id, NULL::int AS old_attempt, NULL::bigint AS old_token, NULL::text AS old_owner,
+                           NULL::timestamptz AS old_started
+                    FROM ready
+                    UNION ALL
+                    SELECT id, attempt, lease_token, lease_owner, attempt_started_at FROM expired
+                    LIMIT __LIMIT__
+                 ), claimed AS (
                  UPDATE {s}.tasks t
                  SET state = 'running', attempt = t.attempt + 1, lease_owner = $1, lease_token = $2,
                      lease_expires_at = now() + (SELECT u.ms FROM unnest($4::text[], $3::float8[]) AS u(kind, ms)
                                                  WHERE u.kind = t.kind) * interval '1 millisecond',
-                     heartbeat_at = now(),
+                     heartbeat_at = now(), attempt_started_at = now(),
                      started_at = coalesce(t.started_at, now()), updated_at = now()
                  FROM next WHERE t.id = next.id
-                 RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts"
+                 RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts,
+                           next.old_attempt, next.old_token, next.old_owner, next.old_started
+                 ), taken_over AS (
+                    INSERT INTO {s}.task_attempts (task_id, attempt, token, owner, started_at, outcome, error)
+                    SELECT id, old_attempt, old_token, old_owner, old_started, 'lease_expired',
+                           'lease expired: worker ' || coalesce(old_owner, '?') || ' stopped heartbeating'
+                    FROM claimed WHERE old_token IS NOT NULL
+                 )
+                 SELECT id, kind, payload, attempt, max_attempts FROM claimed"
             ),
             heartbeat: format!(
                 "UPDATE {s}.tasks
@@ -106,31 +142,55 @@ impl Sql {
                  WHERE {OURS}
                  RETURNING cancel_requested"
             ),
-            succeed: format!(
-                "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100, {NO_LEASE}
+            succeed: final_write(
+                s,
+                &format!(
+                    "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100, {NO_LEASE}
                  WHERE {OURS}"
+                ),
+                "succeeded",
+                "NULL",
             ),
-            fail: format!(
-                "UPDATE {s}.tasks SET state = CASE WHEN $5 OR attempt >= max_attempts THEN 'failed' ELSE 'retry_wait' END::{s}.task_state,
+            fail: final_write(
+                s,
+                &format!(
+                    "UPDATE {s}.tasks SET state = CASE WHEN $5 OR attempt >= max_attempts THEN 'failed' ELSE 'retry_wait' END::{s}.task_state,
                      finished_at = CASE WHEN $5 OR attempt >= max_attempts THEN now() END,
                      run_at = now() + $6 * interval '1 millisecond',
                      last_error = $4, {NO_LEASE}
-                 WHERE {OURS}
-                 RETURNING state::text"
-            ),
-            cancelled: format!(
-                "UPDATE {s}.tasks SET state = 'cancelled', finished_at = now(), {NO_LEASE} WHERE {OURS}"
-            ),
-            release: format!(
-                "UPDATE {s}.tasks SET state = 'available', attempt = attempt - 1, run_at = now(), {NO_LEASE}
                  WHERE {OURS}"
+                ),
+                "failed",
+                "$4",
+            ),
+            cancelled: final_write(
+                s,
+                &format!(
+                    "UPDATE {s}.tasks SET state = 'cancelled', finished_at = now(), {NO_LEASE} WHERE {OURS}"
+                ),
+                "cancelled",
+                "NULL",
+            ),
+            release: final_write(
+                s,
+                &format!(
+                    "UPDATE {s}.tasks SET state = 'available', attempt = attempt - 1, run_at = now(), {NO_LEASE}
+                 WHERE {OURS}"
+                ),
+                "released",
+                "NULL",
             ),
             // Waits `$4` ms without counting the attempt; the next claim makes the same
             // attempt number with a new token, so the fencing holds.
-            snooze: format!(
-                "UPDATE {s}.tasks SET state = 'retry_wait', attempt = attempt - 1,
+            snooze: final_write(
+                s,
+                &format!(
+                    "UPDATE {s}.tasks SET state = 'retry_wait', attempt = attempt - 1,
                      run_at = now() + $4 * interval '1 millisecond', {NO_LEASE}
                  WHERE {OURS}"
+                ),
+                "snoozed",
+                "NULL",
             ),
             cancel: format!(
                 "UPDATE {s}.tasks
@@ -141,11 +201,7 @@ impl Sql {
                  WHERE id = $1 AND state IN ('available', 'retry_wait', 'running')
                  RETURNING id"
             ),
-            get: format!(
-                "SELECT id, kind, payload, state::text, attempt, max_attempts, lease_owner, progress_percent,
-                        progress_message, last_error, cancel_requested
-                 FROM {s}.tasks WHERE id = $1"
-            ),
+            get: format!("SELECT {RECORD} FROM {s}.tasks WHERE id = $1"),
             landed: format!("SELECT 1 FROM {s}.tasks WHERE id = $1 AND lease_token = $2 AND state <> 'running'"),
             counts: format!("SELECT state::text, count(*) FROM {s}.tasks GROUP BY state"),
             // Only the states that come and go, each read through its partial index: cheap
@@ -169,17 +225,21 @@ impl Sql {
                     ORDER BY t.finished_at
                     LIMIT $3
                     FOR UPDATE OF t SKIP LOCKED
+                 ), gone AS (
+                    DELETE FROM {s}.tasks t USING doomed WHERE t.id = doomed.id RETURNING t.id
+                 ), history AS (
+                    DELETE FROM {s}.task_attempts a USING gone WHERE a.task_id = gone.id
                  )
-                 DELETE FROM {s}.tasks t USING doomed WHERE t.id = doomed.id"
+                 SELECT count(*) FROM gone"
             ),
             rescue: format!(
                 "WITH expired AS (
-                    SELECT id FROM {s}.tasks
+                    SELECT id, attempt, lease_token, lease_owner, attempt_started_at FROM {s}.tasks
                     WHERE state = 'running' AND lease_expires_at < now()
                     ORDER BY lease_expires_at
                     LIMIT $1
                     FOR UPDATE SKIP LOCKED
-                 )
+                 ), rescued AS (
                  UPDATE {s}.tasks t
                  SET state = CASE WHEN t.cancel_requested THEN 'cancelled'
                                   WHEN t.attempt >= t.max_attempts THEN 'failed'
@@ -188,7 +248,13 @@ impl Sql {
                      last_error = 'lease expired: worker ' || coalesce(t.lease_owner, '?') || ' stopped heartbeating',
                      run_at = now(), lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
                  FROM expired WHERE t.id = expired.id
-                 RETURNING t.state::text"
+                 RETURNING t.state::text AS state, t.last_error, expired.*
+                 ), history AS (
+                    INSERT INTO {s}.task_attempts (task_id, attempt, token, owner, started_at, outcome, error)
+                    SELECT id, attempt, lease_token, lease_owner, attempt_started_at, 'lease_expired', last_error
+                    FROM rescued
+                 )
+                 SELECT state FROM rescued"
             ),
         };
         sql.claim_one = sql.claim.replace("__LIMIT__", "1").into();

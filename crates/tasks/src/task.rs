@@ -132,6 +132,7 @@ impl NewTask {
 
 /// A stored task, as read back.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct TaskRecord {
     /// Its id.
     pub id: TaskId,
@@ -155,6 +156,35 @@ pub struct TaskRecord {
     pub last_error: Option<String>,
     /// A cancel was requested.
     pub cancel_requested: bool,
+    /// Higher runs first.
+    pub priority: i16,
+    /// Its deduplication key.
+    pub unique_key: Option<String>,
+    /// Not run before this time.
+    pub run_at: SystemTime,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// When it reached its final state.
+    pub finished_at: Option<SystemTime>,
+}
+
+/// One ended attempt of a task, from its history.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AttemptRecord {
+    /// The attempt's number (a snoozed or released attempt's number is used again).
+    pub attempt: i32,
+    /// The worker that ran it.
+    pub owner: Option<String>,
+    /// When it was claimed.
+    pub started_at: Option<SystemTime>,
+    /// When it ended.
+    pub finished_at: SystemTime,
+    /// How: `succeeded`, `failed`, `cancelled`, `released` (given back on shutdown),
+    /// `snoozed` or `lease_expired` (its worker stopped heartbeating).
+    pub outcome: String,
+    /// The error, for `failed` and `lease_expired`.
+    pub error: Option<String>,
 }
 
 /// A task this worker holds the lease of. Every state change is checked against

@@ -23,8 +23,8 @@ async fn migrations_are_versioned_and_idempotent_across_concurrent_starters() {
     applied.sort();
     assert_eq!(
         applied,
-        [vec![], vec![1, 2]],
-        "exactly one starter applied versions 1 and 2"
+        [vec![], vec![1, 2, 3]],
+        "exactly one starter applied versions 1 to 3"
     );
     assert_eq!(queue.migrate(&p).await.expect("again"), Vec::<i32>::new());
     assert!(holdfast_tasks::Queue::new("bad-name").is_err());
