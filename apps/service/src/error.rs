@@ -43,6 +43,9 @@ pub enum ServiceError {
     /// address), or ended in a way the report cannot describe.
     #[error("{0}")]
     Run(String),
+    /// A command could not do what was asked (an unknown task, say).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl ServiceError {

@@ -20,6 +20,9 @@ enum Command {
     Serve(holdfast_service::service::config::ServeArgs),
     /// Run the fault-injection proxy with an HTTP+JSON control port.
     Faults(holdfast_service::harness::fault_control::Args),
+    /// Look at and act on the task queue on DATABASE_URL: list, show, retry, cancel,
+    /// delete, prune, stats.
+    Tasks(holdfast_service::tasks_cli::TasksArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +41,15 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => {
             let served = runtime.block_on(holdfast_service::service::serve::run(args, shutdown_signal()));
             return exit(served);
+        }
+        Command::Tasks(args) => {
+            return match runtime.block_on(holdfast_service::tasks_cli::run(args)) {
+                Ok(text) => {
+                    print!("{text}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => exit(Err(e)),
+            };
         }
         Command::Faults(args) => {
             let ran = runtime.block_on(holdfast_service::harness::fault_control::run(
