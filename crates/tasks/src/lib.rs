@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod context;
+mod drain;
 mod error;
 mod execution;
 mod kind;
@@ -21,6 +22,7 @@ mod worker_state;
 pub use admin::{KindStats, TaskFilter};
 pub use config::{Listen, WorkerConfig};
 pub use context::{TaskContext, TaskFailure};
+pub use drain::Drained;
 pub use error::TaskError;
 pub use kind::KindOptions;
 pub use queue::Queue;

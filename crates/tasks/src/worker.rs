@@ -36,10 +36,10 @@ pub struct WorkerPools {
 
 /// A worker being configured.
 pub struct Worker {
-    queue: Queue,
-    pools: WorkerPools,
-    config: WorkerConfig,
-    handlers: HashMap<String, Handler>,
+    pub(crate) queue: Queue,
+    pub(crate) pools: WorkerPools,
+    pub(crate) config: WorkerConfig,
+    pub(crate) handlers: HashMap<String, Handler>,
     options: HashMap<String, KindOptions>,
 }
 

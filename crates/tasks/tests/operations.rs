@@ -229,3 +229,48 @@ async fn delete_prune_and_stats() {
     assert!(err.to_string().contains("final state"), "{err}");
     assert!(queue.get(&conn, waiting).await.expect("get").is_some());
 }
+
+#[tokio::test]
+async fn drain_runs_a_queue_until_nothing_is_left_for_the_worker() {
+    let (url, queue, admin) = database(cluster(), "t_drain").await;
+    let conn = admin.get().await.expect("get");
+    let tasks: Vec<NewTask> = (0..5).map(|i| NewTask::new("send", json!(i))).collect();
+    queue.enqueue_many(&conn, &tasks).await.expect("enqueue");
+    let later =
+        NewTask::new("send", json!("later")).run_at(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let later = queue.enqueue(&conn, &later).await.expect("enqueue").expect("id");
+    let other = enqueue(&queue, &admin, NewTask::new("unhandled", json!({}))).await;
+    let tries = Arc::new(AtomicU32::new(0));
+    let t = Arc::clone(&tries);
+    let drained = Worker::new(queue.clone(), worker_pools(&url, ""), fast(2))
+        .handle("send", move |ctx| {
+            // Payload 0 fails once, then succeeds: drain waits for its retry.
+            let fail = ctx.payload == json!(0) && t.fetch_add(1, Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                if fail {
+                    Err(TaskFailure::retry("once"))
+                } else {
+                    Ok(())
+                }
+            })
+        })
+        .drain(Duration::from_secs(30))
+        .await
+        .expect("drained");
+    assert_eq!((drained.succeeded, drained.failed), (5, 1));
+    assert_eq!(
+        state_of(&queue, &admin, later).await,
+        TaskState::Available,
+        "scheduled for later"
+    );
+    assert_eq!(
+        state_of(&queue, &admin, other).await,
+        TaskState::Available,
+        "not its kind"
+    );
+    let listed = queue
+        .list(&conn, &TaskFilter::new().state(TaskState::Succeeded))
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 5);
+}
