@@ -58,7 +58,7 @@ impl Lean {
         frontend::parse(
             "claim",
             claim,
-            [TEXT, INT8, FLOAT8_ARRAY, TEXT_ARRAY],
+            [TEXT, INT8, FLOAT8_ARRAY, TEXT_ARRAY, TEXT],
             &mut lean.out,
         )?;
         frontend::parse("succeed", succeed, [INT8, INT4, INT8], &mut lean.out)?;
@@ -91,6 +91,7 @@ impl Lean {
                 Param::Int8(token),
                 Param::Literal(&format!("{{{lease_ms}}}")),
                 Param::Literal(KINDS),
+                Param::Text("default"),
             ],
         )?;
         self.flush().await?;

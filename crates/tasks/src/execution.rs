@@ -176,7 +176,7 @@ pub(crate) async fn write(shared: &Shared, pending: Pending) {
 /// statements pipelined: one round trip where a slot would otherwise spend two. When the
 /// write does not land at once it goes through [`finish`]'s retries; a claim that fails is
 /// simply made again by the slot.
-pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending) -> Option<Claimed> {
+pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending, queue: &str) -> Option<Claimed> {
     let config = shared.config_for(&pending.task.kind);
     let Pending {
         task,
@@ -189,7 +189,7 @@ pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending) -> Option
             shared.queue.finish(&conn, &task, &outcome),
             shared
                 .queue
-                .claim(&conn, &config.owner, &shared.kinds, &shared.leases_ms, 1)
+                .claim(&conn, &config.owner, queue, &shared.kinds, &shared.leases_ms, 1)
         );
         Ok::<_, TaskError>((written, claimed))
     };

@@ -28,6 +28,6 @@ pub use kind::KindOptions;
 pub use queue::Queue;
 pub use rescuer::Rescuer;
 pub use settings::SETTINGS;
-pub use task::{AttemptRecord, NewTask, TaskId, TaskRecord, TaskState};
+pub use task::{AttemptRecord, NewTask, TaskId, TaskRecord, TaskState, DEFAULT_QUEUE};
 pub use worker::{Worker, WorkerHandle, WorkerPools};
 pub use worker_state::Handler;

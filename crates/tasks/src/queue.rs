@@ -58,7 +58,7 @@ impl Queue {
 
     /// The text of the claim statement for up to `limit` tasks, as workers run it (parameters:
     /// `$1` owner, `$2` lease token, `$3` each kind's lease in milliseconds, float8[], `$4`
-    /// the kinds, text[]). Not part of the API: for
+    /// the kinds, text[], `$5` the queue, text). Not part of the API: for
     /// holdfast-bench, which runs the same statements on other clients.
     #[doc(hidden)]
     pub fn claim_sql(&self, limit: i64) -> String {
@@ -102,6 +102,7 @@ impl Queue {
                     (&task.max_attempts, Type::INT4),
                     (&task.run_at, Type::TIMESTAMPTZ),
                     (&task.unique_key, Type::TEXT),
+                    (&task.queue, Type::TEXT),
                 ],
             )
             .await?;
@@ -128,6 +129,7 @@ impl Queue {
         let attempts: Vec<i32> = tasks.iter().map(|t| t.max_attempts).collect();
         let run_at: Vec<Option<std::time::SystemTime>> = tasks.iter().map(|t| t.run_at).collect();
         let keys: Vec<Option<&str>> = tasks.iter().map(|t| t.unique_key.as_deref()).collect();
+        let queues: Vec<&str> = tasks.iter().map(|t| t.queue.as_str()).collect();
         let rows = client
             .query_typed(
                 &self.sql.enqueue_many,
@@ -138,6 +140,7 @@ impl Queue {
                     (&attempts, Type::INT4_ARRAY),
                     (&run_at, Type::TIMESTAMPTZ_ARRAY),
                     (&keys, Type::TEXT_ARRAY),
+                    (&queues, Type::TEXT_ARRAY),
                 ],
             )
             .await?;
@@ -180,6 +183,7 @@ impl Queue {
         &self,
         conn: &PooledConnection,
         owner: &str,
+        queue: &str,
         kinds: &[String],
         leases_ms: &[f64],
         limit: i64,
@@ -200,6 +204,7 @@ impl Queue {
                     (&token, Type::INT8),
                     (&leases_ms, Type::FLOAT8_ARRAY),
                     (&kinds, Type::TEXT_ARRAY),
+                    (&queue, Type::TEXT),
                 ],
             )
             .await?;
@@ -411,6 +416,7 @@ pub(crate) fn record(r: &tokio_postgres::Row) -> TaskRecord {
         run_at: r.get(13),
         created_at: r.get(14),
         finished_at: r.get(15),
+        queue: r.get(16),
     }
 }
 

@@ -47,6 +47,10 @@ CREATE INDEX tasks_finished ON {s}.tasks (state, finished_at)
     WHERE state IN ('succeeded', 'failed', 'cancelled');
 "#,
     r#"
+-- Named queues, each with its workers' own slots; the claim reads one queue's ready tasks.
+ALTER TABLE {s}.tasks ADD COLUMN queue text NOT NULL DEFAULT 'default';
+DROP INDEX {s}.tasks_ready;
+CREATE INDEX tasks_ready ON {s}.tasks (queue, priority DESC, run_at, id) WHERE state IN ('available', 'retry_wait');
 -- One row per attempt that ended (succeeded, failed, cancelled, released, snoozed,
 -- lease_expired), written by the same statement that ends it; deleted with its task.
 ALTER TABLE {s}.tasks ADD COLUMN attempt_started_at timestamptz;

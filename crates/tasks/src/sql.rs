@@ -12,7 +12,7 @@ const NO_LEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at 
 /// The columns of a [`TaskRecord`](crate::TaskRecord), in the order `record` reads them.
 pub(crate) const RECORD: &str = "id, kind, payload, state::text, attempt, max_attempts, lease_owner,
     progress_percent, progress_message, last_error, cancel_requested, priority, unique_key,
-    run_at, created_at, finished_at";
+    run_at, created_at, finished_at, queue";
 
 /// A final write: `update` (an UPDATE matching our lease, `OURS`) with the attempt's row in
 /// the history, written when (and only when) the update matched. `outcome` and `error` are
@@ -62,8 +62,8 @@ impl Sql {
             claim_one: Arc::from(""),
             enqueue: format!(
                 "WITH inserted AS (
-                    INSERT INTO {s}.tasks (kind, payload, priority, max_attempts, run_at, unique_key)
-                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6)
+                    INSERT INTO {s}.tasks (kind, payload, priority, max_attempts, run_at, unique_key, queue)
+                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7)
                     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait')
                     DO NOTHING
                     RETURNING id
@@ -76,11 +76,11 @@ impl Sql {
             enqueue_many: format!(
                 "WITH input AS (
                     SELECT nextval(pg_get_serial_sequence('{s}.tasks', 'id')) AS id, i.*
-                    FROM unnest($1::text[], $2::jsonb[], $3::int2[], $4::int4[], $5::timestamptz[], $6::text[])
-                         WITH ORDINALITY AS i(kind, payload, priority, max_attempts, run_at, unique_key, ord)
+                    FROM unnest($1::text[], $2::jsonb[], $3::int2[], $4::int4[], $5::timestamptz[], $6::text[], $7::text[])
+                         WITH ORDINALITY AS i(kind, payload, priority, max_attempts, run_at, unique_key, queue, ord)
                  ), inserted AS (
-                    INSERT INTO {s}.tasks (id, kind, payload, priority, max_attempts, run_at, unique_key)
-                    SELECT id, kind, payload, priority, max_attempts, coalesce(run_at, now()), unique_key
+                    INSERT INTO {s}.tasks (id, kind, payload, priority, max_attempts, run_at, unique_key, queue)
+                    SELECT id, kind, payload, priority, max_attempts, coalesce(run_at, now()), unique_key, queue
                     FROM input ORDER BY ord
                     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait')
                     DO NOTHING
@@ -98,14 +98,14 @@ impl Sql {
             claim: format!(
                 "WITH ready AS (
                     SELECT id FROM {s}.tasks
-                    WHERE state IN ('available', 'retry_wait') AND run_at <= now() AND kind = ANY($4)
+                    WHERE state IN ('available', 'retry_wait') AND queue = $5 AND run_at <= now() AND kind = ANY($4)
                     ORDER BY priority DESC, run_at, id
                     LIMIT __LIMIT__
                     FOR UPDATE SKIP LOCKED
                  ), expired AS (
                     SELECT id, attempt, lease_token, lease_owner, attempt_started_at FROM {s}.tasks
                     WHERE state = 'running' AND lease_expires_at < now() AND attempt < max_attempts
-                      AND NOT cancel_requested AND kind = ANY($4)
+                      AND NOT cancel_requested AND queue = $5 AND kind = ANY($4)
                     ORDER BY lease_expires_at
                     LIMIT __LIMIT__
                     FOR UPDATE SKIP LOCKED

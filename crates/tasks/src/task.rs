@@ -9,6 +9,9 @@ use serde_json::Value;
 /// A task's id.
 pub type TaskId = i64;
 
+/// The queue of tasks enqueued without one, served by every worker's `concurrency` slots.
+pub const DEFAULT_QUEUE: &str = "default";
+
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TaskState {
@@ -90,6 +93,9 @@ pub struct NewTask {
     pub run_at: Option<SystemTime>,
     /// At most one active task per key; enqueueing a second returns no id.
     pub unique_key: Option<String>,
+    /// The named queue it waits in (default `default`): only workers serving that queue
+    /// claim it, each with its own slots for it.
+    pub queue: String,
 }
 
 impl NewTask {
@@ -102,6 +108,7 @@ impl NewTask {
             max_attempts: 5,
             run_at: None,
             unique_key: None,
+            queue: DEFAULT_QUEUE.to_string(),
         }
     }
 
@@ -126,6 +133,12 @@ impl NewTask {
     /// Deduplication key.
     pub fn unique_key(mut self, key: impl Into<String>) -> Self {
         self.unique_key = Some(key.into());
+        self
+    }
+
+    /// The named queue to wait in.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
         self
     }
 }
@@ -166,6 +179,8 @@ pub struct TaskRecord {
     pub created_at: SystemTime,
     /// When it reached its final state.
     pub finished_at: Option<SystemTime>,
+    /// The named queue it waits in.
+    pub queue: String,
 }
 
 /// One ended attempt of a task, from its history.

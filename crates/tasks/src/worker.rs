@@ -21,6 +21,7 @@ use crate::metrics::TaskMetrics;
 use crate::queue::{Finish, Queue};
 use crate::rescuer::Rescuer;
 use crate::task::Claimed;
+use crate::task::DEFAULT_QUEUE;
 use crate::worker_state::{Handler, Shared};
 
 /// The two pools a worker draws on, named so that they cannot be swapped.
@@ -41,6 +42,8 @@ pub struct Worker {
     pub(crate) config: WorkerConfig,
     pub(crate) handlers: HashMap<String, Handler>,
     options: HashMap<String, KindOptions>,
+    /// Named queues served besides the default one, with their slots.
+    queues: Vec<(String, usize)>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -62,6 +65,7 @@ impl Worker {
             config,
             handlers: HashMap::new(),
             options: HashMap::new(),
+            queues: Vec::new(),
         }
     }
 
@@ -72,6 +76,15 @@ impl Worker {
     {
         self.handlers.insert(kind.to_string(), Arc::new(body));
         self.options.remove(kind);
+        self
+    }
+
+    /// Also serves the named queue `name` with `concurrency` slots of its own (besides the
+    /// `concurrency` slots of the default queue): a queue's tasks never wait behind another
+    /// queue's. Given twice, the last concurrency counts.
+    pub fn queue(mut self, name: &str, concurrency: usize) -> Self {
+        self.queues.retain(|(q, _)| q != name);
+        self.queues.push((name.to_string(), concurrency));
         self
     }
 
@@ -90,6 +103,15 @@ impl Worker {
     /// not pass [`WorkerConfig::validate`].
     pub fn spawn(self) -> Result<WorkerHandle, TaskError> {
         self.config.validate()?;
+        let mut queues = vec![(DEFAULT_QUEUE.to_string(), self.config.concurrency)];
+        for (name, n) in self.queues {
+            if name.is_empty() {
+                return Err(invalid("Worker::queue", "an empty name".into(), "a queue name"));
+            }
+            crate::settings::CONCURRENCY.check("Worker::queue concurrency", n)?;
+            queues.retain(|(q, _)| *q != name);
+            queues.push((name, n));
+        }
         let mut by_kind = HashMap::new();
         for (kind, options) in &self.options {
             by_kind.insert(kind.clone(), options.apply(kind, &self.config)?);
@@ -113,7 +135,7 @@ impl Worker {
         });
         let (stop_claiming, claiming) = watch::channel(false);
         let handlers = Arc::new(self.handlers);
-        let main = tokio::spawn(run(Arc::clone(&shared), handlers, claiming));
+        let main = tokio::spawn(run(Arc::clone(&shared), handlers, claiming, queues));
         Ok(WorkerHandle {
             shared,
             stop_claiming,
@@ -151,7 +173,12 @@ impl WorkerHandle {
     }
 }
 
-async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claiming: watch::Receiver<bool>) {
+async fn run(
+    shared: Arc<Shared>,
+    handlers: Arc<HashMap<String, Handler>>,
+    claiming: watch::Receiver<bool>,
+    queues: Vec<(String, usize)>,
+) {
     let config = &shared.config;
     // Woken by enqueue notifications: every idle slot looks at once.
     let wake = Arc::new(Wake::default());
@@ -178,13 +205,17 @@ async fn run(shared: Arc<Shared>, handlers: Arc<HashMap<String, Handler>>, claim
     // One loop per slot, each claiming its next task as soon as it is free, like so many
     // clients: no single claimer to queue behind.
     let mut slots = JoinSet::new();
-    for _ in 0..config.concurrency {
-        slots.spawn(slot(
-            Arc::clone(&shared),
-            Arc::clone(&handlers),
-            claiming.clone(),
-            Arc::clone(&wake),
-        ));
+    for (queue, concurrency) in queues {
+        let queue: Arc<str> = queue.into();
+        for _ in 0..concurrency {
+            slots.spawn(slot(
+                Arc::clone(&shared),
+                Arc::clone(&handlers),
+                claiming.clone(),
+                Arc::clone(&wake),
+                Arc::clone(&queue),
+            ));
+        }
     }
     let mut claiming = claiming;
     let _ = claiming.wait_for(|stop| *stop).await;
@@ -214,6 +245,7 @@ async fn slot(
     handlers: Arc<HashMap<String, Handler>>,
     mut stopping: watch::Receiver<bool>,
     wake: Arc<Wake>,
+    queue: Arc<str>,
 ) {
     let config = &shared.config;
     // A task claimed together with the previous one's final write.
@@ -234,7 +266,7 @@ async fn slot(
             Some(task) => Ok(vec![task]),
             None => {
                 let started = Instant::now();
-                let claimed = claim(&shared, 1).await;
+                let claimed = claim(&shared, &queue, 1).await;
                 shared
                     .metrics
                     .claim_seconds
@@ -255,7 +287,7 @@ async fn slot(
                     execution::write(&shared, pending).await;
                 } else {
                     // The final write and the next claim in one round trip.
-                    next = execution::write_and_claim(&shared, pending).await;
+                    next = execution::write_and_claim(&shared, pending, &queue).await;
                 }
                 continue;
             }
@@ -282,7 +314,7 @@ async fn slot(
 /// Claims up to `free` tasks, bounded by the heartbeat interval: a connection that never
 /// answers (a hung server or network) must not hold the slot. A claim that landed but whose
 /// answer never came leaves a lease that expires, and the rescuer takes the task back.
-async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>, TaskError> {
+async fn claim(shared: &Shared, queue: &str, free: usize) -> Result<Vec<crate::task::Claimed>, TaskError> {
     let config = &shared.config;
     let claim = async {
         let conn = shared.control.get().await?;
@@ -291,6 +323,7 @@ async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>
             .claim(
                 &conn,
                 &config.owner,
+                queue,
                 &shared.kinds,
                 &shared.leases_ms,
                 free as i64,
@@ -304,4 +337,12 @@ async fn claim(shared: &Shared, free: usize) -> Result<Vec<crate::task::Claimed>
             what: "claim",
             after: config.heartbeat_interval(),
         }))
+}
+
+fn invalid(setting: &str, value: String, accepted: &str) -> TaskError {
+    TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
+        setting: setting.to_string(),
+        value,
+        accepted: accepted.to_string(),
+    })
 }

@@ -195,3 +195,94 @@ async fn a_kinds_invalid_settings_refuse_the_worker_naming_the_kind() {
     let text = err.to_string();
     assert!(text.contains("\"assemble\"") && text.contains("lease"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_queue_has_its_own_slots_and_only_its_workers_claim_it() {
+    let (url, queue, admin) = database(cluster(), "t_queues").await;
+    let conn = admin.get().await.expect("get");
+    // Bodies of kind "long" hold their task until the test hands out a permit.
+    let release = Arc::new(Semaphore::new(0));
+    let hold = {
+        let release = Arc::clone(&release);
+        move |_ctx| {
+            let release = Arc::clone(&release);
+            Box::pin(async move {
+                let _permit = release.acquire().await.map_err(TaskFailure::permanent)?;
+                Ok(())
+            }) as futures_util::future::BoxFuture<'static, Result<(), TaskFailure>>
+        }
+    };
+    let state = |id: TaskId| {
+        let admin = admin.clone();
+        async move { waiting(&admin, "t_queues", id).await.1 }
+    };
+    let ids = queue
+        .enqueue_many(
+            &conn,
+            &[
+                NewTask::new("long", json!(1)),
+                NewTask::new("mail", json!({})).queue("email"),
+            ],
+        )
+        .await
+        .expect("enqueue");
+    let (long, mail) = (ids[0].expect("id"), ids[1].expect("id"));
+    // A worker of both kinds that serves the default queue only, with a slot to spare.
+    let default_only = Worker::new(
+        queue.clone(),
+        worker_pools(&url, "d"),
+        fast(2).owner("default-only"),
+    )
+    .handle("long", hold.clone())
+    .handle("mail", |_ctx| Box::pin(async { Ok(()) }))
+    .spawn()
+    .expect("worker");
+    eventually("the first long task runs", || async {
+        state(long).await == "running"
+    })
+    .await;
+    // Two more long tasks: one fills the first worker, the other will hold the second
+    // worker's default slot.
+    let more = queue
+        .enqueue_many(
+            &conn,
+            &[NewTask::new("long", json!(2)), NewTask::new("long", json!(3))],
+        )
+        .await
+        .expect("enqueue");
+    eventually("the first worker is full", || async {
+        state(more[0].expect("id")).await == "running" || state(more[1].expect("id")).await == "running"
+    })
+    .await;
+    let both = Worker::new(queue.clone(), worker_pools(&url, "b"), fast(1).owner("both"))
+        .queue("email", 1)
+        .handle("long", hold)
+        .handle("mail", |_ctx| Box::pin(async { Ok(()) }))
+        .spawn()
+        .expect("worker");
+    eventually("all three long tasks hold their slots", || async {
+        state(more[0].expect("id")).await == "running" && state(more[1].expect("id")).await == "running"
+    })
+    .await;
+    eventually("the mail task ran on the email queue's own slot", || async {
+        state(mail).await == "succeeded"
+    })
+    .await;
+    let record = queue.get(&conn, mail).await.expect("get").expect("task");
+    assert_eq!(record.queue, "email");
+    let history = queue.attempts(&conn, mail).await.expect("attempts");
+    assert_eq!(
+        history[0].owner.as_deref(),
+        Some("both"),
+        "the worker that does not serve email never claimed it, free slot and all"
+    );
+    release.add_permits(3);
+    default_only.shutdown().await;
+    both.shutdown().await;
+    let err = Worker::new(queue.clone(), worker_pools(&url, "x"), fast(1))
+        .queue("bulk", 0)
+        .handle("mail", |_ctx| Box::pin(async { Ok(()) }))
+        .spawn()
+        .expect_err("refused");
+    assert!(err.to_string().contains("Worker::queue"), "{err}");
+}

@@ -311,7 +311,13 @@ async fn run_tokio_postgres(
         let claim = client
             .prepare_typed(
                 &queue.claim_sql(1),
-                &[Type::TEXT, Type::INT8, Type::FLOAT8_ARRAY, Type::TEXT_ARRAY],
+                &[
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::FLOAT8_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT,
+                ],
             )
             .await?;
         let succeed = client
@@ -326,7 +332,10 @@ async fn run_tokio_postgres(
                 let (client, claim) = (&client, &claim);
                 async move {
                     let rows = client
-                        .query(claim, &[&"raw", &token, &vec![LEASE_MS], &vec!["noop"]])
+                        .query(
+                            claim,
+                            &[&"raw", &token, &vec![LEASE_MS], &vec!["noop"], &"default"],
+                        )
                         .await?;
                     Ok::<_, tokio_postgres::Error>(rows.first().map(|r| {
                         // The same columns a worker decodes.
@@ -429,7 +438,8 @@ fn run_pgbench(
         .replace("$1", "'pgbench'")
         .replace("$2", ":token")
         .replace("$3", "ARRAY[:lease]::float8[]")
-        .replace("$4", "'{noop}'::text[]");
+        .replace("$4", "'{noop}'::text[]")
+        .replace("$5", "'default'");
     let succeed = one_line(queue.succeed_sql())
         .replace("$1", ":id")
         .replace("$2", ":attempt")
