@@ -99,8 +99,7 @@ impl Lean {
             let mut updated = false;
             self.until_ready(|m| {
                 if let Message::CommandComplete(body) = m {
-                    // The final write ends with its history row: `INSERT 0 1` when it landed.
-                    updated = body.tag()? == "INSERT 0 1";
+                    updated = body.tag()? == "UPDATE 1";
                 }
                 Ok(())
             })

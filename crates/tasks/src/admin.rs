@@ -122,13 +122,19 @@ impl Queue {
     }
 
     /// The ended attempts of a task, oldest first (the one running now is not among them).
+    /// A successful attempt is read from the task's row, which keeps its owner, start and
+    /// end; the others from the history table.
     pub async fn attempts(&self, client: &Client, id: TaskId) -> Result<Vec<AttemptRecord>, TaskError> {
         let s = &self.schema;
         let rows = client
             .query_typed(
                 &format!(
                     "SELECT attempt, owner, started_at, finished_at, outcome, error
-                     FROM {s}.task_attempts WHERE task_id = $1 ORDER BY finished_at, attempt"
+                     FROM {s}.task_attempts WHERE task_id = $1
+                     UNION ALL
+                     SELECT attempt, lease_owner, attempt_started_at, finished_at, 'succeeded', NULL
+                     FROM {s}.tasks WHERE id = $1 AND state = 'succeeded'
+                     ORDER BY 4, 1"
                 ),
                 &[(&id, Type::INT8)],
             )

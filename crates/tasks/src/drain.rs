@@ -87,7 +87,10 @@ impl Worker {
             .query_typed(
                 &format!(
                     "SELECT outcome, count(*) FROM {s}.task_attempts
-                     WHERE owner = $1 AND finished_at >= $2 GROUP BY outcome"
+                     WHERE owner = $1 AND finished_at >= $2 GROUP BY outcome
+                     UNION ALL
+                     SELECT 'succeeded', count(*) FROM {s}.tasks
+                     WHERE state = 'succeeded' AND lease_owner = $1 AND finished_at >= $2"
                 ),
                 &[(&owner, Type::TEXT), (&since, Type::TIMESTAMPTZ)],
             )

@@ -142,14 +142,12 @@ impl Sql {
                  WHERE {OURS}
                  RETURNING cancel_requested"
             ),
-            succeed: final_write(
-                s,
-                &format!(
-                    "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100, {NO_LEASE}
+            // A success writes no history row (the hot path stays one UPDATE): the task row
+            // keeps its owner, start and end, and `Queue::attempts` reads them from there.
+            succeed: format!(
+                "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100,
+                     lease_expires_at = NULL, updated_at = now()
                  WHERE {OURS}"
-                ),
-                "succeeded",
-                "NULL",
             ),
             fail: final_write(
                 s,

@@ -159,7 +159,7 @@ pub struct TaskRecord {
     pub attempt: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
-    /// The worker holding its lease, while running.
+    /// The worker holding its lease, while running; once succeeded, the worker that ran it.
     pub lease_owner: Option<String>,
     /// Progress reported by the running task, 0 to 100.
     pub progress_percent: Option<f32>,
