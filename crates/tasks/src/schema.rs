@@ -51,6 +51,12 @@ CREATE INDEX tasks_finished ON {s}.tasks (state, finished_at)
 ALTER TABLE {s}.tasks ADD COLUMN queue text NOT NULL DEFAULT 'default';
 DROP INDEX {s}.tasks_ready;
 CREATE INDEX tasks_ready ON {s}.tasks (queue, priority DESC, run_at, id) WHERE state IN ('available', 'retry_wait');
+-- Periodic tasks: each schedule's next slot, locked and advanced with the enqueue.
+CREATE TABLE {s}.periodic (
+    name       text PRIMARY KEY,
+    next_slot  timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
 -- One row per attempt that ended otherwise than in success (failed, cancelled, released,
 -- snoozed, lease_expired), written by the same statement that ends it; deleted with its
 -- task. A success is read from the task's row (its owner, attempt start and end).

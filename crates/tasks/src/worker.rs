@@ -18,6 +18,7 @@ use crate::execution;
 use crate::kind::KindOptions;
 use crate::listener::{self, Wake};
 use crate::metrics::TaskMetrics;
+use crate::periodic::Periodic;
 use crate::queue::{Finish, Queue};
 use crate::rescuer::Rescuer;
 use crate::task::Claimed;
@@ -44,6 +45,8 @@ pub struct Worker {
     options: HashMap<String, KindOptions>,
     /// Named queues served besides the default one, with their slots.
     queues: Vec<(String, usize)>,
+    /// Schedules this worker enqueues (once per slot across every worker that has them).
+    periodic: Vec<Periodic>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -66,6 +69,7 @@ impl Worker {
             handlers: HashMap::new(),
             options: HashMap::new(),
             queues: Vec::new(),
+            periodic: Vec::new(),
         }
     }
 
@@ -85,6 +89,16 @@ impl Worker {
     pub fn queue(mut self, name: &str, concurrency: usize) -> Self {
         self.queues.retain(|(q, _)| q != name);
         self.queues.push((name.to_string(), concurrency));
+        self
+    }
+
+    /// Enqueues `schedule`'s task at each of its slots. Every worker may be given the same
+    /// schedules: each slot is enqueued once across them (a row per schedule, locked and
+    /// advanced with the enqueue). The worker looks every second (or every poll interval,
+    /// if shorter).
+    pub fn periodic(mut self, schedule: Periodic) -> Self {
+        self.periodic.retain(|p| p.name() != schedule.name());
+        self.periodic.push(schedule);
         self
     }
 
@@ -135,7 +149,13 @@ impl Worker {
         });
         let (stop_claiming, claiming) = watch::channel(false);
         let handlers = Arc::new(self.handlers);
-        let main = tokio::spawn(run(Arc::clone(&shared), handlers, claiming, queues));
+        let main = tokio::spawn(run(
+            Arc::clone(&shared),
+            handlers,
+            claiming,
+            queues,
+            self.periodic,
+        ));
         Ok(WorkerHandle {
             shared,
             stop_claiming,
@@ -178,6 +198,7 @@ async fn run(
     handlers: Arc<HashMap<String, Handler>>,
     claiming: watch::Receiver<bool>,
     queues: Vec<(String, usize)>,
+    periodic: Vec<Periodic>,
 ) {
     let config = &shared.config;
     // Woken by enqueue notifications: every idle slot looks at once.
@@ -201,6 +222,10 @@ async fn run(
         let interval = config.rescue_interval;
         let shared = Arc::clone(&shared);
         background.spawn(async move { rescuer.run(interval, &shared.metrics).await });
+    }
+    if !periodic.is_empty() {
+        let shared = Arc::clone(&shared);
+        background.spawn(async move { schedule(&shared, &periodic).await });
     }
     // One loop per slot, each claiming its next task as soon as it is free, like so many
     // clients: no single claimer to queue behind.
@@ -345,4 +370,23 @@ fn invalid(setting: &str, value: String, accepted: &str) -> TaskError {
         value,
         accepted: accepted.to_string(),
     })
+}
+
+/// Enqueues the periodic tasks whose slots come, for as long as the worker runs.
+async fn schedule(shared: &Shared, periodic: &[Periodic]) {
+    let every = shared.config.poll_interval.min(std::time::Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match shared
+            .queue
+            .enqueue_due(&shared.control, periodic, std::time::SystemTime::now())
+            .await
+        {
+            Ok(ids) if !ids.is_empty() => tracing::debug!(?ids, "periodic tasks enqueued"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "enqueueing periodic tasks failed; will try again"),
+        }
+    }
 }

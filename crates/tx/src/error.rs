@@ -74,6 +74,24 @@ impl TxError {
 }
 
 impl<E> TxError<E> {
+    /// The closure's own error, or else the failure of the transaction itself (with no
+    /// closure error in it, so that it can be [widened](TxError::widen) to another closure
+    /// error type): for callers that report the two differently.
+    pub fn into_closure(self) -> Result<E, TxError> {
+        match self {
+            TxError::Closure(e) => Ok(e),
+            TxError::Database(e) => Err(TxError::Database(e)),
+            TxError::Commit(e) => Err(TxError::Commit(e)),
+            TxError::Pool(e) => Err(TxError::Pool(e)),
+            TxError::CommitRolledBack => Err(TxError::CommitRolledBack),
+            TxError::CommitOutcomeUnknown { xid, reason } => {
+                Err(TxError::CommitOutcomeUnknown { xid, reason })
+            }
+            TxError::CommitAborted => Err(TxError::CommitAborted),
+            TxError::EndedByClosure => Err(TxError::EndedByClosure),
+        }
+    }
+
     /// Where it failed: `getting a connection`, `at BEGIN or ROLLBACK`, `in the
     /// transaction's work`, or `at COMMIT`.
     pub fn stage(&self) -> &'static str {
