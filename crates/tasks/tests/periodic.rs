@@ -45,8 +45,7 @@ async fn each_slot_is_enqueued_once_however_many_schedulers_run() {
             futures_util::future::join_all(runs)
                 .await
                 .into_iter()
-                .map(|r| r.expect("enqueue_due"))
-                .flatten()
+                .flat_map(|r| r.expect("enqueue_due"))
                 .count()
         }
     };
