@@ -16,7 +16,7 @@ mod stats;
 
 use std::path::PathBuf;
 
-use benches::{api, enqueue, pooler, pools, proxy, tap, task_counts, tasks, tls, tx};
+use benches::{api, enqueue, pooler, pools, proxy, tap, task_counts, task_peers, tasks, tls, tx};
 use clap::{Parser, Subcommand};
 
 /// holdfast benchmarks.
@@ -43,6 +43,9 @@ enum Bench {
     Tx(tx::Args),
     /// No-op tasks per second against the same SQL in pgbench and on plain tokio-postgres.
     Tasks(tasks::Args),
+    /// No-op tasks per second: holdfast against graphile-worker (without and with its
+    /// batching) and pg-boss, installed with npm on first use.
+    TaskPeers(task_peers::Args),
     /// Enqueueing tasks one at a time against `enqueue_many` in batches.
     Enqueue(enqueue::Args),
     /// Counting tasks by state with many finished tasks in the table: every state against
@@ -68,6 +71,7 @@ impl Bench {
             Bench::Tasks(_) => "tasks",
             Bench::TaskCounts(_) => "task-counts",
             Bench::Enqueue(_) => "enqueue",
+            Bench::TaskPeers(_) => "task-peers",
             Bench::Api(_) => "api",
             Bench::Pooler(_) => "pooler",
             Bench::Tls(_) => "tls",
@@ -87,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Bench::Tasks(args) => tasks::run(args),
         Bench::TaskCounts(args) => task_counts::run(args),
         Bench::Enqueue(args) => enqueue::run(args),
+        Bench::TaskPeers(args) => task_peers::run(args),
         Bench::Api(args) => api::run(args),
         Bench::Pooler(args) => pooler::run(args),
         Bench::Tls(args) => tls::run(args),

@@ -7,6 +7,7 @@ pub mod pools;
 pub mod proxy;
 pub mod tap;
 pub mod task_counts;
+pub mod task_peers;
 pub mod tasks;
 pub mod tls;
 pub mod tx;

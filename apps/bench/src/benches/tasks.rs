@@ -217,7 +217,7 @@ fn postmaster_pid(cluster: &TempCluster) -> Result<u32, Box<dyn std::error::Erro
         .ok_or_else(|| format!("postmaster.pid does not start with a process id: {text:?}").into())
 }
 
-fn pool(url: &str, size: usize) -> Result<Pool, Box<dyn std::error::Error>> {
+pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, Box<dyn std::error::Error>> {
     Ok(Pool::new(
         PoolConfig::new(ConnectConfig::from_url(url)?)
             .pool_size(size)
@@ -226,7 +226,7 @@ fn pool(url: &str, size: usize) -> Result<Pool, Box<dyn std::error::Error>> {
 }
 
 /// Empties the queue and enqueues `n` no-op tasks in one statement.
-fn fill(cluster: &TempCluster, schema: &str, n: i64) -> Result<(), Box<dyn std::error::Error>> {
+pub(crate) fn fill(cluster: &TempCluster, schema: &str, n: i64) -> Result<(), Box<dyn std::error::Error>> {
     cluster.psql(
         "postgres",
         &format!(
@@ -237,7 +237,7 @@ fn fill(cluster: &TempCluster, schema: &str, n: i64) -> Result<(), Box<dyn std::
     Ok(())
 }
 
-async fn run_holdfast(
+pub(crate) async fn run_holdfast(
     cluster: &TempCluster,
     queue: &Queue,
     admin: &Pool,
