@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     /// A `once` rule has fired; cleared whenever faults are set.
     spent: AtomicBool,
+    /// The handle was dropped: the accept loop ends.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -55,12 +57,16 @@ impl FaultProxy {
     /// Listens on `listen` (port 0 picks a free one) and relays every client to `upstream`.
     /// Must be called inside a tokio runtime.
     pub async fn start(listen: SocketAddr, upstream: SocketAddr) -> Result<ProxyHandle, FaultError> {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| FaultError::Listen {
-                addr: listen.to_string(),
-                error: source,
-            })?;
+        let listen_error = |source| FaultError::Listen {
+            addr: listen.to_string(),
+            error: source,
+        };
+        // Bound through std so that the handle keeps a second handle on the socket: dropping
+        // the handle shuts the listener down at once (the accept task's end is asynchronous).
+        let bound = std::net::TcpListener::bind(listen).map_err(listen_error)?;
+        bound.set_nonblocking(true).map_err(listen_error)?;
+        let closer = socket2::Socket::from(bound.try_clone().map_err(listen_error)?);
+        let listener = TcpListener::from_std(bound).map_err(listen_error)?;
         let addr = listener.local_addr().map_err(|source| FaultError::Listen {
             addr: listen.to_string(),
             error: source,
@@ -72,10 +78,16 @@ impl FaultProxy {
             counters: Counters::default(),
             next_id: AtomicU64::new(0),
             spent: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         tracing::debug!(%addr, %upstream, "fault proxy listening");
-        Ok(ProxyHandle { addr, shared, accept })
+        Ok(ProxyHandle {
+            addr,
+            shared,
+            accept,
+            closer,
+        })
     }
 
     /// Listens on a free port of 127.0.0.1.
@@ -91,8 +103,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         while links.try_join_next().is_some() {}
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
+            Err(_) if shared.stopping.load(Ordering::Acquire) => return,
             Err(error) => {
+                // Out of file descriptors, say: pause rather than spin.
                 tracing::debug!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -143,6 +158,8 @@ pub struct ProxyHandle {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: tokio::task::JoinHandle<()>,
+    /// The listening socket, shut down when the handle is dropped.
+    closer: socket2::Socket,
 }
 
 impl ProxyHandle {
@@ -231,6 +248,9 @@ impl ProxyHandle {
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        // Not listening from here on, whenever the aborted accept task is dropped.
+        let _ = self.closer.shutdown(std::net::Shutdown::Both);
         self.kill_all(Kill::Close);
         self.accept.abort();
     }
