@@ -1,6 +1,6 @@
 //! The application's own schema migrations: versioned SQL applied in order, each version once,
-//! under an advisory lock so that several processes starting at once do not race (the same
-//! machinery as the task queue's schema).
+//! under an advisory lock so that several processes starting at once do not race (the task
+//! queue's schema has a migrator of its own, built the same way; they are not yet one).
 
 use crate::error::PoolError;
 use crate::Pool;
