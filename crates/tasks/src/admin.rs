@@ -93,7 +93,7 @@ impl Queue {
     /// Tasks matching `filter`, newest first.
     pub async fn list(&self, client: &Client, filter: &TaskFilter) -> Result<Vec<TaskRecord>, TaskError> {
         if !(1..=1000).contains(&filter.limit) {
-            return Err(invalid(
+            return Err(TaskError::invalid(
                 "TaskFilter::limit",
                 filter.limit.to_string(),
                 "1 to 1000",
@@ -238,7 +238,7 @@ impl Queue {
         older_than: Duration,
     ) -> Result<u64, TaskError> {
         if !state.is_final() {
-            return Err(invalid(
+            return Err(TaskError::invalid(
                 "state",
                 state.to_string(),
                 "a final state: succeeded, failed or cancelled",
@@ -311,12 +311,4 @@ impl Queue {
             })
             .collect())
     }
-}
-
-fn invalid(setting: &str, value: String, accepted: &str) -> TaskError {
-    TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
-        setting: setting.to_string(),
-        value,
-        accepted: accepted.to_string(),
-    })
 }

@@ -38,6 +38,21 @@ pub enum TaskError {
     Transaction(holdfast_tx::TxError<tokio_postgres::Error>),
 }
 
+impl TaskError {
+    /// A value that cannot be used: `setting` names it, `accepted` says what would be.
+    pub(crate) fn invalid(
+        setting: impl Into<String>,
+        value: impl Into<String>,
+        accepted: impl Into<String>,
+    ) -> TaskError {
+        TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
+            setting: setting.into(),
+            value: value.into(),
+            accepted: accepted.into(),
+        })
+    }
+}
+
 // By hand rather than `#[from]`, which would also make them the `source()`: the text above
 // already shows them, and a cause printed twice in a chain reads as two failures.
 impl From<tokio_postgres::Error> for TaskError {

@@ -63,20 +63,19 @@ impl Periodic {
     /// ```
     pub fn new(name: &str, expression: &str, task: NewTask) -> Result<Periodic, TaskError> {
         let schedule = Cron::from_str(expression).map_err(|e| {
-            TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
-                setting: format!("the schedule of periodic task {name:?}"),
-                value: format!("{expression:?} ({e})"),
-                accepted: "a cron expression: minute hour day-of-month month day-of-week, \
-                           optionally with a seconds field first, such as \"0 3 * * *\""
-                    .into(),
-            })
+            TaskError::invalid(
+                format!("the schedule of periodic task {name:?}"),
+                format!("{expression:?} ({e})"),
+                "a cron expression: minute hour day-of-month month day-of-week, \
+                 optionally with a seconds field first, such as \"0 3 * * *\"",
+            )
         })?;
         if name.is_empty() {
-            return Err(TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
-                setting: "Periodic name".into(),
-                value: "an empty name".into(),
-                accepted: "a name that identifies the schedule".into(),
-            }));
+            return Err(TaskError::invalid(
+                "Periodic name",
+                "an empty name",
+                "a name that identifies the schedule",
+            ));
         }
         Ok(Periodic {
             name: name.to_string(),
@@ -113,11 +112,11 @@ impl Periodic {
     }
 
     fn no_slot(&self, e: croner::errors::CronError) -> TaskError {
-        TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
-            setting: format!("the schedule of periodic task {:?}", self.name),
-            value: format!("{:?} (no slot: {e})", self.expression),
-            accepted: "a cron expression that has slots".into(),
-        })
+        TaskError::invalid(
+            format!("the schedule of periodic task {:?}", self.name),
+            format!("{:?} (no slot: {e})", self.expression),
+            "a cron expression that has slots",
+        )
     }
 }
 

@@ -425,11 +425,11 @@ fn check_attempts(task: &NewTask) -> Result<(), TaskError> {
     if task.max_attempts >= 1 {
         return Ok(());
     }
-    Err(TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
-        setting: "max_attempts".into(),
-        value: task.max_attempts.to_string(),
-        accepted: "1 or more".into(),
-    }))
+    Err(TaskError::invalid(
+        "max_attempts",
+        task.max_attempts.to_string(),
+        "1 or more",
+    ))
 }
 
 fn millis(d: Duration) -> f64 {

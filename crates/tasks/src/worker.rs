@@ -120,7 +120,11 @@ impl Worker {
         let mut queues = vec![(DEFAULT_QUEUE.to_string(), self.config.concurrency)];
         for (name, n) in self.queues {
             if name.is_empty() {
-                return Err(invalid("Worker::queue", "an empty name".into(), "a queue name"));
+                return Err(TaskError::invalid(
+                    "Worker::queue",
+                    "an empty name",
+                    "a queue name",
+                ));
             }
             crate::settings::CONCURRENCY.check("Worker::queue concurrency", n)?;
             queues.retain(|(q, _)| *q != name);
@@ -362,14 +366,6 @@ async fn claim(shared: &Shared, queue: &str, free: usize) -> Result<Vec<crate::t
             what: "claim",
             after: config.heartbeat_interval(),
         }))
-}
-
-fn invalid(setting: &str, value: String, accepted: &str) -> TaskError {
-    TaskError::Config(holdfast_pool::ConfigError::InvalidValue {
-        setting: setting.to_string(),
-        value,
-        accepted: accepted.to_string(),
-    })
 }
 
 /// Enqueues the periodic tasks whose slots come, for as long as the worker runs.
