@@ -14,6 +14,9 @@ pub enum ServiceError {
     /// No connection could be had, or a statement the pool ran failed.
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// The service's own tables could not be created or upgraded.
+    #[error("service schema: {0}")]
+    Migrate(holdfast::MigrateError),
     /// The task queue failed.
     #[error(transparent)]
     Tasks(#[from] TaskError),

@@ -13,7 +13,7 @@ pub use tokio_postgres;
 
 #[doc(inline)]
 pub use holdfast_pool::{
-    migrate, BoxError, ConfigError, FromRow, MigrateError, Migration, Pool, PoolConfig, PoolError,
+    migrate, BoxError, ConfigError, FromRow, MigrateError, Migration, Migrator, Pool, PoolConfig, PoolError,
     PooledConnection,
 };
 pub use holdfast_tasks::{

@@ -16,7 +16,7 @@ pub use connect::{
 pub use error::{db_error_text, pg_error_text, ConfigError, ConnectError, PoolError, TlsProblem};
 pub use from_row::FromRow;
 pub use holdfast_wire::{CommitState, Liveness, ServerRole, Snapshot, TxStatus, WireState};
-pub use migrate::{migrate, MigrateError, Migration};
+pub use migrate::{migrate, MigrateError, Migration, Migrator};
 pub use pool::after_connect::AfterConnect;
 pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout};
 pub use pool::pooled::PooledConnection;

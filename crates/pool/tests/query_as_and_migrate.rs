@@ -2,7 +2,7 @@
 
 mod support;
 
-use holdfast_pool::{migrate, FromRow, MigrateError, Migration, Pool};
+use holdfast_pool::{migrate, FromRow, MigrateError, Migration, Migrator, Pool};
 use support::{cluster, config_for_url};
 
 const MIGRATIONS: &[Migration] = &[
@@ -123,6 +123,80 @@ async fn migrations_run_once_across_concurrent_migrators_and_rows_map_to_types()
         .expect_err("renamed");
     assert!(
         matches!(error, MigrateError::Changed { version: 1, .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn one_list_serves_many_schemas_and_older_or_newer_records_are_handled() {
+    let db = cluster().create_database().expect("database");
+    let pool = Pool::new(config_for_url(&db.url, "migrate-schemas")).expect("pool");
+    // The same list in two schemas: unqualified names land in each.
+    for schema in ["tenant_a", "tenant_b"] {
+        let table = format!("{schema}.migrations");
+        let applied = Migrator::new(&table, MIGRATIONS)
+            .search_path(schema)
+            .run(&pool)
+            .await
+            .expect("migrate");
+        assert_eq!(applied, vec![1, 2], "{schema}");
+    }
+    let notes: Vec<(String, i64)> = pool
+        .query_as(
+            "SELECT table_schema::text, count(*) FROM information_schema.tables
+              WHERE table_name = 'notes' GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("tables");
+    assert_eq!(
+        notes,
+        vec![("tenant_a".to_string(), 1), ("tenant_b".to_string(), 1)],
+        "a notes table in each schema and none elsewhere"
+    );
+
+    // A table left by an older migrator (integer versions, no names) is taken over: its
+    // versions get the listed names, and only what is new runs.
+    let conn = pool.get().await.expect("get");
+    conn.batch_execute(
+        "CREATE TABLE legacy_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO legacy_migrations (version) VALUES (1);
+         CREATE TABLE notes (id bigserial PRIMARY KEY, body text NOT NULL);",
+    )
+    .await
+    .expect("the older layout");
+    drop(conn);
+    let applied = migrate(&pool, "legacy_migrations", MIGRATIONS)
+        .await
+        .expect("taken over");
+    assert_eq!(applied, vec![2], "version 1 was there already");
+    let recorded: Vec<(i64, String)> = pool
+        .query_as(
+            "SELECT version, name FROM legacy_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(
+        recorded,
+        vec![(1, "notes".to_string()), (2, "notes_rating".to_string())]
+    );
+
+    // During a rolling deploy the older release (which lists only version 1) goes on after
+    // the newer one applied version 2; a list that leaves out an applied version before its
+    // last one is refused, naming it.
+    assert!(migrate(&pool, "legacy_migrations", &MIGRATIONS[..1])
+        .await
+        .expect("an older release")
+        .is_empty());
+    let holed = [MIGRATIONS[1]];
+    let error = migrate(&pool, "legacy_migrations", &holed)
+        .await
+        .expect_err("version 1 missing from the list");
+    assert!(
+        error
+            .to_string()
+            .contains("version 1 (notes) is recorded in legacy_migrations but missing"),
         "{error}"
     );
 }

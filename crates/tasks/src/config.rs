@@ -16,6 +16,10 @@ use crate::settings::*;
 pub struct WorkerConfig {
     /// Tasks run at once (`TASK_CONCURRENCY`).
     pub concurrency: usize,
+    /// Most tasks one claim takes and one statement marks succeeded; the worker fetches
+    /// ahead only what its slots start within about 20 ms at their recent pace
+    /// (`TASK_CLAIM_BATCH`; 1: no batching).
+    pub claim_batch: usize,
     /// How long a claim or heartbeat holds a task (`TASK_LEASE_MS`).
     pub lease: Duration,
     /// Time between heartbeats; `None`: a third of the lease (`TASK_HEARTBEAT_MS`).
@@ -72,6 +76,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             concurrency: CONCURRENCY.default_usize(),
+            claim_batch: CLAIM_BATCH.default_usize(),
             lease: LEASE.default_duration(),
             heartbeat: None,
             poll_interval: POLL_INTERVAL.default_duration(),
@@ -113,6 +118,7 @@ impl WorkerConfig {
         let defaults = WorkerConfig::default();
         let config = WorkerConfig {
             concurrency: CONCURRENCY.read(source)? as usize,
+            claim_batch: CLAIM_BATCH.read(source)? as usize,
             lease: LEASE.read_duration(source)?,
             heartbeat: match HEARTBEAT.read(source)? {
                 AutoValue::Set(every) => Some(every),
@@ -140,6 +146,13 @@ impl WorkerConfig {
     /// Tasks run at once. Defaults to 4.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
+        self
+    }
+
+    /// Most tasks one claim takes and one statement marks succeeded (1: one at a time,
+    /// nothing fetched ahead). Defaults to 100.
+    pub fn claim_batch(mut self, n: usize) -> Self {
+        self.claim_batch = n;
         self
     }
 
@@ -238,6 +251,7 @@ impl WorkerConfig {
 
     fn check(&self, name: impl Fn(&dyn Describe) -> &'static str) -> Result<(), ConfigError> {
         CONCURRENCY.check(name(&CONCURRENCY), self.concurrency)?;
+        CLAIM_BATCH.check(name(&CLAIM_BATCH), self.claim_batch)?;
         for (setting, value) in [
             (&LEASE, Some(self.lease)),
             (&POLL_INTERVAL, Some(self.poll_interval)),

@@ -33,6 +33,9 @@ pub enum TaskError {
         /// The task.
         id: crate::TaskId,
     },
+    /// Creating or upgrading the queue's schema failed.
+    #[error("task schema: {0}")]
+    Migrate(holdfast_pool::MigrateError),
     /// A state change inside a transaction failed.
     #[error("task state change failed: {0}")]
     Transaction(holdfast_tx::TxError<tokio_postgres::Error>),
@@ -61,6 +64,12 @@ impl From<tokio_postgres::Error> for TaskError {
     }
 }
 
+impl From<holdfast_pool::MigrateError> for TaskError {
+    fn from(e: holdfast_pool::MigrateError) -> Self {
+        TaskError::Migrate(e)
+    }
+}
+
 impl From<holdfast_tx::TxError<tokio_postgres::Error>> for TaskError {
     fn from(e: holdfast_tx::TxError<tokio_postgres::Error>) -> Self {
         TaskError::Transaction(e)
@@ -76,9 +85,10 @@ impl holdfast_tx::ClassifyError for TaskError {
             TaskError::Pool(e) => holdfast_tx::ClassifyError::error_class(e),
             TaskError::Transaction(e) => holdfast_tx::ClassifyError::error_class(e),
             TaskError::TimedOut { .. } => holdfast_tx::ErrorClass::Disconnected,
-            TaskError::InvalidSchema(_) | TaskError::Config(_) | TaskError::LeaseLost { .. } => {
-                holdfast_tx::ErrorClass::Permanent
-            }
+            TaskError::InvalidSchema(_)
+            | TaskError::Config(_)
+            | TaskError::Migrate(_)
+            | TaskError::LeaseLost { .. } => holdfast_tx::ErrorClass::Permanent,
         }
     }
 }

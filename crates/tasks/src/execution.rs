@@ -2,8 +2,8 @@
 //! matches no row (lease lost), a cancel request, a lease that could not be renewed in
 //! time or a body past `run_timeout` stops the body by dropping its future. Heartbeats stop
 //! once the body is done, and the outcome is written with retries until it lands or the lease
-//! runs out. A slot that goes on working sends the write together with its next claim (one
-//! round trip for both).
+//! runs out. Successes go to the worker's batched writer ([`crate::completions`]); claims
+//! are made for a queue's slots by its fetcher ([`crate::feed`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,8 +48,9 @@ pub(crate) async fn run(
     hard_stop: &mut watch::Receiver<bool>,
 ) -> Option<Pending> {
     let config = shared.config_for(&task.kind);
-    // Conservative: the server's expiry is its own now() + lease, taken after this.
-    let mut lease_until = Instant::now() + config.lease;
+    // Conservative: the server's expiry is its own now() + lease, taken after the claim was
+    // sent (a fetched task may have waited in its feed since).
+    let mut lease_until = task.claimed_at + config.lease;
     let Some(handler) = handler else {
         let error = format!("no handler registered for task kind {:?}", task.kind);
         tracing::error!(task = task.id, kind = %task.kind, "{error}");
@@ -167,53 +168,53 @@ pub(crate) async fn run(
     })
 }
 
+impl Pending {
+    /// Whether the attempt succeeded (its write goes to the batched writer).
+    pub(crate) fn succeeded(&self) -> bool {
+        matches!(self.outcome, Finish::Succeeded)
+    }
+
+    /// The success to write, for the batched writer.
+    pub(crate) fn into_success(self) -> crate::completions::Success {
+        crate::completions::Success {
+            task: self.task,
+            lease_until: self.lease_until,
+        }
+    }
+}
+
 /// Writes an attempt's outcome (see [`finish`]).
 pub(crate) async fn write(shared: &Shared, pending: Pending) {
     finish(shared, &pending.task, pending.outcome, pending.lease_until).await;
 }
 
-/// Writes an attempt's outcome and claims the next task on the same connection, the two
-/// statements pipelined: one round trip where a slot would otherwise spend two. When the
-/// write does not land at once it goes through [`finish`]'s retries; a claim that fails is
-/// simply made again by the slot.
-pub(crate) async fn write_and_claim(shared: &Shared, pending: Pending, queue: &str) -> Option<Claimed> {
-    let config = shared.config_for(&pending.task.kind);
-    let Pending {
-        task,
-        outcome,
-        lease_until,
-    } = pending;
-    let both = async {
+/// Claims up to `limit` tasks of `queue`, bounded by the heartbeat interval: a connection
+/// that never answers (a hung server or network) must not hold the fetcher. A claim that
+/// landed but whose answer never came leaves leases that expire, and the rescuer takes the
+/// tasks back.
+pub(crate) async fn claim(shared: &Shared, queue: &str, limit: usize) -> Result<Vec<Claimed>, TaskError> {
+    let config = &shared.config;
+    let claim = async {
         let conn = shared.control.get().await?;
-        let (written, claimed) = tokio::join!(
-            shared.queue.finish(&conn, &task, &outcome),
-            shared
-                .queue
-                .claim(&conn, &config.owner, queue, &shared.kinds, &shared.leases_ms, 1)
-        );
-        Ok::<_, TaskError>((written, claimed))
+        let claimed = shared
+            .queue
+            .claim(
+                &conn,
+                &config.owner,
+                queue,
+                &shared.kinds,
+                &shared.leases_ms,
+                limit as i64,
+            )
+            .await?;
+        Ok(claimed)
     };
-    // Bounded like a claim and like a final write: a connection that never answers must
-    // not hold the slot.
-    let bound = lease_until
-        .saturating_duration_since(Instant::now())
-        .min(config.heartbeat_interval());
-    match tokio::time::timeout(bound, both).await {
-        Ok(Ok((Ok(true), claimed))) => {
-            record(shared, &task, &outcome);
-            claimed.ok().and_then(|mut tasks| tasks.pop())
-        }
-        Ok(Ok((_, claimed))) => {
-            // Not landed, or no answer: the write is idempotent, so the retry loop sends it
-            // again and, if it matches nothing, asks the row whether it landed.
-            finish(shared, &task, outcome, lease_until).await;
-            claimed.ok().and_then(|mut tasks| tasks.pop())
-        }
-        Ok(Err(_)) | Err(_) => {
-            finish(shared, &task, outcome, lease_until).await;
-            None
-        }
-    }
+    tokio::time::timeout(config.heartbeat_interval(), claim)
+        .await
+        .unwrap_or(Err(TaskError::TimedOut {
+            what: "claim",
+            after: config.heartbeat_interval(),
+        }))
 }
 
 async fn heartbeat(
@@ -298,7 +299,8 @@ pub(crate) async fn finish(shared: &Shared, task: &Claimed, outcome: Finish, lea
     }
 }
 
-fn record(shared: &Shared, task: &Claimed, outcome: &Finish) {
+/// Counts a written outcome.
+pub(crate) fn record(shared: &Shared, task: &Claimed, outcome: &Finish) {
     let m = &shared.metrics;
     match outcome {
         Finish::Succeeded => m.succeeded.increment(1),

@@ -2,11 +2,13 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod completions;
 mod config;
 mod context;
 mod drain;
 mod error;
 mod execution;
+mod feed;
 mod kind;
 mod listener;
 mod metrics;

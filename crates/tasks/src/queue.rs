@@ -27,7 +27,7 @@ pub(crate) enum Lease {
 #[derive(Debug, Clone)]
 pub struct Queue {
     pub(crate) schema: Arc<str>,
-    sql: Arc<Sql>,
+    pub(crate) sql: Arc<Sql>,
 }
 
 impl Queue {
@@ -81,9 +81,8 @@ impl Queue {
     }
 
     /// Creates or upgrades the schema; returns the versions applied now.
-    pub async fn migrate(&self, pool: &Pool) -> Result<Vec<i32>, TaskError> {
-        let mut conn = pool.get().await?;
-        migrate(&mut conn, &self.schema).await
+    pub async fn migrate(&self, pool: &Pool) -> Result<Vec<i64>, TaskError> {
+        migrate(pool, &self.schema).await
     }
 
     /// Enqueues a task through `client`: a pooled connection, or a transaction (`&*tx`) so
@@ -189,6 +188,7 @@ impl Queue {
         limit: i64,
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
         let token = fastrand::i64(1..i64::MAX);
+        let claimed_at = std::time::Instant::now();
         let many;
         let sql: &str = if limit <= 1 {
             &self.sql.claim_one
@@ -217,6 +217,7 @@ impl Queue {
                 attempt: r.get(3),
                 max_attempts: r.get(4),
                 token,
+                claimed_at,
             })
             .collect())
     }

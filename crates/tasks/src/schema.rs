@@ -1,20 +1,24 @@
 //! The tasks table and its indexes, created by embedded, versioned migrations in a schema the
-//! user names. Migrations run in one transaction under an advisory lock, so several processes
-//! starting at once apply each version exactly once.
+//! user names, applied by holdfast's migrator (`holdfast_pool::Migrator`): under an advisory
+//! lock, so several processes starting at once apply each version exactly once.
 
-use tokio_postgres::Client;
+use holdfast_pool::{Migration, Migrator, Pool};
 
 use crate::error::TaskError;
 
-/// The migrations, in order; version `i + 1` is `MIGRATIONS[i]`. `{s}` is the schema.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TYPE {s}.task_state AS ENUM ('available', 'running', 'retry_wait', 'succeeded', 'failed', 'cancelled');
-CREATE TABLE {s}.tasks (
+/// The migrations, in order. They run with `search_path` set to the queue's schema alone, so
+/// their unqualified names are created there.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tasks",
+        sql: r#"
+CREATE TYPE task_state AS ENUM ('available', 'running', 'retry_wait', 'succeeded', 'failed', 'cancelled');
+CREATE TABLE tasks (
     id               bigserial PRIMARY KEY,
     kind             text NOT NULL,
     payload          jsonb NOT NULL DEFAULT '{}',
-    state            {s}.task_state NOT NULL DEFAULT 'available',
+    state            task_state NOT NULL DEFAULT 'available',
     priority         smallint NOT NULL DEFAULT 0,
     attempt          integer NOT NULL DEFAULT 0,
     max_attempts     integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
@@ -34,25 +38,33 @@ CREATE TABLE {s}.tasks (
     updated_at       timestamptz NOT NULL DEFAULT now()
 );
 -- What the claim reads: ready tasks by priority, then age.
-CREATE INDEX tasks_ready ON {s}.tasks (priority DESC, run_at, id) WHERE state IN ('available', 'retry_wait');
+CREATE INDEX tasks_ready ON tasks (priority DESC, run_at, id) WHERE state IN ('available', 'retry_wait');
 -- What the claim and the rescuer read: leases by expiry.
-CREATE INDEX tasks_leases ON {s}.tasks (lease_expires_at) WHERE state = 'running';
+CREATE INDEX tasks_leases ON tasks (lease_expires_at) WHERE state = 'running';
 -- An active task per unique key at most; a finished one does not block a new one.
-CREATE UNIQUE INDEX tasks_unique_key ON {s}.tasks (unique_key)
+CREATE UNIQUE INDEX tasks_unique_key ON tasks (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait');
 "#,
-    r#"
+    },
+    Migration {
+        version: 2,
+        name: "tasks_finished_index",
+        sql: r#"
 -- What retention reads: finished tasks by state and age.
-CREATE INDEX tasks_finished ON {s}.tasks (state, finished_at)
+CREATE INDEX tasks_finished ON tasks (state, finished_at)
     WHERE state IN ('succeeded', 'failed', 'cancelled');
 "#,
-    r#"
+    },
+    Migration {
+        version: 3,
+        name: "queues_periodic_attempts",
+        sql: r#"
 -- Named queues, each with its workers' own slots; the claim reads one queue's ready tasks.
-ALTER TABLE {s}.tasks ADD COLUMN queue text NOT NULL DEFAULT 'default';
-DROP INDEX {s}.tasks_ready;
-CREATE INDEX tasks_ready ON {s}.tasks (queue, priority DESC, run_at, id) WHERE state IN ('available', 'retry_wait');
+ALTER TABLE tasks ADD COLUMN queue text NOT NULL DEFAULT 'default';
+DROP INDEX tasks_ready;
+CREATE INDEX tasks_ready ON tasks (queue, priority DESC, run_at, id) WHERE state IN ('available', 'retry_wait');
 -- Periodic tasks: each schedule's next slot, locked and advanced with the enqueue.
-CREATE TABLE {s}.periodic (
+CREATE TABLE periodic (
     name       text PRIMARY KEY,
     next_slot  timestamptz NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
@@ -60,8 +72,8 @@ CREATE TABLE {s}.periodic (
 -- One row per attempt that ended otherwise than in success (failed, cancelled, released,
 -- snoozed, lease_expired), written by the same statement that ends it; deleted with its
 -- task. A success is read from the task's row (its owner, attempt start and end).
-ALTER TABLE {s}.tasks ADD COLUMN attempt_started_at timestamptz;
-CREATE TABLE {s}.task_attempts (
+ALTER TABLE tasks ADD COLUMN attempt_started_at timestamptz;
+CREATE TABLE task_attempts (
     task_id     bigint NOT NULL,
     attempt     integer NOT NULL,
     token       bigint NOT NULL,
@@ -73,6 +85,7 @@ CREATE TABLE {s}.task_attempts (
     PRIMARY KEY (task_id, token)
 );
 "#,
+    },
 ];
 
 /// Checks that `schema` is a plain SQL identifier holdfast can interpolate safely.
@@ -90,49 +103,17 @@ pub fn check_schema_name(schema: &str) -> Result<(), TaskError> {
     }
 }
 
-/// Brings `schema` up to the latest version; returns the versions applied now.
-pub async fn migrate(client: &mut Client, schema: &str) -> Result<Vec<i32>, TaskError> {
+/// Brings `schema` up to the latest version with holdfast's one migrator (versions recorded
+/// in `<schema>.migrations`, an advisory lock, a transaction per version); returns the
+/// versions applied now. A table written by the task queue's own migrator before 0.3
+/// (versions without names) is taken over as it is.
+pub async fn migrate(pool: &Pool, schema: &str) -> Result<Vec<i64>, TaskError> {
     check_schema_name(schema)?;
-    let tx = client.transaction().await?;
-    // One migrator at a time across processes; the lock ends with the transaction.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('holdfast_tasks_migrate'), hashtext($1))",
-        &[&schema],
-    )
-    .await?;
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.migrations (
-             version integer PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );"
-    ))
-    .await?;
-    let current: i32 = tx
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) FROM {schema}.migrations"),
-            &[],
-        )
-        .await?
-        .get(0);
-    let mut applied = Vec::new();
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
-        let version = i as i32 + 1;
-        if version <= current {
-            continue;
-        }
-        tx.batch_execute(&sql.replace("{s}", schema)).await?;
-        tx.execute(
-            &format!("INSERT INTO {schema}.migrations (version) VALUES ($1)"),
-            &[&version],
-        )
+    let table = format!("{schema}.migrations");
+    let applied = Migrator::new(&table, MIGRATIONS)
+        .search_path(schema)
+        .run(pool)
         .await?;
-        applied.push(version);
-    }
-    tx.commit().await?;
-    if !applied.is_empty() {
-        tracing::info!(schema, versions = ?applied, "task schema migrated");
-    }
     Ok(applied)
 }
 

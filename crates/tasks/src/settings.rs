@@ -17,6 +17,16 @@ pub const CONCURRENCY: Count = Count {
     doc: "tasks a worker runs at once",
 };
 
+/// `TASK_CLAIM_BATCH`.
+pub const CLAIM_BATCH: Count = Count {
+    env: "TASK_CLAIM_BATCH",
+    name: "claim_batch",
+    default: 100,
+    min: 1,
+    max: 1000,
+    doc: "most tasks one claim takes and one statement marks succeeded; a worker fetches ahead only what its slots start within about 20 ms at their recent pace, so long tasks are never hoarded; `1`: one task per claim and per write, nothing fetched ahead",
+};
+
 /// `TASK_LEASE_MS`.
 pub const LEASE: Span = Span {
     env: "TASK_LEASE_MS",
@@ -177,6 +187,7 @@ pub const SCHEMA: Text = Text {
 pub static SETTINGS: &[&dyn Describe] = &[
     &SCHEMA,
     &CONCURRENCY,
+    &CLAIM_BATCH,
     &LEASE,
     &HEARTBEAT,
     &POLL_INTERVAL,

@@ -42,6 +42,9 @@ pub(crate) struct Sql {
     pub(crate) claim_one: Arc<str>,
     pub(crate) heartbeat: String,
     pub(crate) succeed: String,
+    /// The success of many attempts at once (`$1` ids, `$2` attempts, `$3` tokens),
+    /// returning the ids whose attempt still held its task.
+    pub(crate) succeed_many: String,
     pub(crate) fail: String,
     pub(crate) cancelled: String,
     pub(crate) release: String,
@@ -148,6 +151,18 @@ impl Sql {
                 "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100,
                      lease_expires_at = NULL, updated_at = now()
                  WHERE {OURS}"
+            ),
+            // Each row checked against its own attempt and token, found by its position in
+            // the arrays: no join, whose nested loop re-reads the arrays once per row. The
+            // state is compared as text so that the planner reads the rows by primary key,
+            // not every running task through the partial lease index.
+            succeed_many: format!(
+                "UPDATE {s}.tasks SET state = 'succeeded', finished_at = now(), progress_percent = 100,
+                     lease_expires_at = NULL, updated_at = now()
+                 WHERE id = ANY($1) AND state::text = 'running'
+                   AND attempt = ($2::int4[])[array_position($1, id)]
+                   AND lease_token = ($3::int8[])[array_position($1, id)]
+                 RETURNING id"
             ),
             fail: final_write(
                 s,

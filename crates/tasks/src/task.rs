@@ -212,4 +212,6 @@ pub(crate) struct Claimed {
     pub(crate) attempt: i32,
     pub(crate) max_attempts: i32,
     pub(crate) token: i64,
+    /// When the claim was sent: the lease runs from (a little after) then.
+    pub(crate) claimed_at: std::time::Instant,
 }

@@ -8,20 +8,21 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use holdfast_pool::Pool;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::completions::{self, Success};
 use crate::config::{listen_on, Listen, WorkerConfig};
 use crate::context::{TaskContext, TaskFailure};
 use crate::error::TaskError;
 use crate::execution;
+use crate::feed::{self, Feed};
 use crate::kind::KindOptions;
 use crate::listener::{self, Wake};
 use crate::metrics::TaskMetrics;
 use crate::periodic::Periodic;
 use crate::queue::{Finish, Queue};
 use crate::rescuer::Rescuer;
-use crate::task::Claimed;
 use crate::task::DEFAULT_QUEUE;
 use crate::worker_state::{Handler, Shared};
 
@@ -231,21 +232,32 @@ async fn run(
         let shared = Arc::clone(&shared);
         background.spawn(async move { schedule(&shared, &periodic).await });
     }
-    // One loop per slot, each claiming its next task as soon as it is free, like so many
-    // clients: no single claimer to queue behind.
+    // Per queue, a fetcher claims for the slots (several tasks per statement) and the
+    // slots take from its feed; successes are written together by one writer.
+    let (successes, written) = mpsc::unbounded_channel();
+    let mut writer = JoinSet::new();
+    writer.spawn(completions::run(Arc::clone(&shared), written));
+    let mut fetchers = JoinSet::new();
     let mut slots = JoinSet::new();
     for (queue, concurrency) in queues {
-        let queue: Arc<str> = queue.into();
+        let feed = Arc::new(Feed::new(queue.into(), concurrency));
+        fetchers.spawn(feed::run(
+            Arc::clone(&shared),
+            Arc::clone(&feed),
+            Arc::clone(&wake),
+            claiming.clone(),
+        ));
         for _ in 0..concurrency {
             slots.spawn(slot(
                 Arc::clone(&shared),
                 Arc::clone(&handlers),
                 claiming.clone(),
-                Arc::clone(&wake),
-                Arc::clone(&queue),
+                Arc::clone(&feed),
+                successes.clone(),
             ));
         }
     }
+    drop(successes);
     let mut claiming = claiming;
     let _ = claiming.wait_for(|stop| *stop).await;
     // Shutdown: slots stop claiming; running tasks get the grace period, then are stopped
@@ -263,109 +275,46 @@ async fn run(
             }
         }
     }
+    // Fetched tasks not started are given back; the last successes are written.
+    while fetchers.join_next().await.is_some() {}
+    while writer.join_next().await.is_some() {}
     background.shutdown().await;
     tracing::info!(owner = %config.owner, "worker stopped");
 }
 
-/// One execution slot: claim a task, run it, repeat; when there is none, wait for a
-/// notification or the poll interval.
+/// One execution slot: take a task from the queue's feed, run it, hand its outcome on
+/// (a success to the batched writer, anything else written here), repeat.
 async fn slot(
     shared: Arc<Shared>,
     handlers: Arc<HashMap<String, Handler>>,
     mut stopping: watch::Receiver<bool>,
-    wake: Arc<Wake>,
-    queue: Arc<str>,
+    feed: Arc<Feed>,
+    successes: mpsc::UnboundedSender<Success>,
 ) {
-    let config = &shared.config;
-    // A task claimed together with the previous one's final write.
-    let mut next: Option<Claimed> = None;
     let mut hard_stop = shared.hard_stop.subscribe();
-    loop {
-        if *stopping.borrow() {
-            if let Some(task) = next.take() {
-                // Claimed but not started: given back without counting the attempt.
-                let lease_until = Instant::now() + shared.config_for(&task.kind).lease;
-                execution::finish(&shared, &task, Finish::Released, lease_until).await;
-            }
-            return;
-        }
-        // Read before claiming, so that a notification that arrives meanwhile is not lost.
-        let seen = wake.epoch();
-        let claimed = match next.take() {
-            Some(task) => Ok(vec![task]),
-            None => {
-                let started = Instant::now();
-                let claimed = claim(&shared, &queue, 1).await;
-                shared
-                    .metrics
-                    .claim_seconds
-                    .record(started.elapsed().as_secs_f64());
-                claimed
-            }
-        };
-        match claimed {
-            Ok(mut tasks) if !tasks.is_empty() => {
-                let task = tasks.swap_remove(0);
-                shared.metrics.claimed.increment(1);
-                let handler = handlers.get(&task.kind).cloned();
-                let Some(pending) = execution::run(Arc::clone(&shared), task, handler, &mut hard_stop).await
-                else {
-                    continue;
-                };
-                if *stopping.borrow() {
-                    execution::write(&shared, pending).await;
-                } else {
-                    // The final write and the next claim in one round trip.
-                    next = execution::write_and_claim(&shared, pending, &queue).await;
-                }
-                continue;
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(owner = %config.owner, %error, "claim failed; will try again"),
-        }
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if wake.epoch() != seen {
-            // Tasks were enqueued while we claimed: look again at once.
+    while let Some(task) = feed.next(&mut stopping).await {
+        if feed::too_late(&shared, &task, Instant::now()) {
+            // Waited in the feed too long to start safely: given back, attempt not counted.
+            let lease_until = task.claimed_at + shared.config_for(&task.kind).lease;
+            execution::finish(&shared, &task, Finish::Released, lease_until).await;
             continue;
         }
-        // Spread the slots' polls so that idle workers do not query in step.
-        let poll = config.poll_interval.mul_f64(0.75 + fastrand::f64() * 0.5);
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep(poll) => {}
-            _ = stopping.changed() => {}
+        shared.metrics.claimed.increment(1);
+        let handler = handlers.get(&task.kind).cloned();
+        let started = Instant::now();
+        let pending = execution::run(Arc::clone(&shared), task, handler, &mut hard_stop).await;
+        feed.ran(started.elapsed());
+        match pending {
+            None => {}
+            Some(done) if done.succeeded() => {
+                if let Err(mpsc::error::SendError(success)) = successes.send(done.into_success()) {
+                    // The writer is gone (it never is while slots run): write it here.
+                    execution::finish(&shared, &success.task, Finish::Succeeded, success.lease_until).await;
+                }
+            }
+            Some(other) => execution::write(&shared, other).await,
         }
     }
-}
-
-/// Claims up to `free` tasks, bounded by the heartbeat interval: a connection that never
-/// answers (a hung server or network) must not hold the slot. A claim that landed but whose
-/// answer never came leaves a lease that expires, and the rescuer takes the task back.
-async fn claim(shared: &Shared, queue: &str, free: usize) -> Result<Vec<crate::task::Claimed>, TaskError> {
-    let config = &shared.config;
-    let claim = async {
-        let conn = shared.control.get().await?;
-        let claimed = shared
-            .queue
-            .claim(
-                &conn,
-                &config.owner,
-                queue,
-                &shared.kinds,
-                &shared.leases_ms,
-                free as i64,
-            )
-            .await?;
-        Ok(claimed)
-    };
-    tokio::time::timeout(config.heartbeat_interval(), claim)
-        .await
-        .unwrap_or(Err(TaskError::TimedOut {
-            what: "claim",
-            after: config.heartbeat_interval(),
-        }))
 }
 
 /// Enqueues the periodic tasks whose slots come, for as long as the worker runs.

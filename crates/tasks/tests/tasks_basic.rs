@@ -19,15 +19,60 @@ async fn migrations_are_versioned_and_idempotent_across_concurrent_starters() {
     let queue = holdfast_tasks::Queue::new("concurrent_mig").expect("queue");
     let p = pool(&db.url, "hf-mig", 4);
     let (a, b) = tokio::join!(queue.migrate(&p), queue.migrate(&p));
-    let mut applied = [a.expect("a"), b.expect("b")];
-    applied.sort();
+    let mut applied = a.expect("a");
+    applied.extend(b.expect("b"));
+    applied.sort_unstable();
     assert_eq!(
         applied,
-        [vec![], vec![1, 2, 3]],
-        "exactly one starter applied versions 1 to 3"
+        vec![1, 2, 3],
+        "each version applied by exactly one starter"
     );
-    assert_eq!(queue.migrate(&p).await.expect("again"), Vec::<i32>::new());
+    assert_eq!(queue.migrate(&p).await.expect("again"), Vec::<i64>::new());
     assert!(holdfast_tasks::Queue::new("bad-name").is_err());
+}
+
+#[tokio::test]
+async fn a_schema_made_by_the_older_task_migrator_is_taken_over_as_it_is() {
+    let db = cluster().create_database().expect("database");
+    let queue = holdfast_tasks::Queue::new("older_mig").expect("queue");
+    let p = pool(&db.url, "hf-older-mig", 2);
+    assert_eq!(queue.migrate(&p).await.expect("migrate"), vec![1, 2, 3]);
+    // What the task queue's own migrator (before 0.3) left: integer versions, no names,
+    // and a task already waiting.
+    let conn = p.get().await.expect("get");
+    conn.batch_execute(
+        "ALTER TABLE older_mig.migrations DROP COLUMN name, ALTER COLUMN version TYPE integer",
+    )
+    .await
+    .expect("the older layout");
+    let id = queue
+        .enqueue(&conn, &NewTask::new("echo", json!({})))
+        .await
+        .expect("enqueue")
+        .expect("id");
+    drop(conn);
+    assert_eq!(
+        queue.migrate(&p).await.expect("taken over"),
+        Vec::<i64>::new(),
+        "nothing applied again"
+    );
+    let recorded: Vec<(i64, String)> = p
+        .query_as(
+            "SELECT version, name FROM older_mig.migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(
+        recorded,
+        vec![
+            (1, "tasks".to_string()),
+            (2, "tasks_finished_index".to_string()),
+            (3, "queues_periodic_attempts".to_string())
+        ],
+        "the versions now carry their names"
+    );
+    assert_eq!(state_of(&queue, &p, id).await, TaskState::Available);
 }
 
 #[tokio::test]

@@ -1,12 +1,15 @@
 //! The service's own tables (episodes, segments, transcript lines, intent hints), created by
 //! versioned migrations at start-up, one starter at a time.
 
-use holdfast::pool::Pool;
+use holdfast::{migrate as run_migrations, Migration, Pool};
 
 use crate::error::ServiceError;
 
-/// Migrations in order; version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[r#"
+/// The migrations, in order, recorded in `service_migrations`.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "episodes",
+    sql: r#"
 CREATE TABLE episodes (
     id          bigserial PRIMARY KEY,
     title       text NOT NULL CHECK (length(title) BETWEEN 1 AND 200),
@@ -41,51 +44,13 @@ CREATE TABLE intent_hints (
 INSERT INTO intent_hints (phrase, intent) VALUES
     ('make it shorter', 'trim'), ('add music', 'score'), ('remove the pause', 'tighten'),
     ('louder', 'gain'), ('start over', 'reset'), ('publish', 'release');
-"#];
+"#,
+}];
 
-/// Applies the migrations not applied yet; returns the versions applied now.
-pub async fn migrate(pool: &Pool) -> Result<Vec<i32>, ServiceError> {
-    let mut conn = pool.get().await?;
-    let tx = conn
-        .transaction()
+/// Applies the migrations not applied yet (holdfast's migrator: one starter at a time, a
+/// transaction per version); returns the versions applied now.
+pub async fn migrate(pool: &Pool) -> Result<Vec<i64>, ServiceError> {
+    run_migrations(pool, "service_migrations", MIGRATIONS)
         .await
-        .map_err(ServiceError::database("service migration failed"))?;
-    let step = async {
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('holdfast_service_migrate'))",
-            &[],
-        )
-        .await?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS service_migrations (
-                 version integer PRIMARY KEY,
-                 applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await?;
-        let current: i32 = tx
-            .query_one("SELECT coalesce(max(version), 0) FROM service_migrations", &[])
-            .await?
-            .get(0);
-        let mut applied = Vec::new();
-        for (i, sql) in MIGRATIONS.iter().enumerate() {
-            let version = i as i32 + 1;
-            if version > current {
-                tx.batch_execute(sql).await?;
-                tx.execute(
-                    "INSERT INTO service_migrations (version) VALUES ($1)",
-                    &[&version],
-                )
-                .await?;
-                applied.push(version);
-            }
-        }
-        Ok::<_, tokio_postgres::Error>(applied)
-    };
-    let applied = step
-        .await
-        .map_err(ServiceError::database("service migration failed"))?;
-    tx.commit()
-        .await
-        .map_err(ServiceError::database("service migration failed"))?;
-    Ok(applied)
+        .map_err(ServiceError::Migrate)
 }
