@@ -41,7 +41,7 @@ enum Bench {
     Proxy(proxy::Args),
     /// pool.transaction against hand-written BEGIN/COMMIT.
     Tx(tx::Args),
-    /// No-op tasks per second against the same SQL in pgbench and on plain tokio-postgres.
+    /// No-op tasks per second (holdfast batched, by default) against one task per statement in pgbench and on plain tokio-postgres.
     Tasks(tasks::Args),
     /// No-op tasks per second: holdfast against graphile-worker (without and with its
     /// batching) and pg-boss, installed with npm on first use.

@@ -306,7 +306,8 @@ async fn slot(
         feed.ran(started.elapsed());
         match pending {
             None => {}
-            Some(done) if done.succeeded() => {
+            // Without batching each slot writes its own success: no writer to queue behind.
+            Some(done) if done.succeeded() && shared.config.claim_batch > 1 => {
                 if let Err(mpsc::error::SendError(success)) = successes.send(done.into_success()) {
                     // The writer is gone (it never is while slots run): write it here.
                     execution::finish(&shared, &success.task, Finish::Succeeded, success.lease_until).await;
