@@ -195,6 +195,71 @@ async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_roo
 }
 
 #[tokio::test]
+async fn a_caller_does_not_join_a_lane_whose_oldest_statement_waited_too_long_though_others_were_answered() {
+    // No pre-ping, the statement prepared on both connections: joining a lane or making one
+    // sends the statement at once, with no round trip of its own.
+    let pool = Pool::new(
+        config_for(cluster(), "query-head-wait")
+            .pool_size(2)
+            .max_overflow(0)
+            .pipeline_stall(STALL)
+            .pre_ping(PrePing::Never),
+    )
+    .expect("pool");
+    let sql = "SELECT pg_advisory_xact_lock($1)";
+    {
+        let (a, b) = (pool.get().await.expect("a"), pool.get().await.expect("b"));
+        for conn in [&a, &b] {
+            conn.query_typed_cached(sql, &[(&0i64, Type::INT8)])
+                .await
+                .expect("prepared on both connections");
+        }
+    }
+    let blocker = admin(&pool).await;
+    blocker
+        .batch_execute("SELECT pg_advisory_lock(k) FROM generate_series(1, 2) k")
+        .await
+        .expect("locks");
+    let call = |key: i64| {
+        let pool = pool.clone();
+        Box::pin(async move { pool.query_typed(sql, &[(&key, Type::INT8)]).await })
+    };
+    let (mut first, mut second) = (call(1), call(2));
+    for caller in [&mut first, &mut second] {
+        assert!(caller.as_mut().now_or_never().is_none(), "waits for its key");
+    }
+    assert_eq!(pool.status().in_use, 1, "one lane: {}", pool.status());
+    // (The time is what is under test, not another task.)
+    tokio::time::sleep(STALL).await;
+    // The lane answers its first statement: it has just made progress, but the second
+    // statement, now its oldest, has waited longer than the stall.
+    blocker
+        .execute("SELECT pg_advisory_unlock(1)", &[])
+        .await
+        .expect("unlock 1");
+    tokio::time::timeout(BOUND, first)
+        .await
+        .expect("caller 1 in time")
+        .expect("caller 1");
+    // A third caller with a free key takes the other connection; behind the second
+    // statement it would wait as long as key 2 is held.
+    tokio::time::timeout(BOUND, call(100))
+        .await
+        .expect("answered while the lane's oldest statement still waits")
+        .expect("caller 3");
+    assert!(second.as_mut().now_or_never().is_none(), "caller 2 still waits");
+    blocker
+        .execute("SELECT pg_advisory_unlock(2)", &[])
+        .await
+        .expect("unlock 2");
+    tokio::time::timeout(BOUND, second)
+        .await
+        .expect("caller 2 in time")
+        .expect("caller 2");
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
 async fn a_caller_that_gives_up_does_not_make_a_stuck_lane_look_alive() {
     let pool = stalling_pool("query-gave-up");
     // A's statement waits on a table lock: its lane answers nothing.

@@ -135,9 +135,10 @@ pub struct PoolConfig {
     /// Statements kept prepared per connection; past it the least recently used one is
     /// closed on the server (`DB_STATEMENT_CACHE_SIZE`).
     pub statement_cache_size: usize,
-    /// A shared connection none of whose statements has finished for this long takes no
-    /// more callers while the pool has room for another: callers do not queue behind a
-    /// statement that is stuck or slow (`DB_PIPELINE_STALL_MS`).
+    /// A shared connection whose oldest unanswered statement has waited this long takes no
+    /// more callers while the pool has room for another: callers do not queue long behind
+    /// a statement that is stuck or slow, or on a connection that is behind
+    /// (`DB_PIPELINE_STALL_MS`).
     pub pipeline_stall: Duration,
     /// A connection with requests in flight that has received nothing for this long is
     /// closed, and its callers get an error instead of waiting forever for a reply that
@@ -355,7 +356,8 @@ impl PoolConfig {
     }
 
     /// Statements in flight at once on one shared connection ([`Pool::query`]); 1 turns
-    /// sharing off. Defaults to 8.
+    /// sharing off. Defaults to 256: how deep a lane gets is bounded in time by
+    /// [`pipeline_stall`](Self::pipeline_stall) first.
     ///
     /// [`Pool::query`]: crate::Pool::query
     pub fn pipeline_depth(mut self, depth: usize) -> Self {
@@ -399,9 +401,10 @@ impl PoolConfig {
         self
     }
 
-    /// How long a shared connection may go without finishing a statement before it takes
-    /// no more callers while the pool has room for another ([`Pool::query`]). Defaults to
-    /// 10 ms.
+    /// How long the oldest unanswered statement on a shared connection may have waited
+    /// before the connection takes no more callers while the pool has room for another
+    /// ([`Pool::query`]): about the longest a caller queues behind others' statements.
+    /// Defaults to 5 ms.
     ///
     /// [`Pool::query`]: crate::Pool::query
     pub fn pipeline_stall(mut self, stall: Duration) -> Self {

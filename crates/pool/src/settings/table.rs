@@ -381,7 +381,7 @@ pub const CLOSE_TIMEOUT: Span = Span {
 pub const PIPELINE_DEPTH: Count = Count {
     env: "DB_PIPELINE_DEPTH",
     name: "pipeline_depth",
-    default: 8,
+    default: 256,
     min: 1,
     max: 1024,
     doc: "statements in flight at once on one connection shared by `pool.query` and `pool.execute` (1: no sharing)",
@@ -402,11 +402,11 @@ pub const PIPELINE_STALL: Span = Span {
     env: "DB_PIPELINE_STALL_MS",
     name: "pipeline_stall",
     unit: Unit::Milliseconds,
-    default: 10,
+    default: 5,
     min: 1,
     max: DAY_MS,
     zero_is_off: false,
-    doc: "a shared connection that has finished no statement for this long takes no more callers while the pool has room for another",
+    doc: "a shared connection whose oldest unanswered statement has waited this long takes no more callers while the pool has room for another",
 };
 
 /// `DB_UNANSWERED_TIMEOUT_MS`.
