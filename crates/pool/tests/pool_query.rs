@@ -53,34 +53,42 @@ async fn a_second_caller_is_pipelined_on_the_busy_connection_instead_of_queueing
     assert_no_idle_in_transaction(&pool).await;
 }
 
-#[tokio::test]
-async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back() {
-    // Two connections, four statements per lane; no pre-ping, so that a caller making a
-    // lane takes its idle connection without a round trip and sends its statement at once.
-    let pool = Pool::new(
-        config_for(cluster(), "query-gather")
-            .pool_size(2)
-            .max_overflow(0)
-            .pipeline_depth(4)
-            .pipeline_stall(BOUND)
-            .pre_ping(PrePing::Never),
-    )
-    .expect("pool");
-    let sql = "SELECT pg_advisory_xact_lock($1)";
+/// The statement the lane tests wait in: it holds until its key is free.
+const KEYED: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// A pool of two connections with [`KEYED`] prepared on both and no pre-ping, so that a
+/// caller joining a lane or making one sends its statement at once, with no round trip of
+/// its own; and another session holding advisory keys 1 to `keys`.
+async fn keyed_pool(config: holdfast_pool::PoolConfig, keys: i64) -> (Pool, holdfast_pool::Connection) {
+    let pool = Pool::new(config.pool_size(2).max_overflow(0).pre_ping(PrePing::Never)).expect("pool");
     {
         let (a, b) = (pool.get().await.expect("a"), pool.get().await.expect("b"));
         for conn in [&a, &b] {
-            conn.query_typed_cached(sql, &[(&0i64, Type::INT8)])
+            conn.query_typed_cached(KEYED, &[(&0i64, Type::INT8)])
                 .await
                 .expect("prepared on both connections");
         }
     }
-    // Another session holds keys 1 to 6: each caller's statement waits for its key.
     let blocker = admin(&pool).await;
     blocker
-        .batch_execute("SELECT pg_advisory_lock(k) FROM generate_series(1, 6) k")
+        .execute(
+            "SELECT pg_advisory_lock(k) FROM generate_series(1, $1::int8) k",
+            &[&keys],
+        )
         .await
         .expect("locks");
+    (pool, blocker)
+}
+
+#[tokio::test]
+async fn callers_gather_on_the_busiest_lane_and_a_lane_left_with_few_goes_back() {
+    // Two connections, four statements per lane; another session holds keys 1 to 6: each
+    // caller's statement waits for its key.
+    let config = config_for(cluster(), "query-gather")
+        .pipeline_depth(4)
+        .pipeline_stall(BOUND);
+    let (pool, blocker) = keyed_pool(config, 6).await;
+    let sql = KEYED;
     let unlock = |key: i64| {
         let blocker = &blocker;
         async move {
@@ -196,30 +204,9 @@ async fn a_caller_does_not_queue_behind_a_stuck_statement_while_the_pool_has_roo
 
 #[tokio::test]
 async fn a_caller_does_not_join_a_lane_whose_oldest_statement_waited_too_long_though_others_were_answered() {
-    // No pre-ping, the statement prepared on both connections: joining a lane or making one
-    // sends the statement at once, with no round trip of its own.
-    let pool = Pool::new(
-        config_for(cluster(), "query-head-wait")
-            .pool_size(2)
-            .max_overflow(0)
-            .pipeline_stall(STALL)
-            .pre_ping(PrePing::Never),
-    )
-    .expect("pool");
-    let sql = "SELECT pg_advisory_xact_lock($1)";
-    {
-        let (a, b) = (pool.get().await.expect("a"), pool.get().await.expect("b"));
-        for conn in [&a, &b] {
-            conn.query_typed_cached(sql, &[(&0i64, Type::INT8)])
-                .await
-                .expect("prepared on both connections");
-        }
-    }
-    let blocker = admin(&pool).await;
-    blocker
-        .batch_execute("SELECT pg_advisory_lock(k) FROM generate_series(1, 2) k")
-        .await
-        .expect("locks");
+    let config = config_for(cluster(), "query-head-wait").pipeline_stall(STALL);
+    let (pool, blocker) = keyed_pool(config, 2).await;
+    let sql = KEYED;
     let call = |key: i64| {
         let pool = pool.clone();
         Box::pin(async move { pool.query_typed(sql, &[(&key, Type::INT8)]).await })
