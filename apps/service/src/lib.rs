@@ -7,5 +7,6 @@
 pub mod error;
 pub mod harness;
 pub mod logging;
+pub mod prom;
 pub mod service;
 pub mod tasks_cli;

@@ -1,6 +1,7 @@
 //! Logging set-up for the binary: `tracing` to stderr, level from `RUST_LOG` (default info).
 //! Every ERROR event is also noted (when), so that a load run can check that a fault its
-//! service should absorb wrote no ERROR line.
+//! service should absorb wrote no ERROR line, and the holdfast crates' warnings are kept for
+//! the console's recent events.
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -19,6 +20,7 @@ pub fn init() {
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(NoteErrors)
+        .with(crate::service::console::events::KeepRecent)
         .try_init();
 }
 

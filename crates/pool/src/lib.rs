@@ -21,6 +21,6 @@ pub use pool::after_connect::AfterConnect;
 pub use pool::config::{PoolConfig, PrePing, UnansweredTimeout};
 pub use pool::pooled::PooledConnection;
 pub use pool::statements::is_stale_statement;
-pub use pool::status::PoolStatus;
+pub use pool::status::{DatabaseDown, PoolStatus};
 pub use pool::Pool;
 pub use settings::{ProcessEnv, Source};

@@ -106,7 +106,7 @@ async fn exchange(
     let sent = async {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(payload.as_bytes()).await?;
-        stream.read_to_end(&mut raw).await
+        read_answer(&mut stream, &mut raw).await
     };
     sent.await.map_err(|_| Failure::Broken)?;
     let text = String::from_utf8_lossy(&raw);
@@ -120,4 +120,49 @@ async fn exchange(
         status,
         text: body.to_string(),
     })
+}
+
+/// Reads an answer: up to its `Content-Length` when it gives one (some servers keep the
+/// connection open despite `Connection: close`), else to the end of the stream.
+async fn read_answer(stream: &mut tokio::net::TcpStream, raw: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(total) = answer_length(raw) {
+            if raw.len() >= total {
+                return Ok(());
+            }
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The whole answer's length in bytes, once its head is in and gives a `Content-Length`.
+fn answer_length(raw: &[u8]) -> Option<usize> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&raw[..end]).ok()?;
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
+    })?;
+    Some(end + length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_length;
+
+    #[test]
+    fn an_answer_ends_at_its_content_length() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length:5\r\n\r\nhello";
+        assert_eq!(answer_length(raw), Some(raw.len()));
+        assert_eq!(answer_length(b"HTTP/1.1 200 OK\r\nContent-Le"), None);
+        assert_eq!(answer_length(b"HTTP/1.1 200 OK\r\n\r\nto the end"), None);
+    }
 }

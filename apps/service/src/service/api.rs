@@ -11,6 +11,7 @@
 //! | `GET /healthz` | the process is alive |
 //! | `GET /readyz` | the database answers (quickly, or 503) |
 //! | `GET /metrics` | Prometheus text: pools, tasks, HTTP latency and status codes |
+//! | `/console` | the operator's console, with `ADMIN_TOKEN` (see [`console`]) |
 //!
 //! Every request has one budget, `API_REQUEST_TIMEOUT_MS`, for all its waits and retries
 //! (see `budget`).
@@ -33,6 +34,7 @@ use serde_json::json;
 
 use crate::service::api_error::ApiError;
 use crate::service::budget;
+use crate::service::console::{self, Console};
 use crate::service::domain::{self, NewEpisode};
 
 /// What the handlers share.
@@ -62,8 +64,14 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The router.
+/// The router, without the console.
 pub fn app(state: AppState) -> Router {
+    app_with_console(state, None)
+}
+
+/// The router, with the console at `/console` when there is one (when there is not, its
+/// paths say that it is off).
+pub fn app_with_console(state: AppState, console: Option<Console>) -> Router {
     Router::new()
         .route("/api/episodes", post(create_episode))
         .route("/api/episodes/{id}", get(get_episode))
@@ -73,6 +81,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .merge(console::routes(console))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)

@@ -23,6 +23,8 @@ use holdfast::pool::settings::{self as lib, table, Choice, Count, Describe, Sour
 use holdfast::pool::{ConfigError, ConnectConfig, PoolConfig, TargetSessionAttrs, DEFAULT_APPLICATION_NAME};
 use holdfast::tasks::{Listen, WorkerConfig};
 
+use crate::service::console::auth::AdminToken;
+
 /// `LISTEN`.
 pub const LISTEN: Text = Text {
     env: "LISTEN",
@@ -118,9 +120,20 @@ pub const ASSEMBLY_TIMEOUT: Span = Span {
     doc: "an assembly attempt running longer is stopped and retried (the worker's TASK_RUN_TIMEOUT_MS): a last resort for a body whose request a hung network swallowed",
 };
 
+/// `ADMIN_TOKEN`.
+pub const ADMIN_TOKEN: Text = Text {
+    env: "ADMIN_TOKEN",
+    name: "admin_token",
+    default: "(none: the console is off)",
+    accepted: "at least 16 characters without whitespace (for example `openssl rand -hex 32`)",
+    secret: true,
+    doc: "turns on the operator's console at /console: signing in and every action (retry, cancel) need this token",
+};
+
 /// The service's own settings.
 pub static SERVICE: &[&dyn Describe] = &[
     &LISTEN,
+    &ADMIN_TOKEN,
     &API_REQUEST_TIMEOUT,
     &ASSEMBLY_WORKERS,
     &ASSEMBLY_STEP,
@@ -228,6 +241,20 @@ impl ServeArgs {
             value: raw,
             accepted: LISTEN.accepted.into(),
         })
+    }
+
+    /// The console's token, if the console is on.
+    pub fn admin_token(&self) -> Result<Option<AdminToken>, ConfigError> {
+        let Some(raw) = ADMIN_TOKEN.read(self) else {
+            return Ok(None);
+        };
+        AdminToken::new(&raw)
+            .map(Some)
+            .map_err(|problem| ConfigError::InvalidValue {
+                setting: ADMIN_TOKEN.env.into(),
+                value: format!("<hidden: {problem}>"),
+                accepted: ADMIN_TOKEN.accepted.into(),
+            })
     }
 
     /// The API's request timeout.

@@ -6,6 +6,7 @@ pub mod api_error;
 pub mod assembly;
 pub mod budget;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod schema;
 pub mod serve;

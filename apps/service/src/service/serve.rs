@@ -11,9 +11,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 
 use crate::error::ServiceError;
-use crate::service::api::{app, AppState};
+use crate::service::api::{app_with_console, AppState};
 use crate::service::assembly;
 use crate::service::config::ServeArgs;
+use crate::service::console::Console;
 use crate::service::domain::ASSEMBLE;
 use crate::service::schema;
 
@@ -36,11 +37,13 @@ pub struct Service {
     api: Pool,
     queue: Queue,
     state: AppState,
+    console: Option<Console>,
 }
 
 impl Service {
     /// Starts the service: pools, migrations, the assembly worker, the HTTP listener.
     pub async fn start(args: &ServeArgs) -> Result<Service, ServiceError> {
+        let token = args.admin_token()?;
         let metrics = prometheus();
         let api = Pool::new(args.api_pool()?)?;
         let replica = args.replica_pool()?.map(Pool::new).transpose()?;
@@ -80,8 +83,29 @@ impl Service {
             metrics,
             request_timeout: args.request_timeout()?,
         };
+        let console = match token {
+            Some(token) => {
+                let charted = [api.clone()]
+                    .into_iter()
+                    .chain(replica.clone())
+                    .chain([work.clone(), control.clone()])
+                    .collect();
+                tracing::info!(%addr, "console at /console");
+                Some(Console::new(
+                    &token,
+                    charted,
+                    api.clone(),
+                    queue.clone(),
+                    state.metrics.clone(),
+                ))
+            }
+            None => {
+                tracing::info!("console off: ADMIN_TOKEN is not set");
+                None
+            }
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = app(state.clone());
+        let router = app_with_console(state.clone(), console.clone());
         let http = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -99,13 +123,14 @@ impl Service {
             api,
             queue,
             state,
+            console,
         })
     }
 
     /// The service's own router (its pools, replica included), for calling it without a
     /// socket.
     pub fn router(&self) -> axum::Router {
-        app(self.state.clone())
+        app_with_console(self.state.clone(), self.console.clone())
     }
 
     /// Where it listens.
@@ -136,6 +161,7 @@ impl Service {
         if let Some(worker) = self.worker.take() {
             worker.shutdown().await;
         }
+        self.console.take();
         self.api.close().await;
         for pool in &self.pools {
             pool.close().await;

@@ -57,7 +57,7 @@ use metrics::PoolMetrics;
 use pooled::PooledConnection;
 use slot::{CloseReason, Slot};
 use statements::Params;
-use status::PoolStatus;
+use status::{DatabaseDown, PoolStatus};
 use std::collections::HashMap;
 use unanswered::Watch;
 
@@ -143,6 +143,17 @@ impl Pool {
     /// The pool's counts right now.
     pub fn status(&self) -> PoolStatus {
         self.shared.status()
+    }
+
+    /// Why the database cannot be reached, while the last connect attempt failed and none
+    /// has succeeded since; `None` when it is reachable (or nothing was tried yet).
+    pub fn down(&self) -> Option<DatabaseDown> {
+        let g = self.shared.lock();
+        g.down.as_ref().map(|d| DatabaseDown {
+            cause: d.cause.clone(),
+            for_how_long: d.since.elapsed(),
+            failures: d.failures,
+        })
     }
 
     /// Runs one maintenance pass now (idle timeout, recycling, keepalive pings, `min_idle`

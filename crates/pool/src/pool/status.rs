@@ -36,3 +36,17 @@ impl fmt::Display for PoolStatus {
         )
     }
 }
+
+/// Why the pool cannot reach the database, from [`Pool::down`](crate::Pool::down): the
+/// last connect attempt's error, since when and after how many attempts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DatabaseDown {
+    /// The last connect attempt's error (the server's message and SQLSTATE when it
+    /// answered; never a password).
+    pub cause: std::sync::Arc<crate::ConnectError>,
+    /// How long the database has been unreachable.
+    pub for_how_long: std::time::Duration,
+    /// Connect attempts that failed in a row.
+    pub failures: u32,
+}

@@ -1,5 +1,5 @@
 //! Reading numbers back out of Prometheus text (what `/metrics` serves): enough for the
-//! demo's and the load run's reports, not a general parser.
+//! demo's and the load run's reports and the console's counters, not a general parser.
 
 /// Sums the samples of metric `name` whose labels include every `(label, value)` in `want`
 /// (any of the values, when a label is listed more than once). `_bucket`, `_sum` and
