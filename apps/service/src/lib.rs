@@ -10,3 +10,4 @@ pub mod logging;
 pub mod prom;
 pub mod service;
 pub mod tasks_cli;
+pub mod telemetry;

@@ -6,22 +6,43 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::service::console::events::KeepRecent;
+
+use tracing::Level;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 
 /// When each ERROR event of this process was logged.
 static ERRORS: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
 
-/// Installs the global subscriber. Safe to call once per process.
-pub fn init() {
+/// Installs the global subscriber: log lines to stderr (level from `RUST_LOG`, default
+/// info), the ERROR notes, the console's recent events, and, when the environment asks for
+/// it ([`crate::telemetry`]), the holdfast crates' spans exported over OTLP. Each layer
+/// filters for itself, so spans no layer wants cost nothing. Safe to call once per process;
+/// returns the exporter to flush at exit, or why the environment's trace settings cannot be
+/// used.
+pub fn init() -> Result<Option<crate::telemetry::Exporter>, String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let exporter = crate::telemetry::from_env()?;
+    let spans = exporter.as_ref().map(|e| {
+        tracing_opentelemetry::layer()
+            .with_tracer(e.tracer())
+            .with_filter(Targets::new().with_target("holdfast", Level::DEBUG))
+    });
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(NoteErrors)
-        .with(crate::service::console::events::KeepRecent)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .with(NoteErrors.with_filter(LevelFilter::ERROR))
+        .with(KeepRecent.with_filter(Targets::new().with_target("holdfast", Level::INFO)))
+        .with(spans)
         .try_init();
+    Ok(exporter)
 }
 
 /// When the ERROR events logged since [`init`] were logged (none without it).

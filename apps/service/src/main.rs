@@ -26,8 +26,21 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    holdfast_service::logging::init();
-    let cli = Cli::parse();
+    let exporter = match holdfast_service::logging::init() {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = run(Cli::parse());
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
+    code
+}
+
+fn run(cli: Cli) -> std::process::ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -264,6 +264,25 @@ impl From<tokio_postgres::Error> for PoolError {
 }
 
 impl PoolError {
+    /// A short, stable name of the error's kind, for traces (`error.type`) and metrics:
+    /// `timeout`, `unavailable`, `closed`, `no_runtime`, `config`, `overloaded`,
+    /// `not_through_pooler`, or the SQLSTATE of a statement the server refused.
+    pub fn kind_name(&self) -> String {
+        match self {
+            PoolError::Timeout { .. } => "timeout".into(),
+            PoolError::Unavailable { .. } => "unavailable".into(),
+            PoolError::Closed { .. } => "closed".into(),
+            PoolError::NoRuntime => "no_runtime".into(),
+            PoolError::Config(_) => "config".into(),
+            PoolError::Overloaded { .. } => "overloaded".into(),
+            PoolError::NotThroughPooler { .. } => "not_through_pooler".into(),
+            PoolError::Database(e) => e
+                .code()
+                .map(|c| c.code().to_string())
+                .unwrap_or_else(|| "connection_lost".into()),
+        }
+    }
+
     /// The server's error, when a statement failed on the server.
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::config::WorkerConfig;
 use crate::context::{Link, TaskContext, TaskFailure};
@@ -78,9 +80,10 @@ pub(crate) async fn run(
         link: Arc::clone(&link),
     };
     let started = Instant::now();
+    let span = attempt_span(&task);
     // A boxed future: dropping it below really ends the body (and returns what it holds,
     // such as pooled connections) before the outcome is written.
-    let mut work = handler(ctx.clone());
+    let mut work = handler(ctx.clone()).instrument(span.clone());
     let mut beat = tokio::time::interval_at(
         tokio::time::Instant::now() + config.heartbeat_interval(),
         config.heartbeat_interval(),
@@ -124,6 +127,7 @@ pub(crate) async fn run(
     link.stop();
     drop(work);
     shared.metrics.run_seconds.record(started.elapsed().as_secs_f64());
+    record_end(&span, &end);
     let outcome = match end {
         End::Done(Ok(())) => Finish::Succeeded,
         End::Done(Err(failure)) if failure.is_snooze() => Finish::Snoozed {
@@ -180,6 +184,57 @@ impl Pending {
             task: self.task,
             lease_until: self.lease_until,
         }
+    }
+}
+
+/// The attempt's span (when a subscriber wants `holdfast_tasks::attempt` at DEBUG): a
+/// child of the enqueuer's trace when the task carries one and a
+/// [`TraceCarrier`](crate::TraceCarrier) is installed, a root otherwise. The body runs in
+/// it, so its connections' statements are its children.
+fn attempt_span(task: &Claimed) -> Span {
+    let span = tracing::debug_span!(
+        target: "holdfast_tasks::attempt",
+        parent: None,
+        "task attempt",
+        otel.name = %format_args!("task {}", task.kind),
+        otel.kind = "consumer",
+        otel.status_code = Empty,
+        holdfast.task.id = task.id,
+        holdfast.task.kind = %task.kind,
+        holdfast.task.attempt = task.attempt,
+        holdfast.task.outcome = Empty,
+        error.type = Empty,
+    );
+    if let (false, Some(carrier), Some(context)) = (
+        span.is_disabled(),
+        crate::trace::carrier(),
+        task.trace_context.as_deref(),
+    ) {
+        carrier.adopt(&span, context);
+    }
+    span
+}
+
+/// How the attempt's body ended, on its span.
+fn record_end(span: &Span, end: &End) {
+    if span.is_disabled() {
+        return;
+    }
+    let (outcome, error) = match end {
+        End::Done(Ok(())) => ("succeeded", None),
+        End::Done(Err(f)) if f.is_snooze() => ("snoozed", None),
+        End::Done(Err(f)) if f.retryable => ("failed", Some("retryable")),
+        End::Done(Err(_)) => ("failed", Some("permanent")),
+        End::Cancelled => ("cancelled", None),
+        End::Lost => ("lease_lost", Some("lease_lost")),
+        End::Expired => ("lease_expired", Some("lease_expired")),
+        End::Released => ("released", None),
+        End::TimedOut(_) => ("timed_out", Some("run_timeout")),
+    };
+    span.record("holdfast.task.outcome", outcome);
+    if let Some(error) = error {
+        span.record("error.type", error);
+        span.record("otel.status_code", "ERROR");
     }
 }
 

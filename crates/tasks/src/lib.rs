@@ -19,6 +19,7 @@ mod schema;
 pub mod settings;
 mod sql;
 mod task;
+mod trace;
 mod worker;
 mod worker_state;
 
@@ -33,5 +34,6 @@ pub use queue::Queue;
 pub use rescuer::Rescuer;
 pub use settings::SETTINGS;
 pub use task::{AttemptRecord, NewTask, TaskId, TaskRecord, TaskState, DEFAULT_QUEUE};
+pub use trace::{set_trace_carrier, TraceCarrier};
 pub use worker::{Worker, WorkerHandle, WorkerPools};
 pub use worker_state::Handler;

@@ -91,6 +91,7 @@ impl Queue {
     /// the enclosing transaction commits.
     pub async fn enqueue(&self, client: &Client, task: &NewTask) -> Result<Option<TaskId>, TaskError> {
         check_attempts(task)?;
+        let trace = crate::trace::context_to_store(&task.trace_context);
         let rows = client
             .query_typed(
                 &self.sql.enqueue,
@@ -102,6 +103,7 @@ impl Queue {
                     (&task.run_at, Type::TIMESTAMPTZ),
                     (&task.unique_key, Type::TEXT),
                     (&task.queue, Type::TEXT),
+                    (&trace, Type::TEXT),
                 ],
             )
             .await?;
@@ -129,6 +131,11 @@ impl Queue {
         let run_at: Vec<Option<std::time::SystemTime>> = tasks.iter().map(|t| t.run_at).collect();
         let keys: Vec<Option<&str>> = tasks.iter().map(|t| t.unique_key.as_deref()).collect();
         let queues: Vec<&str> = tasks.iter().map(|t| t.queue.as_str()).collect();
+        let current = crate::trace::context_to_store(&None);
+        let traces: Vec<Option<String>> = tasks
+            .iter()
+            .map(|t| t.trace_context.clone().or_else(|| current.clone()))
+            .collect();
         let rows = client
             .query_typed(
                 &self.sql.enqueue_many,
@@ -140,6 +147,7 @@ impl Queue {
                     (&run_at, Type::TIMESTAMPTZ_ARRAY),
                     (&keys, Type::TEXT_ARRAY),
                     (&queues, Type::TEXT_ARRAY),
+                    (&traces, Type::TEXT_ARRAY),
                 ],
             )
             .await?;
@@ -216,6 +224,7 @@ impl Queue {
                 payload: r.get(2),
                 attempt: r.get(3),
                 max_attempts: r.get(4),
+                trace_context: r.get(5),
                 token,
                 claimed_at,
             })

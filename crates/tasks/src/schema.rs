@@ -86,6 +86,14 @@ CREATE TABLE task_attempts (
 );
 "#,
     },
+    Migration {
+        version: 4,
+        name: "task_trace_context",
+        sql: r#"
+-- The enqueuer's trace context (W3C traceparent), adopted by each attempt's span.
+ALTER TABLE tasks ADD COLUMN trace_context text;
+"#,
+    },
 ];
 
 /// Checks that `schema` is a plain SQL identifier holdfast can interpolate safely.

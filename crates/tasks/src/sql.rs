@@ -65,8 +65,8 @@ impl Sql {
             claim_one: Arc::from(""),
             enqueue: format!(
                 "WITH inserted AS (
-                    INSERT INTO {s}.tasks (kind, payload, priority, max_attempts, run_at, unique_key, queue)
-                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7)
+                    INSERT INTO {s}.tasks (kind, payload, priority, max_attempts, run_at, unique_key, queue, trace_context)
+                    VALUES ($1, $2, $3, $4, coalesce($5, now()), $6, $7, $8)
                     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait')
                     DO NOTHING
                     RETURNING id
@@ -79,11 +79,11 @@ impl Sql {
             enqueue_many: format!(
                 "WITH input AS (
                     SELECT nextval(pg_get_serial_sequence('{s}.tasks', 'id')) AS id, i.*
-                    FROM unnest($1::text[], $2::jsonb[], $3::int2[], $4::int4[], $5::timestamptz[], $6::text[], $7::text[])
-                         WITH ORDINALITY AS i(kind, payload, priority, max_attempts, run_at, unique_key, queue, ord)
+                    FROM unnest($1::text[], $2::jsonb[], $3::int2[], $4::int4[], $5::timestamptz[], $6::text[], $7::text[], $8::text[])
+                         WITH ORDINALITY AS i(kind, payload, priority, max_attempts, run_at, unique_key, queue, trace_context, ord)
                  ), inserted AS (
-                    INSERT INTO {s}.tasks (id, kind, payload, priority, max_attempts, run_at, unique_key, queue)
-                    SELECT id, kind, payload, priority, max_attempts, coalesce(run_at, now()), unique_key, queue
+                    INSERT INTO {s}.tasks (id, kind, payload, priority, max_attempts, run_at, unique_key, queue, trace_context)
+                    SELECT id, kind, payload, priority, max_attempts, coalesce(run_at, now()), unique_key, queue, trace_context
                     FROM input ORDER BY ord
                     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running', 'retry_wait')
                     DO NOTHING
@@ -127,7 +127,7 @@ impl Sql {
                      heartbeat_at = now(), attempt_started_at = now(),
                      started_at = coalesce(t.started_at, now()), updated_at = now()
                  FROM next WHERE t.id = next.id
-                 RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts,
+                 RETURNING t.id, t.kind, t.payload, t.attempt, t.max_attempts, t.trace_context,
                            next.old_attempt, next.old_token, next.old_owner, next.old_started
                  ), taken_over AS (
                     INSERT INTO {s}.task_attempts (task_id, attempt, token, owner, started_at, outcome, error)
@@ -135,7 +135,7 @@ impl Sql {
                            'lease expired: worker ' || coalesce(old_owner, '?') || ' stopped heartbeating'
                     FROM claimed WHERE old_token IS NOT NULL
                  )
-                 SELECT id, kind, payload, attempt, max_attempts FROM claimed"
+                 SELECT id, kind, payload, attempt, max_attempts, trace_context FROM claimed"
             ),
             heartbeat: format!(
                 "UPDATE {s}.tasks

@@ -96,6 +96,9 @@ pub struct NewTask {
     /// The named queue it waits in (default `default`): only workers serving that queue
     /// claim it, each with its own slots for it.
     pub queue: String,
+    /// The trace its attempts join (default: the current span's, through the installed
+    /// [`TraceCarrier`](crate::TraceCarrier), if any).
+    pub trace_context: Option<String>,
 }
 
 impl NewTask {
@@ -109,6 +112,7 @@ impl NewTask {
             run_at: None,
             unique_key: None,
             queue: DEFAULT_QUEUE.to_string(),
+            trace_context: None,
         }
     }
 
@@ -139,6 +143,13 @@ impl NewTask {
     /// The named queue to wait in.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = queue.into();
+        self
+    }
+
+    /// The trace its attempts join, as text the installed
+    /// [`TraceCarrier`](crate::TraceCarrier) reads (instead of the current span's).
+    pub fn trace_context(mut self, context: impl Into<String>) -> Self {
+        self.trace_context = Some(context.into());
         self
     }
 }
@@ -211,6 +222,8 @@ pub(crate) struct Claimed {
     pub(crate) payload: Value,
     pub(crate) attempt: i32,
     pub(crate) max_attempts: i32,
+    /// The enqueuer's trace context, for the attempt's span.
+    pub(crate) trace_context: Option<String>,
     pub(crate) token: i64,
     /// When the claim was sent: the lease runs from (a little after) then.
     pub(crate) claimed_at: std::time::Instant,

@@ -24,7 +24,7 @@ async fn migrations_are_versioned_and_idempotent_across_concurrent_starters() {
     applied.sort_unstable();
     assert_eq!(
         applied,
-        vec![1, 2, 3],
+        vec![1, 2, 3, 4],
         "each version applied by exactly one starter"
     );
     assert_eq!(queue.migrate(&p).await.expect("again"), Vec::<i64>::new());
@@ -36,7 +36,7 @@ async fn a_schema_made_by_the_older_task_migrator_is_taken_over_as_it_is() {
     let db = cluster().create_database().expect("database");
     let queue = holdfast_tasks::Queue::new("older_mig").expect("queue");
     let p = pool(&db.url, "hf-older-mig", 2);
-    assert_eq!(queue.migrate(&p).await.expect("migrate"), vec![1, 2, 3]);
+    assert_eq!(queue.migrate(&p).await.expect("migrate"), vec![1, 2, 3, 4]);
     // What the task queue's own migrator (before 0.3) left: integer versions, no names,
     // and a task already waiting.
     let conn = p.get().await.expect("get");
@@ -68,7 +68,8 @@ async fn a_schema_made_by_the_older_task_migrator_is_taken_over_as_it_is() {
         vec![
             (1, "tasks".to_string()),
             (2, "tasks_finished_index".to_string()),
-            (3, "queues_periodic_attempts".to_string())
+            (3, "queues_periodic_attempts".to_string()),
+            (4, "task_trace_context".to_string())
         ],
         "the versions now carry their names"
     );

@@ -92,6 +92,27 @@ impl<E> TxError<E> {
         }
     }
 
+    /// A short, stable name of the error's kind, for traces (`error.type`): the pool's
+    /// (`timeout`, `unavailable`, ...), the SQLSTATE of a statement of holdfast's the server
+    /// refused, `connection_lost`, `closure_error`, `ended_by_closure`,
+    /// `commit_rolled_back`, `commit_outcome_unknown` or `commit_aborted`.
+    pub fn kind_name(&self) -> String {
+        let sqlstate = |e: &tokio_postgres::Error| {
+            e.code()
+                .map(|c| c.code().to_string())
+                .unwrap_or_else(|| "connection_lost".into())
+        };
+        match self {
+            TxError::Closure(_) => "closure_error".into(),
+            TxError::Database(e) | TxError::Commit(e) => sqlstate(e),
+            TxError::Pool(e) => e.kind_name(),
+            TxError::CommitRolledBack => "commit_rolled_back".into(),
+            TxError::CommitOutcomeUnknown { .. } => "commit_outcome_unknown".into(),
+            TxError::CommitAborted => "commit_aborted".into(),
+            TxError::EndedByClosure => "ended_by_closure".into(),
+        }
+    }
+
     /// Where it failed: `getting a connection`, `at BEGIN or ROLLBACK`, `in the
     /// transaction's work`, or `at COMMIT`.
     pub fn stage(&self) -> &'static str {

@@ -9,6 +9,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use holdfast_pool::{Pool, PooledConnection};
 use holdfast_wire::TxStatus;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use crate::classify::{ClassifyError, ErrorClass};
 use crate::error::TxError;
@@ -115,7 +117,53 @@ impl TransactionExt for Pool {
 /// The shortest wait for a connection an attempt is given, however little budget is left.
 const MIN_WAIT: Duration = Duration::from_millis(10);
 
+/// Runs the transaction inside a `transaction` span (when a subscriber wants
+/// `holdfast_tx` spans at DEBUG): its attempts, how it ended (`holdfast.tx.commit`:
+/// `committed` or `failed`; `holdfast.tx.lost_reply`: how a COMMIT whose reply was lost was
+/// resolved), and the error's kind. Connections it checks out trace their statements under
+/// it.
 async fn run<'p, T, E, F>(
+    pool: &'p Pool,
+    options: TxOptions,
+    done: Option<DoneCheck<'_>>,
+    work: F,
+) -> Result<T, TxError<E>>
+where
+    E: ClassifyError + 'static,
+    F: for<'t> FnMut(&'t Tx<'p>) -> BoxFuture<'t, Result<T, E>>,
+{
+    let span = tracing::debug_span!(
+        target: "holdfast_tx",
+        "transaction",
+        otel.name = "transaction",
+        otel.status_code = Empty,
+        db.system.name = "postgresql",
+        db.client.connection.pool.name = %pool.config().name,
+        holdfast.tx.attempts = Empty,
+        holdfast.tx.commit = Empty,
+        holdfast.tx.lost_reply = Empty,
+        error.type = Empty,
+    );
+    if span.is_disabled() {
+        return run_attempts(pool, options, done, work).await;
+    }
+    let result = run_attempts(pool, options, done, work)
+        .instrument(span.clone())
+        .await;
+    match &result {
+        Ok(_) => {
+            span.record("holdfast.tx.commit", "committed");
+        }
+        Err(error) => {
+            span.record("holdfast.tx.commit", "failed");
+            span.record("error.type", error.kind_name().as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    result
+}
+
+async fn run_attempts<'p, T, E, F>(
     pool: &'p Pool,
     options: TxOptions,
     done: Option<DoneCheck<'_>>,
@@ -133,6 +181,7 @@ where
         // what is left is waited out in the pool's queue.
         let left = policy.deadline.saturating_sub(started.elapsed());
         let wait = left.clamp(MIN_WAIT, pool.config().pool_timeout.max(MIN_WAIT));
+        tracing::Span::current().record("holdfast.tx.attempts", attempt);
         let error = match attempt_once(pool, &options, done.as_ref(), &mut work, wait).await {
             Ok(value) => {
                 tracing::debug!(attempt, "commit succeeded");

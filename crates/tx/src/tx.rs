@@ -253,6 +253,8 @@ impl<'env> Tx<'env> {
             Resolution::Unknown(_) => "unknown",
         };
         metrics::counter!("holdfast_tx_commit_outcomes_resolved_total", "outcome" => outcome).increment(1);
+        // On the transaction's span, when there is one (see `run`).
+        tracing::Span::current().record("holdfast.tx.lost_reply", outcome);
         match resolution {
             Resolution::Committed => {
                 tracing::info!(xid, "the COMMIT whose reply was lost did commit");

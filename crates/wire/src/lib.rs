@@ -4,6 +4,7 @@
 mod clock;
 mod framing;
 mod observer;
+mod requests;
 mod state;
 mod tag_cell;
 mod tap;
@@ -14,6 +15,7 @@ pub use framing::{
     Direction, Frame, Framer, Malformed, Tag, GSSENC_REQUEST_CODE, PREFIX_MAX, SSL_REQUEST_CODE,
 };
 pub use observer::Observer;
+pub use requests::{Listener, QueryText, RequestListener};
 pub use state::{CommitState, Liveness, ServerRole, Snapshot, TxStatus, WireState};
 pub use tap::Tap;
 pub use tracker::{is_commit, Hint, Tracker};

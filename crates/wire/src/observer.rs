@@ -38,6 +38,11 @@ impl Observer {
         }
     }
 
+    /// Tells `listener` of every request from now on (see [`RequestListener`](crate::RequestListener)).
+    pub fn listen(&mut self, listener: crate::Listener) {
+        self.tracker.listen(listener);
+    }
+
     /// The state this observer publishes.
     pub fn state(&self) -> &WireState {
         self.tracker.state()

@@ -28,6 +28,12 @@ impl<S> Tap<S> {
         }
     }
 
+    /// Tells `listener` of every request written and answered through this tap (for
+    /// tracing statements); attach it before the stream is handed to the client.
+    pub fn listen(&mut self, listener: crate::Listener) {
+        self.observer.listen(listener);
+    }
+
     /// The state this tap publishes; clone it freely.
     pub fn state(&self) -> WireState {
         self.observer.state().clone()

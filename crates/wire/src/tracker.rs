@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use crate::clock::coarse_nanos;
 use crate::framing::{Frame, Tag, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
+use crate::requests::{Front, Listener, QueryText, Texts};
 use crate::state::{bump, pack_sqlstate, CommitState, Liveness, ServerRole, WireState};
 use crate::tag_cell::TAG_MAX;
 
@@ -29,7 +30,6 @@ pub enum Hint {
 }
 
 /// Bookkeeping of one connection's conversation.
-#[derive(Debug)]
 pub struct Tracker {
     state: WireState,
     started: bool,
@@ -56,6 +56,23 @@ pub struct Tracker {
     /// The last command tag published, to skip publishing the same one again.
     last_tag: [u8; TAG_MAX],
     last_tag_len: u8,
+    /// Told of each request, when one is attached (tracing).
+    listener: Option<Listener>,
+    /// The outcome of the request being answered, for the listener.
+    front: Front,
+    /// Statement texts, when the listener wants them.
+    texts: Option<Texts>,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("state", &self.state)
+            .field("written", &self.written)
+            .field("answered", &self.answered)
+            .field("listener", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tracker {
@@ -75,6 +92,23 @@ impl Tracker {
             copy_in_extended: false,
             last_tag: [0; TAG_MAX],
             last_tag_len: 0,
+            listener: None,
+            front: Front::default(),
+            texts: None,
+        }
+    }
+
+    /// Tells `listener` of every request from now on.
+    pub fn listen(&mut self, listener: Listener) {
+        self.texts = listener.wants_text().then(Texts::default);
+        self.listener = Some(listener);
+    }
+
+    /// Tells the listener a request was written (only once start-up is over, as `push`
+    /// counts them).
+    fn tell_written(&self, text: Option<(&[u8], bool)>) {
+        if let (true, Some(listener)) = (self.started, &self.listener) {
+            listener.written(text.map(|(bytes, whole)| QueryText { bytes, whole }));
         }
     }
 
@@ -113,10 +147,25 @@ impl Tracker {
                     self.commit_written();
                 }
                 self.push(true, commit);
+                if self.texts.is_some() {
+                    let whole = frame.prefix.contains(&0);
+                    let (text, _) = split_cstr(frame.prefix);
+                    self.tell_written(Some((text, whole)));
+                } else {
+                    self.tell_written(None);
+                }
             }
-            b'F' => self.push(true, false),
+            b'F' => {
+                self.push(true, false);
+                self.tell_written(None);
+            }
             b'P' => {
                 let (name, text) = split_cstr(frame.prefix);
+                if let Some(texts) = &mut self.texts {
+                    let (query, rest) = split_cstr(text);
+                    let whole = query.len() < text.len() || !rest.is_empty();
+                    texts.parsed(name, query, whole);
+                }
                 // Pipelined behind another request the status is not known yet: not counted.
                 if !name.is_empty() && self.state.is_clean() {
                     bump(&self.state.cells.named_outside_transactions, 1);
@@ -130,6 +179,11 @@ impl Tracker {
                 }
             }
             b'B' => {
+                if let Some(texts) = &mut self.texts {
+                    let (_portal, rest) = split_cstr(frame.prefix);
+                    let (statement, _) = split_cstr(rest);
+                    texts.bound(statement);
+                }
                 // Most connections never prepare a COMMIT: skip the name parsing then.
                 self.bound_commit = !self.commit_statements.is_empty() && {
                     let (_portal, rest) = split_cstr(frame.prefix);
@@ -148,11 +202,16 @@ impl Tracker {
                 self.syncs_since_execute += 1;
                 let commit = std::mem::take(&mut self.batch_commit);
                 self.push(false, commit);
+                let text = self.texts.as_mut().and_then(Texts::take_batch);
+                self.tell_written(text.as_ref().map(|(t, whole)| (&**t, *whole)));
             }
             b'C' => {
                 if let Some((b'S', name)) = frame.prefix.split_first() {
                     let (name, _) = split_cstr(name);
                     self.forget_commit_statement(name);
+                    if let Some(texts) = &mut self.texts {
+                        texts.closed(name);
+                    }
                 }
             }
             b'c' | b'f' if self.copy_in_extended => {
@@ -160,7 +219,11 @@ impl Tracker {
                 // The Syncs written between the COPY's Execute and now reached the server in
                 // copy-in mode: it ignored them, so no ReadyForQuery comes for them.
                 let ignored = self.syncs_since_execute as u64;
+                let before = self.written;
                 self.written = self.written.saturating_sub(ignored).max(self.answered);
+                if let Some(listener) = &self.listener {
+                    listener.withdrawn(before - self.written);
+                }
                 self.syncs_since_execute = 0;
                 self.publish_in_flight();
             }
@@ -201,6 +264,9 @@ impl Tracker {
                     }
                     self.answered += 1;
                     self.publish_in_flight();
+                    if let Some(listener) = &self.listener {
+                        self.front.answered(&**listener);
+                    }
                 }
             }
             b'C' => {
@@ -214,6 +280,9 @@ impl Tracker {
                     self.last_tag_len = tag_text.len() as u8;
                 }
                 bump(&cells.command_completes, 1);
+                if self.listener.is_some() {
+                    self.front.tag(tag_text);
+                }
                 if self.front_is_latest_commit() {
                     if tag_text.starts_with(b"COMMIT") {
                         self.answer_commit(CommitState::Committed);
@@ -226,6 +295,9 @@ impl Tracker {
                 // The code first, then the count: a reader that sees the new count sees its code.
                 if let Some(code) = error_field(frame.prefix, b'C') {
                     cells.last_sqlstate.store(pack_sqlstate(code), Ordering::Release);
+                    if self.listener.is_some() {
+                        self.front.error(code);
+                    }
                 }
                 let errors = cells.errors.load(Ordering::Relaxed);
                 cells.errors.store(errors + 1, Ordering::Release);
@@ -285,6 +357,9 @@ impl Tracker {
     pub fn died(&mut self, how: Liveness) {
         if !self.state.liveness().is_dead() {
             self.set_liveness(how);
+            if let Some(listener) = &self.listener {
+                listener.ended();
+            }
         }
     }
 

@@ -31,6 +31,7 @@ use holdfast::Pool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::service::api_error::ApiError;
 use crate::service::budget;
@@ -186,21 +187,59 @@ async fn track(State(s): State<AppState>, request: Request, next: Next) -> Respo
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().to_string();
+    let span = request_span(&request, &method, &route);
     let started = Instant::now();
     let hard = s.request_timeout;
-    let response =
-        match tokio::time::timeout(hard, budget::within(budget::for_work(hard), next.run(request))).await {
-            Ok(response) => response,
-            Err(_) => ApiError::Unavailable(format!(
-                "the request did not finish within {} ms (API_REQUEST_TIMEOUT_MS)",
-                s.request_timeout.as_millis()
-            ))
-            .into_response(),
-        };
+    let work = budget::within(budget::for_work(hard), next.run(request)).instrument(span.clone());
+    let response = match tokio::time::timeout(hard, work).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(format!(
+            "the request did not finish within {} ms (API_REQUEST_TIMEOUT_MS)",
+            s.request_timeout.as_millis()
+        ))
+        .into_response(),
+    };
     let status = response.status().as_u16().to_string();
+    if !span.is_disabled() {
+        span.record("http.response.status_code", response.status().as_u16());
+        if response.status().is_server_error() {
+            span.record("error.type", status.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     metrics::histogram!("holdfast_http_request_duration_seconds", "route" => route.clone())
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("holdfast_http_requests_total", "method" => method, "route" => route, "status" => status)
         .increment(1);
     response
+}
+
+/// The request's span (when traces are exported): a server span named `METHOD route`,
+/// continuing the caller's trace when the request carries a `traceparent`.
+fn request_span(request: &Request, method: &str, route: &str) -> tracing::Span {
+    let span = tracing::debug_span!(
+        target: "holdfast_service::http",
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let fields: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+            .into_iter()
+            .filter_map(|name| {
+                let value = request.headers().get(name)?.to_str().ok()?;
+                Some((name.to_string(), value.to_string()))
+            })
+            .collect();
+        if !fields.is_empty() {
+            crate::telemetry::adopt_fields(&span, &fields);
+        }
+    }
+    span
 }

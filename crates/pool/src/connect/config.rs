@@ -67,6 +67,7 @@ pub struct ConnectConfig {
     target_session_attrs: TargetSessionAttrs,
     load_balance_hosts: bool,
     max_standby_lag: Option<Duration>,
+    trace_statement_text: bool,
 }
 
 impl ConnectConfig {
@@ -179,6 +180,7 @@ impl ConnectConfig {
             load_balance_hosts: pg.get_load_balance_hosts()
                 == tokio_postgres::config::LoadBalanceHosts::Random,
             max_standby_lag: None,
+            trace_statement_text: false,
             pg,
         }
     }
@@ -335,6 +337,18 @@ impl ConnectConfig {
     /// The bound on a standby's lag, if any.
     pub fn get_max_standby_lag(&self) -> Option<Duration> {
         self.max_standby_lag
+    }
+
+    /// Whether statement spans carry the statement's text (`DB_TRACE_STATEMENT_TEXT`).
+    /// Defaults to off: the text can hold literals.
+    pub fn trace_statement_text(mut self, on: bool) -> Self {
+        self.trace_statement_text = on;
+        self
+    }
+
+    /// Whether statement spans carry the statement's text.
+    pub fn get_trace_statement_text(&self) -> bool {
+        self.trace_statement_text
     }
 
     /// Whether hosts are tried in a random order.
@@ -500,6 +514,7 @@ impl fmt::Debug for ConnectConfig {
             .field("target_session_attrs", &self.target_session_attrs)
             .field("load_balance_hosts", &self.load_balance_hosts)
             .field("max_standby_lag", &self.max_standby_lag)
+            .field("trace_statement_text", &self.trace_statement_text)
             .finish()
     }
 }

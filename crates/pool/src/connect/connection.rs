@@ -21,6 +21,8 @@ use crate::error::ConnectError;
 pub struct Connection {
     pub(super) client: Client,
     pub(super) state: WireState,
+    /// Statement spans, when a subscriber wanted them as the connection opened.
+    pub(super) statements: Option<std::sync::Arc<super::statement_spans::StatementSpans>>,
     pub(super) driver: JoinHandle<()>,
     pub(super) opened_at: Instant,
     pub(super) peer: Peer,
@@ -45,6 +47,15 @@ pub(super) enum Peer {
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Connection {
+    /// Statements from now on are traced as children of `parent` (the holder's span at
+    /// checkout; `Span::none()` while the pool has it). Nothing when statements are not
+    /// traced.
+    pub(crate) fn trace_under(&self, parent: &tracing::Span) {
+        if let Some(spans) = &self.statements {
+            spans.set_parent(parent.clone());
+        }
+    }
+
     /// The driver's client, for queries.
     pub fn client(&self) -> &Client {
         &self.client

@@ -55,7 +55,9 @@ impl ConnectConfig {
         if !connect.get_load_balance_hosts() {
             connect = connect.load_balance_hosts(table::LOAD_BALANCE_HOSTS.read(source)? == "random");
         }
-        connect = connect.max_standby_lag(table::MAX_STANDBY_LAG.read(source)?);
+        connect = connect
+            .max_standby_lag(table::MAX_STANDBY_LAG.read(source)?)
+            .trace_statement_text(table::TRACE_STATEMENT_TEXT.read(source)? == "on");
         if connect.get_application_name() == DEFAULT_APPLICATION_NAME {
             if let Some(name) = table::APPLICATION_NAME.read(source) {
                 connect = connect.application_name(&name);

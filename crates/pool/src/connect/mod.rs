@@ -12,6 +12,7 @@ mod open;
 pub(crate) mod passfile;
 mod pooler;
 mod socket;
+pub(crate) mod statement_spans;
 mod target;
 pub(crate) mod tls;
 mod url_params;

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use holdfast_wire::Tap;
@@ -15,6 +16,7 @@ use super::config::ConnectConfig;
 use super::connection::{Connection, Peer};
 use super::credentials::Credentials;
 use super::socket::Socket;
+use super::statement_spans::{StatementSpans, Target as StatementTarget};
 use super::target::{self, Role, TargetSessionAttrs};
 use super::tls::config::{SslMode, Tls};
 use super::tls::stream::{
@@ -349,9 +351,19 @@ async fn start(
         },
     })?;
     let tls = matches!(negotiated.transport, Transport::Tls(_));
-    let tap = Tap::new(negotiated.transport);
+    let mut tap = Tap::new(negotiated.transport);
     let state = tap.state();
     let mut pg = config.startup_config(host, port, credentials);
+    let statements = StatementSpans::wanted(StatementTarget {
+        database: pg.get_dbname().or(pg.get_user()).unwrap_or_default().to_string(),
+        address: host.to_string(),
+        port,
+        text: config.get_trace_statement_text(),
+    })
+    .map(Arc::new);
+    if let Some(spans) = &statements {
+        tap.listen(spans.clone());
+    }
     if tls {
         // TLS is already up: tokio-postgres must not send an SSLRequest of its own.
         pg.ssl_mode(PgSslMode::Require)
@@ -410,6 +422,7 @@ async fn start(
     Ok(Connection {
         client,
         state,
+        statements,
         driver,
         opened_at: Instant::now(),
         peer,

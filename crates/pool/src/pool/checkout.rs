@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use holdfast_wire::CoarseInstant;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::config::PrePing;
 use super::pooled::PooledConnection;
@@ -18,6 +19,48 @@ use crate::error::PoolError;
 
 impl Pool {
     pub(super) async fn acquire(
+        &self,
+        location: &'static Location<'static>,
+        timeout: Duration,
+    ) -> Result<PooledConnection, PoolError> {
+        // Traced only as part of something traced (a request, a transaction, a task): the
+        // pool's own background checkouts (claims, heartbeats) would each be a trace.
+        if !tracing::enabled!(target: "holdfast_pool::acquire", tracing::Level::DEBUG)
+            || tracing::Span::current().is_none()
+        {
+            return self.acquire_untraced(location, timeout).await;
+        }
+        let span = tracing::debug_span!(
+            target: "holdfast_pool::acquire",
+            "acquire",
+            otel.name = "acquire",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = "postgresql",
+            db.client.connection.pool.name = %self.shared.config.name,
+            db.client.connection.wait_time_ms = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self
+            .acquire_untraced(location, timeout)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "db.client.connection.wait_time_ms",
+            started.elapsed().as_secs_f64() * 1000.0,
+        );
+        match &result {
+            // The caller's span (current here, outside the acquire span) owns its statements.
+            Ok(conn) => conn.connection().trace_under(&tracing::Span::current()),
+            Err(e) => {
+                span.record("error.type", e.kind_name());
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        result
+    }
+
+    async fn acquire_untraced(
         &self,
         location: &'static Location<'static>,
         timeout: Duration,

@@ -178,6 +178,8 @@ impl Pool {
         // A lane is the pool's own: it goes back with its last statement, so it is no
         // leak however long it serves (up to LANE_TERM plus its statements).
         shared.forget_lease(conn.slot_id());
+        // Nor is any caller's: its statements are traced by `Pool::query`'s own spans.
+        conn.connection().trace_under(&tracing::Span::none());
         let now = Instant::now();
         let mut lane = Lane {
             id: shared.lanes.next_id.fetch_add(1, Ordering::Relaxed),

@@ -24,6 +24,7 @@ mod checkout;
 pub(crate) mod config;
 mod deadlines;
 mod internals;
+mod lane_spans;
 mod lanes;
 mod maintenance;
 mod metrics;
@@ -48,6 +49,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
+use tracing::Instrument;
 
 use crate::error::PoolError;
 use config::PoolConfig;
@@ -254,6 +256,28 @@ impl Pool {
         if !self.shares(sql) {
             return Ok(self.get_timeout(wait).await?.rows(sql, params).await?);
         }
+        let span = lane_spans::start(
+            &self.config().name,
+            sql,
+            self.config().connect.get_trace_statement_text(),
+        );
+        if span.is_disabled() {
+            return self.rows_on_a_lane(sql, params, wait).await;
+        }
+        let rows = self
+            .rows_on_a_lane(sql, params, wait)
+            .instrument(span.clone())
+            .await;
+        lane_spans::end(&span, &rows);
+        rows
+    }
+
+    async fn rows_on_a_lane(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        wait: Duration,
+    ) -> Result<Vec<Row>, PoolError> {
         let mut seat = self.seat(wait).await?;
         let rows = seat.conn.rows(sql, params).await;
         seat.answered = true;
@@ -264,6 +288,28 @@ impl Pool {
         if !self.shares(sql) {
             return Ok(self.get_timeout(wait).await?.affected(sql, params).await?);
         }
+        let span = lane_spans::start(
+            &self.config().name,
+            sql,
+            self.config().connect.get_trace_statement_text(),
+        );
+        if span.is_disabled() {
+            return self.affected_on_a_lane(sql, params, wait).await;
+        }
+        let affected = self
+            .affected_on_a_lane(sql, params, wait)
+            .instrument(span.clone())
+            .await;
+        lane_spans::end(&span, &affected);
+        affected
+    }
+
+    async fn affected_on_a_lane(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        wait: Duration,
+    ) -> Result<u64, PoolError> {
         let mut seat = self.seat(wait).await?;
         let affected = seat.conn.affected(sql, params).await;
         seat.answered = true;

@@ -121,6 +121,7 @@ impl DerefMut for PooledConnection {
 impl Drop for PooledConnection {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
+            slot.conn.trace_under(&tracing::Span::none());
             if self.behind_pooler()
                 && slot.conn.state().named_statements_outside_transactions() > self.named_at_checkout
             {

@@ -116,6 +116,15 @@ pub const MAX_STANDBY_LAG: Span = Span {
     doc: "a standby further behind its primary than this (time since its last replayed commit, while WAL it received waits to be replayed) does not qualify at connect, for the `standby`, `prefer-standby` and `read-only` targets; costs a query per connect to a standby",
 };
 
+/// `DB_TRACE_STATEMENT_TEXT`.
+pub const TRACE_STATEMENT_TEXT: Choice = Choice {
+    env: "DB_TRACE_STATEMENT_TEXT",
+    name: "trace_statement_text",
+    default: "off",
+    choices: &["off", "on"],
+    doc: "`on`: statement spans carry the statement's text as `db.query.text` (as the wire saw it, at most its first 120 or so bytes; `Pool::query` spans the whole text); never the parameters. Off by default: text can hold literals",
+};
+
 /// `DB_SSLMODE`.
 pub const SSLMODE: Choice = Choice {
     env: "DB_SSLMODE",
@@ -454,6 +463,7 @@ pub static CONNECT: &[&dyn Describe] = &[
     &TARGET_SESSION_ATTRS,
     &LOAD_BALANCE_HOSTS,
     &MAX_STANDBY_LAG,
+    &TRACE_STATEMENT_TEXT,
     &SSLMODE,
     &SSLROOTCERT,
     &SSLCERT,
