@@ -252,6 +252,38 @@ fn form_field(page: &str) -> String {
     page[start..].split('"').next().expect("a value").to_string()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_the_console_says_so_with_the_cause_and_still_shows_the_pools() {
+    let own =
+        holdfast_tempdb::TempCluster::start(holdfast_tempdb::ClusterOptions::default()).expect("own cluster");
+    let service = Service::start(&args(&own.url())).await.expect("service starts");
+    let router = service.router();
+    let (status, set_cookie) = post(&router, "/console/login", &[], &format!("token={TOKEN}")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = set_cookie.split(';').next().expect("name=value").to_string();
+    own.stop().expect("stop the server");
+    // The page's own reads fail over the dead server, and the pool learns it is down.
+    eventually("the console reports the database down", || async {
+        fetch_page(&router, &cookie).await.contains("database down")
+    })
+    .await;
+    let page = fetch_page(&router, &cookie).await;
+    assert!(
+        page.contains("id=\"pool-api\""),
+        "the pools are still shown: {page}"
+    );
+    assert!(
+        page.contains("tasks-unavailable"),
+        "the task sections say why they are missing: {page}"
+    );
+    assert!(
+        page.contains("failed attempts"),
+        "with the last connect error: {page}"
+    );
+    drop(router);
+    let _ = tokio::time::timeout(Duration::from_secs(30), service.stop()).await;
+}
+
 #[tokio::test]
 async fn without_admin_token_the_console_is_off_and_says_so() {
     let db = cluster().create_database().expect("database");

@@ -3,80 +3,13 @@
 //! statement text only with `DB_TRACE_STATEMENT_TEXT`, the acquire span, and `Pool::query`'s
 //! span per call on a shared lane.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use holdfast_pool::{Pool, PoolConfig};
-use holdfast_testkit::{cluster, config_for};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
+use holdfast_testkit::{cluster, config_for, record_spans, SeenSpan as Seen, Spans};
 use tracing::Instrument;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::Layer;
-
-/// A span as the test saw it: name, fields, parent's name.
-#[derive(Debug, Clone, Default)]
-struct Seen {
-    name: String,
-    parent: Option<String>,
-    fields: HashMap<String, String>,
-}
-
-#[derive(Clone, Default)]
-struct Spans(Arc<Mutex<HashMap<u64, Seen>>>);
-
-struct Fields<'a>(&'a mut HashMap<String, String>);
-
-impl Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_string(), format!("{value:?}"));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), value.to_string());
-    }
-}
-
-impl<S> Layer<S> for Spans
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut seen = Seen {
-            name: attrs.metadata().name().to_string(),
-            parent: ctx
-                .span(id)
-                .and_then(|s| s.parent())
-                .map(|p| p.name().to_string()),
-            ..Seen::default()
-        };
-        attrs.record(&mut Fields(&mut seen.fields));
-        self.0.lock().expect("spans").insert(id.into_u64(), seen);
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
-        if let Some(seen) = self.0.lock().expect("spans").get_mut(&id.into_u64()) {
-            values.record(&mut Fields(&mut seen.fields));
-        }
-    }
-}
-
-impl Spans {
-    fn named(&self, name: &str) -> Vec<Seen> {
-        self.0
-            .lock()
-            .expect("spans")
-            .values()
-            .filter(|s| s.name == name)
-            .cloned()
-            .collect()
-    }
-}
 
 /// Runs statements on a checked-out connection inside a span `work`, with `config`.
 async fn statements_in_a_span(config: PoolConfig) -> Spans {
-    let spans = Spans::default();
-    let subscriber = tracing_subscriber::registry().with(spans.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (spans, _guard) = record_spans();
     let pool = Pool::new(config.pool_size(1).max_overflow(0)).expect("pool");
     async {
         let conn = pool.get().await.expect("connection");
@@ -174,9 +107,7 @@ async fn with_trace_statement_text_on_the_spans_carry_the_text_and_never_the_par
 
 #[tokio::test]
 async fn pool_query_on_a_shared_lane_is_one_span_per_call_in_the_callers_context() {
-    let spans = Spans::default();
-    let subscriber = tracing_subscriber::registry().with(spans.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (spans, _guard) = record_spans();
     let pool = Pool::new(config_for(cluster(), "spans-lane")).expect("pool");
     async {
         let rows = pool.query("SELECT 1::int4", &[]).await.expect("query");

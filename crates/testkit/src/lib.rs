@@ -1,7 +1,7 @@
 //! What holdfast's own tests share, so that each test file says only what it tests: the
 //! shared throwaway cluster, bounded waits instead of sleeps, log capture, a database behind
 //! a fault proxy, server-side session checks (the no-idle-in-transaction assertion every
-//! fault test ends with), and pool and worker set-up.
+//! fault test ends with), span recording, and pool and worker set-up.
 //!
 //! A dev-dependency only; nothing here is for users (holdfast-tasks has its own test helpers
 //! for them).
@@ -11,6 +11,7 @@ mod logs;
 mod pools;
 mod proxy;
 mod sessions;
+mod spans;
 mod tasks;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use proxy::{behind_a_proxy, Proxied};
 pub use sessions::{
     admin, app_name, assert_no_idle_in_transaction, connect_to, server_sessions, terminate_pool_backends,
 };
+pub use spans::{record_spans, SeenSpan, Spans};
 pub use tasks::{counts, fast_worker, queue_database, settled, start_worker, state_of, worker_pools};
 
 /// Upper bound for anything a test waits on; reaching it fails the test.
