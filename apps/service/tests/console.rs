@@ -56,6 +56,44 @@ async fn failed_task(service: &Service, url: &str) -> TaskId {
     id
 }
 
+/// A task of a kind only this function's worker runs, running until cancelled, its
+/// progress at 42% "mixing". Returns it, the worker (to shut down) and its lease owner.
+async fn running_task(service: &Service, url: &str) -> (TaskId, holdfast::tasks::WorkerHandle, String) {
+    let queue = service.queue().clone();
+    let id = {
+        let conn = service.api_pool().get().await.expect("connection");
+        queue
+            .enqueue(&conn, &NewTask::new("endless", serde_json::json!({})))
+            .await
+            .expect("enqueue")
+            .expect("a new task")
+    };
+    let worker = start_worker(url, "endless", &queue, fast_worker(1), "endless", |ctx| {
+        async move {
+            ctx.progress(42.0, "mixing");
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+        .boxed()
+    });
+    let read = || async {
+        let conn = service.api_pool().get().await.expect("connection");
+        service
+            .queue()
+            .get(&conn, id)
+            .await
+            .expect("read")
+            .expect("exists")
+    };
+    eventually("the task runs with its progress written", || async {
+        let task = read().await;
+        task.state == TaskState::Running && task.progress_percent.is_some()
+    })
+    .await;
+    let owner = read().await.lease_owner.expect("a running task has an owner");
+    (id, worker, owner)
+}
+
 async fn state(service: &Service, id: TaskId) -> TaskState {
     let conn = service.api_pool().get().await.expect("connection");
     let task = service.queue().get(&conn, id).await.expect("read task");
@@ -104,6 +142,15 @@ async fn in_a_browser_the_console_shows_pools_and_a_failed_task_and_retries_it_o
         page.contains("attempt 1: failed") && page.contains("attempt 2: failed"),
         "with its attempt history: {page}"
     );
+
+    // A task starts running: the open page shows it by itself (it refreshes), with its
+    // progress and owner.
+    let (running, worker, owner) = running_task(&service, &db.url).await;
+    let page = browser.page_with(&format!("id=\"running-{running}\"")).await;
+    assert!(
+        page.contains("42% mixing") && page.contains(&owner),
+        "progress and owner: {page}"
+    );
     let shot = keep("console.png", &browser.screenshot().await);
     keep("console.html", page.as_bytes());
     eprintln!("console screenshot: {}", shot.display());
@@ -131,6 +178,16 @@ async fn in_a_browser_the_console_shows_pools_and_a_failed_task_and_retries_it_o
         TaskState::Available,
         "re-queued in the database"
     );
+
+    // Cancel stops the running task at its worker's next heartbeat.
+    browser.page_with(&format!("id=\"cancel-{running}\"")).await;
+    browser.click(&format!("#cancel-{running}")).await;
+    browser.page_with(&format!("Task {running}: cancel done.")).await;
+    eventually("the running task is cancelled", || {
+        state_is(&service, running, TaskState::Cancelled)
+    })
+    .await;
+    worker.shutdown().await;
     drop(browser);
     service.stop().await.expect("stops");
 }

@@ -74,7 +74,7 @@ impl Browser {
                         "binary": browser_path,
                         // --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
                         "args": ["--headless", "--no-sandbox", "--disable-dev-shm-usage",
-                                 "--disable-gpu", "--window-size=1280,1600"]
+                                 "--disable-gpu", "--window-size=1280,2400"]
                     }
                 }}}),
             )
