@@ -108,7 +108,10 @@ impl Contender {
         Ok(match kind {
             Kind::Holdfast | Kind::HoldfastQuery => {
                 let connect = ConnectConfig::from_url(url).map_err(err)?.application_name(&app);
-                let config = PoolConfig::new(connect)
+                // The pool's own DB_* variables apply (DB_PIPELINE_DEPTH, say), as they would
+                // in a service; the size, overflow and timeout are the bench's.
+                let config = PoolConfig::with_connect(connect, &holdfast_pool::ProcessEnv)
+                    .map_err(err)?
                     .pool_size(size)
                     .max_overflow(0)
                     .pool_timeout(Duration::from_secs(30));

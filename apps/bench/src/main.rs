@@ -35,7 +35,9 @@ struct Cli {
 enum Bench {
     /// SELECT 1 on one connection: through the wire tap versus plain tokio-postgres.
     Tap(tap::Args),
-    /// holdfast's pool against deadpool-postgres, bb8, sqlx and raw tokio-postgres.
+    /// holdfast's pool against deadpool-postgres, bb8, sqlx and raw tokio-postgres. holdfast's
+    /// pools read the pool's DB_* variables (DB_PIPELINE_DEPTH, DB_PIPELINE_STALL_MS, ...) as
+    /// a service would; size, overflow and timeout are the bench's.
     Pools(pools::Args),
     /// Round trips through the fault proxy with latency and bandwidth faults.
     Proxy(proxy::Args),
