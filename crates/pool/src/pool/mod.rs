@@ -256,20 +256,23 @@ impl Pool {
         if !self.shares(sql) {
             return Ok(self.get_timeout(wait).await?.rows(sql, params).await?);
         }
-        let span = lane_spans::start(
-            &self.config().name,
-            sql,
-            self.config().connect.get_trace_statement_text(),
-        );
+        self.traced(sql, self.rows_on_a_lane(sql, params, wait)).await
+    }
+
+    /// Runs a lane statement in its span (see `lane_spans`), when spans are wanted.
+    async fn traced<T>(
+        &self,
+        sql: &str,
+        work: impl Future<Output = Result<T, PoolError>>,
+    ) -> Result<T, PoolError> {
+        let config = self.config();
+        let span = lane_spans::start(&config.name, sql, config.connect.get_trace_statement_text());
         if span.is_disabled() {
-            return self.rows_on_a_lane(sql, params, wait).await;
+            return work.await;
         }
-        let rows = self
-            .rows_on_a_lane(sql, params, wait)
-            .instrument(span.clone())
-            .await;
-        lane_spans::end(&span, &rows);
-        rows
+        let result = work.instrument(span.clone()).await;
+        lane_spans::end(&span, &result);
+        result
     }
 
     async fn rows_on_a_lane(
@@ -288,20 +291,7 @@ impl Pool {
         if !self.shares(sql) {
             return Ok(self.get_timeout(wait).await?.affected(sql, params).await?);
         }
-        let span = lane_spans::start(
-            &self.config().name,
-            sql,
-            self.config().connect.get_trace_statement_text(),
-        );
-        if span.is_disabled() {
-            return self.affected_on_a_lane(sql, params, wait).await;
-        }
-        let affected = self
-            .affected_on_a_lane(sql, params, wait)
-            .instrument(span.clone())
-            .await;
-        lane_spans::end(&span, &affected);
-        affected
+        self.traced(sql, self.affected_on_a_lane(sql, params, wait)).await
     }
 
     async fn affected_on_a_lane(
