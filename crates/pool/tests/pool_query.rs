@@ -265,6 +265,60 @@ async fn a_caller_that_gives_up_does_not_make_a_stuck_lane_look_alive() {
 }
 
 #[tokio::test]
+async fn callers_arriving_while_a_lane_is_made_wait_for_it_instead_of_making_their_own() {
+    // Nothing open yet: the first caller's lane takes a connect, and fifteen more callers
+    // arrive meanwhile. Each of them making a lane of its own opened up to the pool's size
+    // at once, and those backends then competed for the server's CPUs.
+    let pool = Pool::new(
+        config_for(cluster(), "query-one-maker")
+            .pool_size(16)
+            .max_overflow(0)
+            .min_idle(0)
+            .pipeline_stall(BOUND),
+    )
+    .expect("pool");
+    let calls = (0..16).map(|_| pool.query("SELECT pg_backend_pid()", &[]));
+    let answers = tokio::time::timeout(BOUND, futures_util::future::join_all(calls))
+        .await
+        .expect("in time");
+    let mut pids: Vec<i32> = answers
+        .into_iter()
+        .map(|rows| rows.expect("answered")[0].get(0))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "one lane for all sixteen: {pids:?}");
+    assert_eq!(pool.status().open, 1, "one connection opened: {}", pool.status());
+}
+
+#[tokio::test]
+async fn when_the_caller_making_a_lane_gives_up_the_next_one_makes_it() {
+    // One connection, held: A queues for it to make a lane of, and B waits for A's lane.
+    let pool = Pool::new(
+        config_for(cluster(), "query-maker-gives-up")
+            .pool_size(1)
+            .max_overflow(0)
+            .pool_timeout(BOUND * 10),
+    )
+    .expect("pool");
+    let held = pool.get().await.expect("the only connection");
+    let mut a = Box::pin(pool.query("SELECT 1", &[]));
+    assert!(a.as_mut().now_or_never().is_none(), "A queues for the connection");
+    let mut b = Box::pin(pool.query("SELECT 2", &[]));
+    assert!(b.as_mut().now_or_never().is_none(), "B waits for A's lane");
+    // A gives up (an API request past its timeout); then the connection is free. B makes
+    // the lane itself instead of waiting for a lane nobody makes until its own deadline.
+    drop(a);
+    drop(held);
+    let rows = tokio::time::timeout(BOUND, b)
+        .await
+        .expect("B answered well before its deadline")
+        .expect("B");
+    assert_eq!(rows[0].get::<_, i32>(0), 2);
+    assert_no_idle_in_transaction(&pool).await;
+}
+
+#[tokio::test]
 async fn a_begin_never_joins_a_shared_connection() {
     for begin in ["BEGIN", "  /* comment */ begin", "-- c\nSTART TRANSACTION"] {
         let pool = pool_of("query-begin", 1);
