@@ -41,6 +41,10 @@ pub struct Args {
     /// has a machine of its own; by default they share both CPUs.
     #[arg(long)]
     split: bool,
+    /// Concurrent tasks per level in section select (comma-separated), to look at one level
+    /// closely (under `perf sched`, say).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    tasks: Vec<usize>,
 }
 
 impl Args {
@@ -53,6 +57,9 @@ impl Args {
 }
 
 pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.tasks.is_empty() || args.tasks.contains(&0) {
+        return Err("--tasks: give one or more levels, each at least 1 task (as in 1,16,64,256)".into());
+    }
     if args.split {
         // The server's processes inherit the CPU of the thread that starts them; the
         // runtime's threads inherit ours afterwards.
@@ -86,7 +93,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 "select" => {
                     let title = "acquire + prepared SELECT 1 + release";
-                    throughput(&cluster, &args, "select", title, &[1, 16, 64, 256], Op::SelectOne).await?;
+                    throughput(&cluster, &args, "select", title, &args.tasks, Op::SelectOne).await?;
                 }
                 "faults" => faults(&cluster, &args).await?,
                 "round-trips" => round_trips(&cluster, &args).await?,
