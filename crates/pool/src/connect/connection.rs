@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_wire::WireState;
@@ -24,6 +26,9 @@ pub struct Connection {
     /// Statement spans, when a subscriber wanted them as the connection opened.
     pub(super) statements: Option<std::sync::Arc<super::statement_spans::StatementSpans>>,
     pub(super) driver: JoinHandle<()>,
+    /// Several callers share the connection now (a lane): its driver yields once per
+    /// wake-up so that their statements go out together (see `driver`).
+    pub(super) shared: Arc<AtomicBool>,
     pub(super) opened_at: Instant,
     pub(super) peer: Peer,
     /// How a cancel request reaches the server: over TLS when the session uses it.
@@ -54,6 +59,17 @@ impl Connection {
         if let Some(spans) = &self.statements {
             spans.set_parent(parent.clone());
         }
+    }
+
+    /// Tells the driver whether several callers share the connection now (see `driver`).
+    pub(crate) fn set_shared(&self, shared: bool) {
+        self.shared.store(shared, Ordering::Relaxed);
+    }
+
+    /// Whether the driver was told that several callers share the connection.
+    #[cfg(test)]
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Relaxed)
     }
 
     /// The driver's client, for queries.

@@ -7,6 +7,7 @@
 mod config;
 mod connection;
 mod credentials;
+mod driver;
 mod env;
 mod open;
 pub(crate) mod passfile;

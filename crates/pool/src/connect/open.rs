@@ -4,13 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
 use holdfast_wire::Tap;
 use tokio::sync::mpsc;
 use tokio_postgres::config::{Host, SslMode as PgSslMode, SslNegotiation};
-use tokio_postgres::{AsyncMessage, Notification};
+use tokio_postgres::Notification;
 
 use super::config::ConnectConfig;
 use super::connection::{Connection, Peer};
@@ -398,25 +399,8 @@ async fn start(
             retry_plain: prefer && tls && refused_over_tls,
         }
     })?;
-    let driver = tokio::spawn(async move {
-        let mut driver = driver;
-        // Driving it message by message hands notifications on; notices are dropped.
-        loop {
-            match std::future::poll_fn(|cx| driver.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(n))) => {
-                    if let Some(tx) = &notify {
-                        let _ = tx.send(n);
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    tracing::debug!(error = %crate::pg_error_text(&error), "connection ended with an error");
-                    break;
-                }
-                None => break,
-            }
-        }
-    });
+    let shared = Arc::new(AtomicBool::new(false));
+    let driver = super::driver::spawn(driver, notify, Arc::clone(&shared));
     tracing::debug!(target = %target, backend_pid = state.backend_pid(), "connected");
     let role = Role::reported(state.server_role());
     Ok(Connection {
@@ -424,6 +408,7 @@ async fn start(
         state,
         statements,
         driver,
+        shared,
         opened_at: Instant::now(),
         peer,
         cancel_tls: CancelTls {

@@ -27,6 +27,8 @@
 //!   busy, the server's scheduler gave them turns of milliseconds, and a statement on a
 //!   descheduled backend waited them out (p99 12 ms for `SELECT 1`, measured with
 //!   `holdfast-bench pools --sections select --split`).
+//! - while two or more callers are on a lane, its connection's driver gathers their
+//!   statements (see `connect::driver`): [`Lane::seat`] and [`Seat`]'s drop tell it.
 //! - behind a transaction-mode pooler every statement takes a connection of its own.
 
 use std::collections::VecDeque;
@@ -122,6 +124,9 @@ impl Drop for Seat {
                 Some(i) => {
                     let lane = &mut g.lanes[i];
                     lane.in_flight -= 1;
+                    if lane.in_flight == 1 {
+                        lane.conn.connection().set_shared(false);
+                    }
                     if self.answered {
                         if let Some(settled) = lane.unanswered.iter().position(|(t, _)| *t == self.ticket) {
                             lane.unanswered.drain(..=settled);
@@ -275,6 +280,9 @@ impl Lane {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.in_flight += 1;
+        if self.in_flight == 2 {
+            self.conn.connection().set_shared(true);
+        }
         self.unanswered.push_back((ticket, now));
         Seat {
             pool: pool.clone(),
@@ -374,7 +382,8 @@ fn skip_comments(mut sql: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::shareable;
+    use super::*;
+    use crate::PoolConfig;
 
     #[test]
     fn only_statements_that_cannot_open_a_transaction_share() {
@@ -427,5 +436,38 @@ mod tests {
         ] {
             assert!(!shareable(sql), "{sql:?} should not share");
         }
+    }
+
+    /// The lane's connection tells its driver when callers share it (the driver then
+    /// gathers their statements, see `connect::driver`), and stops when one is left.
+    #[tokio::test]
+    async fn a_lane_tells_its_driver_while_callers_share_it() {
+        let url = holdfast_testkit::cluster().url();
+        let config = PoolConfig::from_url(&url)
+            .expect("config")
+            .pool_size(2)
+            .max_overflow(0)
+            .pipeline_stall(Duration::from_secs(60));
+        let pool = Pool::new(config).expect("pool");
+        let wait = Duration::from_secs(30);
+        let first = pool.seat(wait).await.expect("first seat");
+        assert!(!first.conn.connection().is_shared(), "one caller does not share");
+        let second = pool.seat(wait).await.expect("second seat");
+        assert!(
+            Arc::ptr_eq(&first.conn, &second.conn),
+            "the second caller joins the lane"
+        );
+        assert!(first.conn.connection().is_shared(), "two callers share the lane");
+        drop(second);
+        assert!(!first.conn.connection().is_shared(), "one caller left");
+        let again = pool.seat(wait).await.expect("third seat");
+        assert!(again.conn.connection().is_shared(), "two again");
+        drop(again);
+        drop(first);
+        let conn = pool.get().await.expect("the lane's connection, given back");
+        assert!(
+            !conn.connection().is_shared(),
+            "a connection given back is not shared"
+        );
     }
 }
