@@ -306,6 +306,12 @@ async fn when_the_caller_making_a_lane_gives_up_the_next_one_makes_it() {
     assert!(a.as_mut().now_or_never().is_none(), "A queues for the connection");
     let mut b = Box::pin(pool.query("SELECT 2", &[]));
     assert!(b.as_mut().now_or_never().is_none(), "B waits for A's lane");
+    assert_eq!(
+        pool.status().waiting,
+        2,
+        "both wait for a connection, B through A's lane: {}",
+        pool.status()
+    );
     // A gives up (an API request past its timeout); then the connection is free. B makes
     // the lane itself instead of waiting for a lane nobody makes until its own deadline.
     drop(a);

@@ -63,6 +63,8 @@ pub(crate) struct Lanes {
     /// Callers of `query`/`execute` waiting in the pool's queue for a connection to make a
     /// lane of.
     waiting: AtomicUsize,
+    /// Callers waiting for the lane being made (counted in `PoolStatus::waiting` too).
+    pub(crate) awaiting: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +158,7 @@ impl Pool {
                 Choice::Join(seat) => return Ok(seat),
                 Choice::Open(opening) => break opening,
                 Choice::Await(made) => {
+                    let _awaiting = Queued::new(&shared.lanes.awaiting);
                     // Past the deadline: take a connection of one's own, which answers
                     // with the pool's own timeout error when there is none.
                     if tokio::time::timeout_at(deadline, made).await.is_err() {

@@ -449,7 +449,7 @@ impl Shared {
             open: g.open,
             idle: g.idle.len(),
             in_use: g.in_use,
-            waiting: g.waiters.len(),
+            waiting: g.waiters.len() + self.lanes.awaiting.load(Ordering::Relaxed),
             opening: g.opening,
             max: self.config.max_size(),
             database_down: g.down.is_some(),

@@ -11,7 +11,8 @@ pub struct PoolStatus {
     pub idle: usize,
     /// Connections held by callers.
     pub in_use: usize,
-    /// Callers waiting for a connection.
+    /// Callers waiting for a connection (callers of `query`/`execute` waiting for the lane
+    /// another caller is making included).
     pub waiting: usize,
     /// Connects in progress.
     pub opening: usize,
