@@ -317,8 +317,8 @@ pub(crate) struct Outlook {
     pub(crate) has_room: bool,
 }
 
-/// Counts a caller of `query`/`execute` waiting in the pool's queue, for as long as it waits
-/// (cancellation included).
+/// Counts a caller of `query`/`execute` that waits (in the pool's queue, or for the lane
+/// being made), for as long as it waits (cancellation included).
 struct Queued<'a>(&'a AtomicUsize);
 
 impl<'a> Queued<'a> {
