@@ -208,3 +208,30 @@ async fn the_gauges_agree_with_the_status_right_after_the_first_checkout() {
     assert_eq!(status.in_use, 1);
     drop(conn);
 }
+
+#[tokio::test]
+async fn the_waiting_gauge_counts_callers_waiting_for_a_lane_being_made() {
+    use futures_util::FutureExt;
+    let recorder = Counters::default();
+    let config = support::config_for(cluster(), "gauges-lane")
+        .pool_size(1)
+        .max_overflow(0)
+        .pool_timeout(Duration::from_secs(60));
+    let pool = metrics::with_local_recorder(&recorder, || Pool::new(config)).expect("pool");
+    // The only connection is held: A queues for it to make a lane of, B waits for A's lane.
+    let held = pool.get().await.expect("the only connection");
+    let mut a = Box::pin(pool.query("SELECT 1", &[]));
+    assert!(a.as_mut().now_or_never().is_none(), "A queues for the connection");
+    let mut b = Box::pin(pool.query("SELECT 2", &[]));
+    assert!(b.as_mut().now_or_never().is_none(), "B waits for A's lane");
+    assert_eq!(pool.status().waiting, 2, "{}", pool.status());
+    assert_eq!(
+        recorder.gauge("holdfast_pool_waiting"),
+        2.0,
+        "the gauge says what the status says"
+    );
+    drop(held);
+    let (a, b) = tokio::join!(a, b);
+    assert_eq!(a.expect("A")[0].get::<_, i32>(0), 1);
+    assert_eq!(b.expect("B")[0].get::<_, i32>(0), 2);
+}

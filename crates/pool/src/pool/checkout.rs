@@ -166,7 +166,7 @@ impl Pool {
                 shared.deadline_keeper.notify_one();
             }
             shared.spawn_openers(&mut g);
-            shared.metrics.gauges(&g);
+            shared.publish_gauges(&g);
             (id, rx)
         };
         self.close_expired(expired);

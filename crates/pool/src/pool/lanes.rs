@@ -159,6 +159,8 @@ impl Pool {
                 Choice::Open(opening) => break opening,
                 Choice::Await(made) => {
                     let _awaiting = Queued::new(&shared.lanes.awaiting);
+                    // A caller starting to wait: a slow path, where the gauges are published.
+                    shared.publish_gauges(&shared.lock());
                     // Past the deadline: take a connection of one's own, which answers
                     // with the pool's own timeout error when there is none.
                     if tokio::time::timeout_at(deadline, made).await.is_err() {

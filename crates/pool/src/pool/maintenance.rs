@@ -108,7 +108,7 @@ pub(crate) async fn run_once(shared: &Arc<Shared>) {
                 }
             }
         }
-        shared.metrics.gauges(&g);
+        shared.publish_gauges(&g);
         shared.spawn_openers(&mut g);
     }
     for slot in to_close {

@@ -122,10 +122,13 @@ impl PoolMetrics {
     /// connection opened or discarded, a caller starting to wait). The fast paths (an idle
     /// connection taken or given back) leave them to the next update: a shared gauge written
     /// on every checkout would bounce its cache line between every core.
-    pub(crate) fn gauges(&self, g: &Internals) {
+    ///
+    /// `waiting` is [`Shared::waiting`](super::Shared::waiting): the pool's queue and the
+    /// callers of `query`/`execute` waiting for the lane another caller is making.
+    pub(crate) fn gauges(&self, g: &Internals, waiting: usize) {
         self.open.set(g.open as f64);
         self.idle.set(g.idle.len() as f64);
         self.in_use.set(g.in_use as f64);
-        self.waiting.set(g.waiters.len() as f64);
+        self.waiting.set(waiting as f64);
     }
 }

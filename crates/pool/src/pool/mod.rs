@@ -444,12 +444,23 @@ impl Shared {
         self.status_of(&g)
     }
 
+    /// Callers waiting for a connection: in the pool's queue, and callers of
+    /// `query`/`execute` waiting for the lane another caller is making.
+    pub(crate) fn waiting(&self, g: &Internals) -> usize {
+        g.waiters.len() + self.lanes.awaiting.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the pool's gauges (see [`PoolMetrics::gauges`]).
+    pub(crate) fn publish_gauges(&self, g: &Internals) {
+        self.metrics.gauges(g, self.waiting(g));
+    }
+
     pub(crate) fn status_of(&self, g: &Internals) -> PoolStatus {
         PoolStatus {
             open: g.open,
             idle: g.idle.len(),
             in_use: g.in_use,
-            waiting: g.waiters.len() + self.lanes.awaiting.load(Ordering::Relaxed),
+            waiting: self.waiting(g),
             opening: g.opening,
             max: self.config.max_size(),
             database_down: g.down.is_some(),

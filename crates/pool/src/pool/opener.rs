@@ -158,7 +158,7 @@ pub(crate) async fn open_one(pool: Weak<Shared>, delay: Duration, demand: Demand
     drop(g);
     if let Some(slot) = fresh {
         shared.put(slot);
-        shared.metrics.gauges(&shared.lock());
+        shared.publish_gauges(&shared.lock());
     }
 }
 

@@ -143,7 +143,7 @@ impl Shared {
             g.leases.remove(&slot.id);
         }
         self.spawn_openers(&mut g);
-        self.metrics.gauges(&g);
+        self.publish_gauges(&g);
         drop(g);
         self.close_slot(Some((slot, reason)));
     }
