@@ -10,7 +10,8 @@
 //! of the worker's queue: the callers ready meanwhile queue their statements and it sends
 //! them together, and a worker that runs out of tasks can take it from a preempted one.
 //! Measured with `holdfast-bench pools --sections select` (docs/benchmarks.md): at 64
-//! callers on shared CPUs, `Pool::query`'s p999 went from above `get()`'s to below it.
+//! callers on shared CPUs, `Pool::query`'s p999 came down from above `get()`'s to about
+//! `get()`'s (below it in some runs, above in others), its p99 well below.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
