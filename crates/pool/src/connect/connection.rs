@@ -24,7 +24,7 @@ pub struct Connection {
     pub(super) client: Client,
     pub(super) state: WireState,
     /// Statement spans, when a subscriber wanted them as the connection opened.
-    pub(super) statements: Option<std::sync::Arc<super::statement_spans::StatementSpans>>,
+    pub(super) statements: Option<Arc<super::statement_spans::StatementSpans>>,
     pub(super) driver: JoinHandle<()>,
     /// Several callers share the connection now (a lane): its driver yields once per
     /// wake-up so that their statements go out together (see `driver`).
