@@ -58,6 +58,15 @@ impl Cpu {
     }
 }
 
+/// The server's process id, from the first line of its `postmaster.pid`.
+pub fn postmaster_pid(cluster: &holdfast_tempdb::TempCluster) -> Result<u32, Box<dyn std::error::Error>> {
+    let text = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))?;
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("postmaster.pid does not start with a process id: {text:?}").into())
+}
+
 #[allow(unsafe_code)]
 /// User and system time.
 fn rusage(who: libc::c_int) -> (Duration, Duration) {

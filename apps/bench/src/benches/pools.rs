@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use holdfast_tempdb::{ClusterOptions, StopMode, TempCluster};
 
 use crate::contenders::{BenchResult, Contender, Kind};
+use crate::cpu::Cpu;
 use crate::relay::Relay;
 use crate::stats::{median, quantile};
 
@@ -159,6 +160,12 @@ async fn throughput(
     let mut table = vec![vec![0.0; levels.len()]; kinds.len()];
     // p50, p99 and p999 latency per contender and task count, over every round's operations.
     let mut tails = vec![vec![[0.0; 3]; levels.len()]; kinds.len()];
+    // CPU used per contender and task count, over every round: where the time goes.
+    let postmaster = match op {
+        Op::SelectOne => Some(crate::cpu::postmaster_pid(cluster).map_err(|e| e.to_string())?),
+        Op::AcquireRelease => None,
+    };
+    let mut cpu = vec![vec![CpuUse::default(); levels.len()]; kinds.len()];
     for (li, &tasks) in levels.iter().enumerate() {
         let mut samples = vec![Vec::new(); kinds.len()];
         // Warm-up: every contender opens its connections.
@@ -169,8 +176,17 @@ async fn throughput(
         for round in 0..args.rounds {
             for i in 0..kinds.len() {
                 let k = (i + round) % kinds.len();
+                let before = postmaster.map(Cpu::now_with_server);
+                let started = Instant::now();
                 let (rate, lat) =
                     measure(&contenders[k], tasks, Duration::from_secs_f64(args.secs), op).await?;
+                if let (Some(pid), Some(before)) = (postmaster, before) {
+                    cpu[k][li].add(
+                        &Cpu::now_with_server(pid).since(&before),
+                        started.elapsed(),
+                        lat.len(),
+                    );
+                }
                 samples[k].push(rate);
                 latencies[k].extend(lat);
             }
@@ -254,6 +270,7 @@ async fn throughput(
             }
             println!();
         }
+        print_cpu(section, levels, &kinds, &cpu);
     }
     println!();
     for c in contenders {
@@ -262,6 +279,70 @@ async fn throughput(
         }
     }
     Ok(())
+}
+
+/// CPU one contender used at one task count, summed over its rounds.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    /// This process: the contender's tasks, its connections' drivers, the runtime.
+    client: Duration,
+    /// The server's processes.
+    server: Duration,
+    wall: Duration,
+    ops: usize,
+}
+
+impl CpuUse {
+    fn add(&mut self, used: &Cpu, wall: Duration, ops: usize) {
+        self.client += used.own;
+        self.server += used.server;
+        self.wall += wall;
+        self.ops += ops;
+    }
+}
+
+/// Where the time goes: client and server CPU per operation, and how many CPUs the server
+/// kept busy (1.00 with `--split` is its CPU's ceiling: no contender can go faster there).
+/// Read from the kernel's counters in ticks of 10 ms, summed over every round.
+fn print_cpu(section: &str, levels: &[usize], kinds: &[Kind], cpu: &[Vec<CpuUse>]) {
+    println!("[{section}] CPU per operation, microseconds, client / server; CPUs the server kept busy");
+    print!("{:<34}", "tasks");
+    for level in levels {
+        print!("{:>22}", level);
+    }
+    println!();
+    for (k, kind) in kinds.iter().enumerate() {
+        print!("{:<34}", kind.name());
+        for (li, used) in cpu[k].iter().enumerate() {
+            let per_op = |d: Duration| d.as_secs_f64() * 1e6 / used.ops.max(1) as f64;
+            let (client, server) = (per_op(used.client), per_op(used.server));
+            let busy = used.server.as_secs_f64() / used.wall.as_secs_f64().max(f64::MIN_POSITIVE);
+            print!("{:>22}", format!("{client:.1} / {server:.1} / {busy:.2}"));
+            let column = |name: &str| format!("{} tasks {name}", levels[li]);
+            crate::report::record(
+                &format!("{section} cpu"),
+                kind.name(),
+                &column("client us/op"),
+                client,
+                "us",
+            );
+            crate::report::record(
+                &format!("{section} cpu"),
+                kind.name(),
+                &column("server us/op"),
+                server,
+                "us",
+            );
+            crate::report::record(
+                &format!("{section} cpu"),
+                kind.name(),
+                &column("server CPUs"),
+                busy,
+                "CPUs",
+            );
+        }
+        println!();
+    }
 }
 
 /// Runs `op` from `tasks` tasks for `window`; returns completed operations per second and,

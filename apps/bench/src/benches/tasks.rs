@@ -104,7 +104,7 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut user_us: [Vec<f64>; 4] = Default::default();
         let mut server_us: [Vec<f64>; 4] = Default::default();
         let mut machine_us: [Vec<f64>; 4] = Default::default();
-        let postmaster = postmaster_pid(&cluster)?;
+        let postmaster = crate::cpu::postmaster_pid(&cluster)?;
         runtime.block_on(async {
             let admin = pool(&cluster.url(), 2)?;
             let queue = Queue::new(&schema)?;
@@ -209,15 +209,6 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{line}");
     }
     Ok(())
-}
-
-/// The server's process id, from the first line of its `postmaster.pid`.
-fn postmaster_pid(cluster: &TempCluster) -> Result<u32, Box<dyn std::error::Error>> {
-    let text = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))?;
-    text.lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| format!("postmaster.pid does not start with a process id: {text:?}").into())
 }
 
 pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, Box<dyn std::error::Error>> {
