@@ -248,12 +248,10 @@ async fn throughput(
         }
     }
     if op == Op::SelectOne {
-        println!("[{section}] latency per operation, microseconds, p50 / p99 / p999 over every round");
-        print!("{:<34}", "tasks");
-        for level in levels {
-            print!("{:>22}", level);
-        }
-        println!();
+        print_head(
+            &format!("[{section}] latency per operation, microseconds, p50 / p99 / p999 over every round"),
+            levels,
+        );
         for (k, kind) in kinds.iter().enumerate() {
             print!("{:<34}", kind.name());
             for (li, [p50, p99, p999]) in tails[k].iter().enumerate() {
@@ -281,6 +279,16 @@ async fn throughput(
     Ok(())
 }
 
+/// A table's title and its header line: a column of three figures per task count.
+fn print_head(title: &str, levels: &[usize]) {
+    println!("{title}");
+    print!("{:<34}", "tasks");
+    for level in levels {
+        print!("{:>22}", level);
+    }
+    println!();
+}
+
 /// CPU one contender used at one task count, summed over its rounds.
 #[derive(Clone, Copy, Default)]
 struct CpuUse {
@@ -305,12 +313,10 @@ impl CpuUse {
 /// kept busy (1.00 with `--split` is its CPU's ceiling: no contender can go faster there).
 /// Read from the kernel's counters in ticks of 10 ms, summed over every round.
 fn print_cpu(section: &str, levels: &[usize], kinds: &[Kind], cpu: &[Vec<CpuUse>]) {
-    println!("[{section}] CPU per operation, microseconds, client / server; CPUs the server kept busy");
-    print!("{:<34}", "tasks");
-    for level in levels {
-        print!("{:>22}", level);
-    }
-    println!();
+    print_head(
+        &format!("[{section}] CPU per operation, microseconds, client / server; CPUs the server kept busy"),
+        levels,
+    );
     for (k, kind) in kinds.iter().enumerate() {
         print!("{:<34}", kind.name());
         for (li, used) in cpu[k].iter().enumerate() {
