@@ -176,11 +176,11 @@ async fn throughput(
         for round in 0..args.rounds {
             for i in 0..kinds.len() {
                 let k = (i + round) % kinds.len();
-                let before = postmaster.map(Cpu::now_with_server);
+                let before = postmaster.map(|pid| (pid, Cpu::now_with_server(pid)));
                 let started = Instant::now();
                 let (rate, lat) =
                     measure(&contenders[k], tasks, Duration::from_secs_f64(args.secs), op).await?;
-                if let (Some(pid), Some(before)) = (postmaster, before) {
+                if let Some((pid, before)) = before {
                     cpu[k][li].add(
                         &Cpu::now_with_server(pid).since(&before),
                         started.elapsed(),
@@ -324,28 +324,14 @@ fn print_cpu(section: &str, levels: &[usize], kinds: &[Kind], cpu: &[Vec<CpuUse>
             let (client, server) = (per_op(used.client), per_op(used.server));
             let busy = used.server.as_secs_f64() / used.wall.as_secs_f64().max(f64::MIN_POSITIVE);
             print!("{:>22}", format!("{client:.1} / {server:.1} / {busy:.2}"));
-            let column = |name: &str| format!("{} tasks {name}", levels[li]);
-            crate::report::record(
-                &format!("{section} cpu"),
-                kind.name(),
-                &column("client us/op"),
-                client,
-                "us",
-            );
-            crate::report::record(
-                &format!("{section} cpu"),
-                kind.name(),
-                &column("server us/op"),
-                server,
-                "us",
-            );
-            crate::report::record(
-                &format!("{section} cpu"),
-                kind.name(),
-                &column("server CPUs"),
-                busy,
-                "CPUs",
-            );
+            for (name, value, unit) in [
+                ("client us/op", client, "us"),
+                ("server us/op", server, "us"),
+                ("server CPUs", busy, "CPUs"),
+            ] {
+                let column = format!("{} tasks {name}", levels[li]);
+                crate::report::record(&format!("{section} cpu"), kind.name(), &column, value, unit);
+            }
         }
         println!();
     }
