@@ -3,7 +3,8 @@
 //! the replies on the same task, with no driver task, no channels, no statement objects. It
 //! is not a client for use (trust authentication only, no TLS, errors end the run): it marks
 //! what tokio and the socket path cost without tokio-postgres, so that the tasks bench can tell
-//! the driver's share of "where the time goes" from the runtime's.
+//! the driver's share of "where the time goes" from the runtime's, and it sends batches of
+//! statements under one Sync for the pools bench's section `syncs`.
 
 use bytes::{BufMut, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -45,6 +46,19 @@ impl Lean {
     /// Connects as `postgres` to the database `postgres` (trust) and prepares the claim of one
     /// task and the final write.
     pub async fn connect(port: u16, claim: &str, succeed: &str) -> Result<Lean, Error> {
+        Lean::prepared(
+            port,
+            &[
+                ("claim", claim, &[TEXT, INT8, FLOAT8_ARRAY, TEXT_ARRAY, TEXT]),
+                ("succeed", succeed, &[INT8, INT4, INT8]),
+            ],
+        )
+        .await
+    }
+
+    /// Connects as `postgres` to the database `postgres` (trust) and prepares each
+    /// `(name, sql, parameter type oids)`.
+    pub async fn prepared(port: u16, statements: &[(&str, &str, &[u32])]) -> Result<Lean, Error> {
         let stream = TcpStream::connect(("127.0.0.1", port)).await?;
         stream.set_nodelay(true)?;
         let mut lean = Lean {
@@ -55,17 +69,49 @@ impl Lean {
         frontend::startup_message([("user", "postgres"), ("database", "postgres")], &mut lean.out)?;
         lean.flush().await?;
         lean.until_ready(|_| Ok(())).await?;
-        frontend::parse(
-            "claim",
-            claim,
-            [TEXT, INT8, FLOAT8_ARRAY, TEXT_ARRAY, TEXT],
-            &mut lean.out,
-        )?;
-        frontend::parse("succeed", succeed, [INT8, INT4, INT8], &mut lean.out)?;
+        for (name, sql, types) in statements {
+            frontend::parse(name, sql, types.iter().copied(), &mut lean.out)?;
+        }
         frontend::sync(&mut lean.out);
         lean.flush().await?;
         lean.until_ready(|_| Ok(())).await?;
         Ok(lean)
+    }
+
+    /// Queues `statements` runs of the prepared statement `name` (no parameters) followed by
+    /// one Sync: they run in one implicit transaction, answered by one ReadyForQuery.
+    pub fn queue_batch(&mut self, name: &str, statements: usize) -> Result<(), Error> {
+        for _ in 0..statements {
+            self.bind_only(name, &[])?;
+        }
+        frontend::sync(&mut self.out);
+        Ok(())
+    }
+
+    /// Sends what was queued.
+    pub async fn send(&mut self) -> Result<(), Error> {
+        self.flush().await
+    }
+
+    /// Waits for answers and counts the batches answered in full (their ReadyForQuery) in
+    /// everything read so far; a server error ends the run.
+    pub async fn answered_batches(&mut self) -> Result<usize, Error> {
+        loop {
+            let mut ready = 0;
+            while let Some(message) = Message::parse(&mut self.input)? {
+                match message {
+                    Message::ReadyForQuery(_) => ready += 1,
+                    Message::ErrorResponse(body) => return Err(server_error(&body)?),
+                    _ => {}
+                }
+            }
+            if ready > 0 {
+                return Ok(ready);
+            }
+            if self.stream.read_buf(&mut self.input).await? == 0 {
+                return Err("the server closed the connection".into());
+            }
+        }
     }
 
     /// Claims one task: its id and attempt, or `None` when the queue is empty. With `done`,
@@ -133,7 +179,15 @@ impl Lean {
         Ok(claimed)
     }
 
+    /// Queues one statement with its own Sync, as tokio-postgres sends it.
     fn bind(&mut self, statement: &str, params: &[Param<'_>]) -> Result<(), Error> {
+        self.bind_only(statement, params)?;
+        frontend::sync(&mut self.out);
+        Ok(())
+    }
+
+    /// Queues Bind and Execute of one statement, without a Sync.
+    fn bind_only(&mut self, statement: &str, params: &[Param<'_>]) -> Result<(), Error> {
         let formats: Vec<i16> = params
             .iter()
             .map(|p| i16::from(!matches!(p, Param::Literal(_))))
@@ -156,7 +210,6 @@ impl Lean {
         )
         .map_err(|_| "bind failed")?;
         frontend::execute("", 0, &mut self.out)?;
-        frontend::sync(&mut self.out);
         Ok(())
     }
 
@@ -175,16 +228,7 @@ impl Lean {
             while let Some(message) = Message::parse(&mut self.input)? {
                 match message {
                     Message::ReadyForQuery(_) => return Ok(()),
-                    Message::ErrorResponse(body) => {
-                        let mut fields = body.fields();
-                        let mut text = String::new();
-                        while let Some(field) = fields.next()? {
-                            if field.type_() == b'M' {
-                                text = String::from_utf8_lossy(field.value_bytes()).into_owned();
-                            }
-                        }
-                        return Err(format!("server error: {text}").into());
-                    }
+                    Message::ErrorResponse(body) => return Err(server_error(&body)?),
                     other => each(&other)?,
                 }
             }
@@ -193,4 +237,16 @@ impl Lean {
             }
         }
     }
+}
+
+/// A server's error as the run's error: its message.
+fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> Result<Error, Error> {
+    let mut fields = body.fields();
+    let mut text = String::new();
+    while let Some(field) = fields.next()? {
+        if field.type_() == b'M' {
+            text = String::from_utf8_lossy(field.value_bytes()).into_owned();
+        }
+    }
+    Ok(format!("server error: {text}").into())
 }

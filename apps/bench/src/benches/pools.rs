@@ -13,6 +13,8 @@ use crate::cpu::Cpu;
 use crate::relay::Relay;
 use crate::stats::{median, quantile};
 
+mod syncs;
+
 /// Options of the pool comparison.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,7 +29,8 @@ pub struct Args {
     rounds: usize,
     /// Sections to run: acquire (acquire + release), select (acquire + SELECT 1 + release,
     /// and pool.query), faults (errors after terminate and restart), round-trips (per
-    /// checkout), forgotten (a raw BEGIN given back).
+    /// checkout), forgotten (a raw BEGIN given back); syncs (server CPU per statement by
+    /// statements per Sync, on one connection; not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
@@ -99,9 +102,13 @@ pub fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "faults" => faults(&cluster, &args).await?,
                 "round-trips" => round_trips(&cluster, &args).await?,
                 "forgotten" => forgotten_transactions(&cluster, &args).await?,
+                "syncs" => {
+                    let window = Duration::from_secs_f64(args.secs);
+                    syncs::run(&cluster, args.rounds, window).await.map_err(|e| e.to_string())?;
+                }
                 other => {
                     return Err(format!(
-                        "--sections: unknown section {other:?}; accepted: acquire, select, faults, round-trips, forgotten"
+                        "--sections: unknown section {other:?}; accepted: acquire, select, faults, round-trips, forgotten, syncs"
                     )
                     .into())
                 }
