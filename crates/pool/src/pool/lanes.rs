@@ -465,17 +465,22 @@ mod tests {
         }
     }
 
-    /// The lane's connection tells its driver when callers share it (the driver then
-    /// gathers their statements, see `connect::driver`), and stops when one is left.
-    #[tokio::test]
-    async fn a_lane_tells_its_driver_while_callers_share_it() {
+    /// A pool of two connections whose lanes never count as stalled.
+    fn two_connections() -> Pool {
         let url = holdfast_testkit::cluster().url();
         let config = PoolConfig::from_url(&url)
             .expect("config")
             .pool_size(2)
             .max_overflow(0)
             .pipeline_stall(Duration::from_secs(60));
-        let pool = Pool::new(config).expect("pool");
+        Pool::new(config).expect("pool")
+    }
+
+    /// The lane's connection tells its driver when callers share it (the driver then
+    /// gathers their statements, see `connect::driver`), and stops when one is left.
+    #[tokio::test]
+    async fn a_lane_tells_its_driver_while_callers_share_it() {
+        let pool = two_connections();
         let wait = Duration::from_secs(30);
         let first = pool.seat(wait).await.expect("first seat");
         assert!(!first.conn.connection().is_shared(), "one caller does not share");
@@ -513,13 +518,7 @@ mod tests {
     /// would be pinged first) callers move to a new lane.
     #[tokio::test]
     async fn a_lane_past_its_term_is_renewed_while_its_connection_passes_the_checks() {
-        let url = holdfast_testkit::cluster().url();
-        let config = PoolConfig::from_url(&url)
-            .expect("config")
-            .pool_size(2)
-            .max_overflow(0)
-            .pipeline_stall(Duration::from_secs(60));
-        let pool = Pool::new(config).expect("pool");
+        let pool = two_connections();
         let wait = Duration::from_secs(30);
         let first = pool.seat(wait).await.expect("first seat");
         end_terms(&pool);
