@@ -15,7 +15,8 @@ use super::CpuUse;
 use crate::cpu::{postmaster_pid, Cpu};
 use crate::lean_client::Lean;
 
-/// Statements kept in flight on the connection (as `Pool::query` at 64 callers).
+/// Statements kept in flight on the connection (as `Pool::query` at 64 callers); at 64 per
+/// Sync, two batches (128) so that the server never waits for the client.
 const IN_FLIGHT: usize = 64;
 /// Statements per Sync, one column each.
 const PER_SYNC: [usize; 5] = [1, 2, 4, 16, 64];
@@ -41,8 +42,8 @@ pub async fn run(cluster: &TempCluster, rounds: usize, window: Duration) -> Resu
         }
     }
     println!(
-        "[syncs] one connection, {IN_FLIGHT} prepared SELECT 1 in flight, k statements per Sync \
-         (the bench's lean client, not a client for use); CPU in ticks of 10 ms"
+        "[syncs] one connection, {IN_FLIGHT} prepared SELECT 1 in flight (at least two batches), \
+         k statements per Sync (the bench's lean client, not a client for use); CPU in ticks of 10 ms"
     );
     print!("{:<28}", "statements per Sync");
     for k in PER_SYNC {
