@@ -59,8 +59,18 @@ const KEYED: &str = "SELECT pg_advisory_xact_lock($1)";
 /// A pool of two connections with [`KEYED`] prepared on both and no pre-ping, so that a
 /// caller joining a lane or making one sends its statement at once, with no round trip of
 /// its own; and another session holding advisory keys 1 to `keys`.
+///
+/// Reads are not gathered there: these tests follow which lane each caller takes by
+/// releasing one statement's lock at a time, and a gathered group answers its callers
+/// together (a read waiting for a lock fails its group instead: see
+/// `a_read_waiting_for_a_lock_does_not_hold_the_reads_gathered_with_it`).
 async fn keyed_pool(config: holdfast_pool::PoolConfig, keys: i64) -> (Pool, holdfast_pool::Connection) {
-    let pool = Pool::new(config.pool_size(2).max_overflow(0).pre_ping(PrePing::Never)).expect("pool");
+    let config = config
+        .pool_size(2)
+        .max_overflow(0)
+        .pre_ping(PrePing::Never)
+        .gather_reads(false);
+    let pool = Pool::new(config).expect("pool");
     {
         let (a, b) = (pool.get().await.expect("a"), pool.get().await.expect("b"));
         for conn in [&a, &b] {

@@ -11,6 +11,8 @@ pub struct Observer {
     frontend: Framer,
     backend: Framer,
     tracker: Tracker,
+    /// Told of every `Parse`, when the tap gathers reads.
+    gathering: Option<crate::Gathering>,
 }
 
 impl Default for Observer {
@@ -26,6 +28,7 @@ impl Observer {
             frontend: Framer::new(Direction::Frontend),
             backend: Framer::new(Direction::Backend),
             tracker: Tracker::new(WireState::new()),
+            gathering: None,
         }
     }
 
@@ -35,12 +38,18 @@ impl Observer {
             frontend: Framer::established(Direction::Frontend),
             backend: Framer::established(Direction::Backend),
             tracker: Tracker::established(WireState::new()),
+            gathering: None,
         }
     }
 
     /// Tells `listener` of every request from now on (see [`RequestListener`](crate::RequestListener)).
     pub fn listen(&mut self, listener: crate::Listener) {
         self.tracker.listen(listener);
+    }
+
+    /// Tells `gathering` of every `Parse` the client writes (the statements it may gather).
+    pub(crate) fn gather(&mut self, gathering: crate::Gathering) {
+        self.gathering = Some(gathering);
     }
 
     /// The state this observer publishes.
@@ -51,8 +60,12 @@ impl Observer {
     /// Bytes the client wrote (and the socket accepted).
     pub fn frontend_bytes(&mut self, data: &[u8]) {
         let tracker = &mut self.tracker;
+        let gathering = &self.gathering;
         let mut hint = Hint::None;
         let result = self.frontend.feed(data, |frame| {
+            if let (Some(g), crate::Tag::Typed(b'P')) = (gathering, frame.tag) {
+                g.parsed(frame.prefix);
+            }
             let h = tracker.frontend(&frame);
             if h != Hint::None {
                 hint = h;
@@ -94,6 +107,12 @@ impl Observer {
             Direction::Frontend => self.frontend_bytes(data),
             Direction::Backend => self.backend_bytes(data),
         }
+    }
+
+    /// Both directions sit between two messages: a point where something may start reading
+    /// the streams as messages.
+    pub fn at_boundaries(&self) -> bool {
+        self.frontend.at_boundary() && self.backend.at_boundary()
     }
 
     /// The stream ended or failed (the first cause is kept).

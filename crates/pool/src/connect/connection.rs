@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast_wire::WireState;
+use holdfast_wire::{Gathering, WireState};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
@@ -29,6 +29,8 @@ pub struct Connection {
     /// Several callers share the connection now (a lane): its driver yields once per
     /// wake-up so that their statements go out together (see `driver`).
     pub(super) shared: Arc<AtomicBool>,
+    /// Its tap gathers reads while several callers share it (see `holdfast_wire::Gathering`).
+    pub(super) gathering: Gathering,
     pub(super) opened_at: Instant,
     pub(super) peer: Peer,
     /// How a cancel request reaches the server: over TLS when the session uses it.
@@ -61,9 +63,18 @@ impl Connection {
         }
     }
 
-    /// Tells the driver whether several callers share the connection now (see `driver`).
-    pub(crate) fn set_shared(&self, shared: bool) {
+    /// Tells the driver whether several callers share the connection now (see `driver`),
+    /// and the tap whether to gather their reads meanwhile (`gather`, see
+    /// `holdfast_wire::Gathering`).
+    pub(crate) fn set_shared(&self, shared: bool, gather: bool) {
         self.shared.store(shared, Ordering::Relaxed);
+        self.gathering.set_on(shared && gather);
+    }
+
+    /// The connection's gathering of reads (counts what it gathered).
+    #[cfg(test)]
+    pub(crate) fn gathering(&self) -> &Gathering {
+        &self.gathering
     }
 
     /// Whether the driver was told that several callers share the connection.

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use holdfast_wire::Tap;
+use holdfast_wire::{Gathering, Tap};
 use tokio::sync::mpsc;
 use tokio_postgres::config::{Host, SslMode as PgSslMode, SslNegotiation};
 use tokio_postgres::Notification;
@@ -354,6 +354,8 @@ async fn start(
     let tls = matches!(negotiated.transport, Transport::Tls(_));
     let mut tap = Tap::new(negotiated.transport);
     let state = tap.state();
+    let gathering = Gathering::new();
+    tap.gather(gathering.clone());
     let mut pg = config.startup_config(host, port, credentials);
     let statements = StatementSpans::wanted(StatementTarget {
         database: pg.get_dbname().or(pg.get_user()).unwrap_or_default().to_string(),
@@ -409,6 +411,7 @@ async fn start(
         statements,
         driver,
         shared,
+        gathering,
         opened_at: Instant::now(),
         peer,
         cancel_tls: CancelTls {

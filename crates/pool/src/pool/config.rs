@@ -140,6 +140,11 @@ pub struct PoolConfig {
     /// a statement that is stuck or slow, or on a connection that is behind
     /// (`DB_PIPELINE_STALL_MS`).
     pub pipeline_stall: Duration,
+    /// Reads of [`Pool::query`] callers sharing a connection go to the server gathered, as
+    /// one read-only transaction with one Sync (`DB_GATHER_READS`).
+    ///
+    /// [`Pool::query`]: crate::Pool::query
+    pub gather_reads: bool,
     /// A connection with requests in flight that has received nothing for this long is
     /// closed, and its callers get an error instead of waiting forever for a reply that
     /// will not come (`DB_UNANSWERED_TIMEOUT_MS`).
@@ -181,6 +186,7 @@ impl PoolConfig {
             pipeline_depth: table::PIPELINE_DEPTH.default_usize(),
             statement_cache_size: table::STATEMENT_CACHE_SIZE.default_usize(),
             pipeline_stall: table::PIPELINE_STALL.default_duration(),
+            gather_reads: table::GATHER_READS.default == "on",
             unanswered_timeout: UnansweredTimeout::Auto,
             probe_after: table::PROBE_AFTER.default_value(),
             name: table::POOL_NAME.default.to_string(),
@@ -235,6 +241,7 @@ impl PoolConfig {
             pipeline_depth: count(&table::PIPELINE_DEPTH)?,
             statement_cache_size: count(&table::STATEMENT_CACHE_SIZE)?,
             pipeline_stall: table::PIPELINE_STALL.read_duration(source)?,
+            gather_reads: table::GATHER_READS.read(source)? == "on",
             probe_after: table::PROBE_AFTER.read(source)?,
             unanswered_timeout: match table::UNANSWERED_TIMEOUT.read(source)? {
                 AutoValue::Auto => UnansweredTimeout::Auto,
@@ -412,6 +419,18 @@ impl PoolConfig {
         self
     }
 
+    /// Whether reads of [`Pool::query`] callers sharing a connection go to the server
+    /// gathered into one read-only transaction with one Sync (a group that fails is rolled
+    /// back and its statements run again, each on a connection of its own). Defaults to on;
+    /// turn it off when a read has effects outside its transaction that must not happen
+    /// twice.
+    ///
+    /// [`Pool::query`]: crate::Pool::query
+    pub fn gather_reads(mut self, on: bool) -> Self {
+        self.gather_reads = on;
+        self
+    }
+
     /// Ask the server about a request unanswered this long (`None`: never). Defaults to
     /// 2000 ms.
     pub fn probe_after(mut self, after: Option<Duration>) -> Self {
@@ -558,6 +577,7 @@ mod tests {
             Some(Duration::from_millis(300_000))
         );
         assert_eq!(c.pre_ping, PrePing::Auto);
+        assert!(c.gather_reads);
         assert_eq!(c.max_size(), 15);
     }
 
@@ -581,8 +601,10 @@ mod tests {
             ("DB_APPLICATION_NAME", "api"),
             ("DB_PIPELINE_DEPTH", "32"),
             ("DB_PIPELINE_STALL_MS", "25"),
+            ("DB_GATHER_READS", "OFF"),
         ])
         .expect("config");
+        assert!(!c.gather_reads);
         assert_eq!(c.pipeline_depth, 32);
         assert_eq!(c.pipeline_stall, Duration::from_millis(25));
         assert_eq!(

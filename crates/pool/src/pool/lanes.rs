@@ -10,7 +10,12 @@
 //! - the statement must start with SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES or
 //!   TABLE (after comments): none of these can open a transaction block, so a caller can
 //!   never find itself inside someone else's transaction. Each statement has its own Sync,
-//!   so an error in one fails only that one.
+//!   so an error in one fails only that one; except that while two or more callers share
+//!   the lane (and `gather_reads` is on), the connection's tap gathers the reads written
+//!   together into read-only transactions of one Sync each (see `holdfast_wire::Gathering`).
+//!   A group that failed was rolled back whole, and its callers get [`regather`] errors:
+//!   `Pool::query` then runs each statement again on a connection of its own, so a caller
+//!   only ever sees the error its own statement got alone.
 //! - a lane takes new statements for [`LANE_TERM`], and none while anyone waits for a
 //!   connection of their own, so lanes drain and go back instead of holding connections
 //!   that others queue for. A lane past its term that still keeps up is renewed in place
@@ -135,7 +140,7 @@ impl Drop for Seat {
                     let lane = &mut g.lanes[i];
                     lane.in_flight -= 1;
                     if lane.in_flight == 1 {
-                        lane.conn.connection().set_shared(false);
+                        lane.conn.connection().set_shared(false, false);
                     }
                     if self.answered {
                         if let Some(settled) = lane.unanswered.iter().position(|(t, _)| *t == self.ticket) {
@@ -300,7 +305,9 @@ impl Lane {
         self.next_ticket += 1;
         self.in_flight += 1;
         if self.in_flight == 2 {
-            self.conn.connection().set_shared(true);
+            self.conn
+                .connection()
+                .set_shared(true, pool.config().gather_reads);
         }
         self.unanswered.push_back((ticket, now));
         Seat {
@@ -358,54 +365,25 @@ impl Drop for Queued<'_> {
     }
 }
 
+/// Whether `error` says the statement was gathered with others into a read-only
+/// transaction that failed (see `holdfast_wire::Gathering`): nothing of it took effect, and
+/// it runs again on a connection of its own, where it is not gathered.
+pub(crate) fn regather(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|e| {
+        e.code().code() == holdfast_wire::REGATHER_SQLSTATE && e.message() == holdfast_wire::REGATHER_MESSAGE
+    })
+}
+
 /// Whether `sql` is a statement that may share a connection: its first keyword, after
 /// whitespace and comments, is one of [`SHAREABLE`].
 pub(crate) fn shareable(sql: &str) -> bool {
-    let first: String = skip_comments(sql)
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
-    SHAREABLE.iter().any(|k| k.eq_ignore_ascii_case(&first))
+    let first = holdfast_wire::first_keyword(sql.as_bytes());
+    SHAREABLE.iter().any(|k| k.as_bytes().eq_ignore_ascii_case(first))
 }
 
-/// `sql` from its first token: leading whitespace, `--` comments and (nested) `/* */`
-/// comments removed. An unterminated comment leaves nothing.
-fn skip_comments(mut sql: &str) -> &str {
-    loop {
-        sql = sql.trim_start();
-        if let Some(rest) = sql.strip_prefix("--") {
-            sql = rest.split_once('\n').map_or("", |(_, after)| after);
-        } else if sql.starts_with("/*") {
-            let mut depth = 0usize;
-            let mut end = None;
-            let bytes = sql.as_bytes();
-            let mut i = 0;
-            while i + 1 < bytes.len() {
-                match (bytes[i], bytes[i + 1]) {
-                    (b'/', b'*') => {
-                        depth += 1;
-                        i += 2;
-                    }
-                    (b'*', b'/') => {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            end = Some(i);
-                            break;
-                        }
-                    }
-                    _ => i += 1,
-                }
-            }
-            match end {
-                Some(e) => sql = &sql[e..],
-                None => return "",
-            }
-        } else {
-            return sql;
-        }
-    }
-}
+#[cfg(test)]
+#[path = "gather_tests.rs"]
+mod gather_tests;
 
 #[cfg(test)]
 mod tests {

@@ -281,10 +281,18 @@ impl Pool {
         params: Params<'_>,
         wait: Duration,
     ) -> Result<Vec<Row>, PoolError> {
+        let started = tokio::time::Instant::now();
         let mut seat = self.seat(wait).await?;
         let rows = seat.conn.rows(sql, params).await;
         seat.answered = true;
-        Ok(rows?)
+        drop(seat);
+        match rows {
+            Err(error) if lanes::regather(&error) => {
+                let left = wait.saturating_sub(started.elapsed());
+                Ok(self.get_timeout(left).await?.rows(sql, params).await?)
+            }
+            rows => Ok(rows?),
+        }
     }
 
     async fn affected(&self, sql: &str, params: Params<'_>, wait: Duration) -> Result<u64, PoolError> {
@@ -300,10 +308,18 @@ impl Pool {
         params: Params<'_>,
         wait: Duration,
     ) -> Result<u64, PoolError> {
+        let started = tokio::time::Instant::now();
         let mut seat = self.seat(wait).await?;
         let affected = seat.conn.affected(sql, params).await;
         seat.answered = true;
-        Ok(affected?)
+        drop(seat);
+        match affected {
+            Err(error) if lanes::regather(&error) => {
+                let left = wait.saturating_sub(started.elapsed());
+                Ok(self.get_timeout(left).await?.affected(sql, params).await?)
+            }
+            affected => Ok(affected?),
+        }
     }
 
     fn shares(&self, sql: &str) -> bool {

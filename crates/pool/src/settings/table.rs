@@ -418,6 +418,15 @@ pub const PIPELINE_STALL: Span = Span {
     doc: "a shared connection whose oldest unanswered statement has waited this long takes no more callers while the pool has room for another",
 };
 
+/// `DB_GATHER_READS`.
+pub const GATHER_READS: Choice = Choice {
+    env: "DB_GATHER_READS",
+    name: "gather_reads",
+    default: "on",
+    choices: &["on", "off"],
+    doc: "`pool.query` reads (SELECT, WITH, VALUES, TABLE) written together on a shared connection go to the server as one read-only transaction with one Sync; a group that fails is rolled back and its statements run again, each on a connection of its own. `off` when a read has effects outside its transaction (dblink, session advisory locks) that must not happen twice",
+};
+
 /// `DB_UNANSWERED_TIMEOUT_MS`.
 pub const UNANSWERED_TIMEOUT: AutoSpan = AutoSpan {
     env: "DB_UNANSWERED_TIMEOUT_MS",
@@ -496,6 +505,7 @@ pub static POOL: &[&dyn Describe] = &[
     &PIPELINE_DEPTH,
     &STATEMENT_CACHE_SIZE,
     &PIPELINE_STALL,
+    &GATHER_READS,
     &UNANSWERED_TIMEOUT,
     &PROBE_AFTER,
     &POOL_NAME,
