@@ -166,14 +166,12 @@ pub(crate) struct Gatherer {
     control: Gathering,
     /// Client bytes not yet cut into requests.
     pending: Vec<u8>,
-    /// Bytes for the server; those before `out_at` are sent.
-    out: Vec<u8>,
-    out_at: usize,
+    /// Bytes for the server.
+    out: Outgoing,
     /// Server bytes not yet cut into messages.
     raw: Vec<u8>,
-    /// Bytes for the client; those before `back_at` are read.
-    back: Vec<u8>,
-    back_at: usize,
+    /// Bytes for the client.
+    back: Outgoing,
     plans: VecDeque<Plan>,
     /// Requests sent and not answered yet.
     owed: usize,
@@ -188,11 +186,9 @@ impl Gatherer {
         Gatherer {
             control,
             pending: Vec::new(),
-            out: Vec::new(),
-            out_at: 0,
+            out: Outgoing::default(),
             raw: Vec::new(),
-            back: Vec::new(),
-            back_at: 0,
+            back: Outgoing::default(),
             plans: VecDeque::new(),
             owed: 0,
             prepared: false,
@@ -218,15 +214,15 @@ impl Gatherer {
     pub(crate) fn is_empty(&self) -> bool {
         (self.plans.is_empty() || self.relaying && matches!(self.plans.front(), Some(Plan::Relay)))
             && self.pending.is_empty()
-            && self.out_at == self.out.len()
+            && self.out.is_empty()
             && self.raw.is_empty()
-            && self.back_at == self.back.len()
+            && self.back.is_empty()
     }
 
     /// Bytes the client wrote.
     pub(crate) fn client_bytes(&mut self, data: &[u8]) {
         if self.relaying {
-            self.out.extend_from_slice(data);
+            self.out.bytes.extend_from_slice(data);
             return;
         }
         self.pending.extend_from_slice(data);
@@ -278,7 +274,7 @@ impl Gatherer {
                 }
                 None => {
                     self.send_run(&pending, &mut run);
-                    self.out.extend_from_slice(&pending[request..at]);
+                    self.out.bytes.extend_from_slice(&pending[request..at]);
                     if answers > 0 {
                         self.pass(answers);
                     }
@@ -294,7 +290,7 @@ impl Gatherer {
         }
         match relay_from {
             Some(from) => {
-                self.out.extend_from_slice(&pending[from..]);
+                self.out.bytes.extend_from_slice(&pending[from..]);
                 self.plans.push_back(Plan::Relay);
                 self.relaying = true;
             }
@@ -326,27 +322,33 @@ impl Gatherer {
             1 => {
                 let (start, executed, _) = &run[0];
                 self.out
+                    .bytes
                     .extend_from_slice(&pending[*start..executed + SYNC.len()]);
+
                 self.pass(1);
             }
             n => {
                 if !self.prepared {
                     put_message(
-                        &mut self.out,
+                        &mut self.out.bytes,
                         b'P',
                         &[READ_ONLY_NAME, b"\0", READ_ONLY_SQL, b"\0\0\0"],
                     );
                     self.prepared = true;
                 }
                 // Bind (unnamed portal, no parameters, default result format), Execute.
-                put_message(&mut self.out, b'B', &[b"\0", READ_ONLY_NAME, b"\0\0\0\0\0\0\0"]);
-                put_message(&mut self.out, b'E', &[b"\0\0\0\0\0"]);
+                put_message(
+                    &mut self.out.bytes,
+                    b'B',
+                    &[b"\0", READ_ONLY_NAME, b"\0\0\0\0\0\0\0"],
+                );
+                put_message(&mut self.out.bytes, b'E', &[b"\0\0\0\0\0"]);
                 let mut names = Vec::with_capacity(n);
                 for (start, executed, name) in run.drain(..) {
-                    self.out.extend_from_slice(&pending[start..executed]);
+                    self.out.bytes.extend_from_slice(&pending[start..executed]);
                     names.push(name);
                 }
-                self.out.extend_from_slice(&SYNC);
+                self.out.bytes.extend_from_slice(&SYNC);
                 self.owed += n;
                 self.plans.push_back(Plan::Group(Group {
                     answers: vec![Vec::new(); n],
@@ -361,16 +363,12 @@ impl Gatherer {
 
     /// What waits to go to the server.
     pub(crate) fn unsent(&self) -> &[u8] {
-        &self.out[self.out_at..]
+        self.out.waiting()
     }
 
     /// `n` bytes of [`unsent`](Self::unsent) went to the server.
     pub(crate) fn sent(&mut self, n: usize) {
-        self.out_at += n;
-        if self.out_at == self.out.len() {
-            self.out.clear();
-            self.out_at = 0;
-        }
+        self.out.gone(n);
     }
 
     /// Bytes the server sent.
@@ -379,7 +377,7 @@ impl Gatherer {
             // Nothing owed (notices, a parameter change, a session's end): whole messages
             // are relayed as they come, a partial one is held below.
             if let Some(end) = whole_messages(data) {
-                self.back.extend_from_slice(&data[..end]);
+                self.back.bytes.extend_from_slice(&data[..end]);
                 self.raw.extend_from_slice(&data[end..]);
                 return;
             }
@@ -394,7 +392,7 @@ impl Gatherer {
         }
         if matches!(self.plans.front(), Some(Plan::Relay)) || next_message_malformed(&raw[at..]) {
             // Relaying: the rest goes on unchanged, framed or not.
-            self.back.extend_from_slice(&raw[at..]);
+            self.back.bytes.extend_from_slice(&raw[at..]);
             if !matches!(self.plans.front(), Some(Plan::Relay)) {
                 self.plans.push_front(Plan::Relay);
             }
@@ -407,16 +405,16 @@ impl Gatherer {
     fn answer(&mut self, tag: u8, message: &[u8]) {
         // Asynchronous messages go on at once, wherever they come.
         if matches!(tag, b'N' | b'A' | b'S') {
-            self.back.extend_from_slice(message);
+            self.back.bytes.extend_from_slice(message);
             return;
         }
         let group = match self.plans.front_mut() {
             None | Some(Plan::Relay) => {
-                self.back.extend_from_slice(message);
+                self.back.bytes.extend_from_slice(message);
                 return;
             }
             Some(Plan::Pass(n)) => {
-                self.back.extend_from_slice(message);
+                self.back.bytes.extend_from_slice(message);
                 if tag == b'Z' {
                     self.owed = self.owed.saturating_sub(1);
                     *n -= 1;
@@ -431,7 +429,7 @@ impl Gatherer {
         match tag {
             b'E' if ends_session(message) => {
                 // The session ends: its error goes to the client as the answer owed first.
-                self.back.extend_from_slice(message);
+                self.back.bytes.extend_from_slice(message);
                 self.plans.clear();
                 self.plans.push_back(Plan::Relay);
                 self.relaying = true;
@@ -473,8 +471,8 @@ impl Gatherer {
         let complete = group.failed.is_none() && group.at == Some(n);
         if complete {
             for answer in &group.answers {
-                self.back.extend_from_slice(answer);
-                put_message(&mut self.back, b'Z', &[&[status]]);
+                self.back.bytes.extend_from_slice(answer);
+                put_message(&mut self.back.bytes, b'Z', &[&[status]]);
             }
             self.control.inner.gathered.fetch_add(n as u64, Ordering::Relaxed);
             return;
@@ -492,7 +490,7 @@ impl Gatherer {
         }
         for _ in 0..n {
             put_message(
-                &mut self.back,
+                &mut self.back.bytes,
                 b'E',
                 &[
                     b"SERROR\0VERROR\0C",
@@ -502,22 +500,43 @@ impl Gatherer {
                     b"\0\0",
                 ],
             );
-            put_message(&mut self.back, b'Z', &[&[status]]);
+            put_message(&mut self.back.bytes, b'Z', &[&[status]]);
         }
     }
 
     /// What waits to go to the client.
     pub(crate) fn unread(&self) -> &[u8] {
-        &self.back[self.back_at..]
+        self.back.waiting()
     }
 
     /// `n` bytes of [`unread`](Self::unread) went to the client.
     pub(crate) fn read(&mut self, n: usize) {
-        self.back_at += n;
-        if self.back_at == self.back.len() {
-            self.back.clear();
-            self.back_at = 0;
+        self.back.gone(n);
+    }
+}
+
+/// Bytes on their way to one side; those before `at` went.
+#[derive(Debug, Default)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    at: usize,
+}
+
+impl Outgoing {
+    fn waiting(&self) -> &[u8] {
+        &self.bytes[self.at..]
+    }
+
+    fn gone(&mut self, n: usize) {
+        self.at += n;
+        if self.at == self.bytes.len() {
+            self.bytes.clear();
+            self.at = 0;
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.at == self.bytes.len()
     }
 }
 

@@ -5,19 +5,30 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use tokio_postgres::types::ToSql;
+
+use super::tests::lane_pool;
+use super::Seat;
 use crate::pool::statements::Params;
 use crate::pool::Pool;
-use crate::PoolConfig;
 
 /// A pool of one connection: every caller of `query` is on its lane.
 fn one_connection() -> Pool {
-    let url = holdfast_testkit::cluster().url();
-    let config = PoolConfig::from_url(&url)
-        .expect("config")
-        .pool_size(1)
-        .max_overflow(0)
-        .pipeline_stall(Duration::from_secs(60));
-    Pool::new(config).expect("pool")
+    lane_pool(1, |c| c)
+}
+
+/// Two seats on a lane of `pool`, which keep it shared (its reads gathered) for the
+/// callers who join it, with `sql` prepared on its connection (run with `param`).
+async fn shared_lane(pool: &Pool, sql: &str, param: &(dyn ToSql + Sync)) -> (Seat, Seat) {
+    let wait = Duration::from_secs(30);
+    let first = pool.seat(wait).await.expect("first seat");
+    let second = pool.seat(wait).await.expect("second seat");
+    first
+        .conn
+        .rows(sql, Params::Untyped(&[param]))
+        .await
+        .expect("prepared");
+    (first, second)
 }
 
 /// (statements gathered, groups failed) on the pool's one connection.
@@ -30,16 +41,9 @@ async fn gathering(pool: &Pool) -> (u64, u64) {
 #[tokio::test]
 async fn reads_of_callers_sharing_a_lane_are_gathered_and_each_gets_its_own_answer() {
     let pool = one_connection();
-    let wait = Duration::from_secs(30);
-    let first = pool.seat(wait).await.expect("first seat");
-    let second = pool.seat(wait).await.expect("second seat");
     let sql = "SELECT $1::int * 10";
     // Prepared first, so that the eight below are written together.
-    first
-        .conn
-        .rows(sql, Params::Untyped(&[&0]))
-        .await
-        .expect("warm-up");
+    let (first, second) = shared_lane(&pool, sql, &0).await;
     let values: Vec<i32> = (1..=8).collect();
     let conn = &first.conn;
     let answers = join_all(
@@ -138,13 +142,7 @@ async fn an_error_in_a_group_reaches_its_own_caller_only() {
 
 #[tokio::test]
 async fn nothing_is_gathered_when_gather_reads_is_off() {
-    let url = holdfast_testkit::cluster().url();
-    let config = PoolConfig::from_url(&url)
-        .expect("config")
-        .pool_size(1)
-        .max_overflow(0)
-        .gather_reads(false);
-    let pool = Pool::new(config).expect("pool");
+    let pool = lane_pool(1, |c| c.gather_reads(false));
     let sql = "SELECT $1::int + 1";
     pool.query(sql, &[&0]).await.expect("prepared");
     let values: Vec<i32> = (0..8).collect();
@@ -160,30 +158,17 @@ async fn nothing_is_gathered_when_gather_reads_is_off() {
 /// holding it: the read gathered with it is answered while the lock is still held.
 #[tokio::test]
 async fn a_read_waiting_for_a_lock_does_not_hold_the_reads_gathered_with_it() {
-    let url = holdfast_testkit::cluster().url();
-    let config = PoolConfig::from_url(&url)
-        .expect("config")
-        .pool_size(4)
-        .max_overflow(0)
-        .pipeline_stall(Duration::from_secs(60));
-    let pool = Pool::new(config).expect("pool");
+    // Four connections: the blocker's, the lane's, and one each for the two statements to
+    // run again on their own.
+    let pool = lane_pool(4, |c| c);
     let blocker = pool.get().await.expect("a session of its own");
     blocker
         .execute("SELECT pg_advisory_lock(1)", &[])
         .await
         .expect("key 1 held");
-    let wait = Duration::from_secs(30);
-    // Two seats keep the lane shared (gathering on); the callers below join it. (Four
-    // connections: the blocker's, the lane's, and one each for the two statements to run
-    // again on their own.)
-    let first = pool.seat(wait).await.expect("first seat");
-    let second = pool.seat(wait).await.expect("second seat");
     let sql = "SELECT pg_advisory_xact_lock($1::bigint)::text";
-    first
-        .conn
-        .rows(sql, Params::Untyped(&[&0i64]))
-        .await
-        .expect("prepared");
+    // The callers below join the lane these two seats keep shared.
+    let (first, second) = shared_lane(&pool, sql, &0i64).await;
     let call = |key: i64| {
         let pool = pool.clone();
         tokio::spawn(async move { pool.query(sql, &[&key]).await.map(|_| key) })
@@ -208,5 +193,67 @@ async fn a_read_waiting_for_a_lock_does_not_hold_the_reads_gathered_with_it() {
         .expect("answered once key 1 is free")
         .expect("task");
     assert_eq!(locked.expect("the read that waited"), 1);
+    drop((first, second));
+}
+
+/// The lane's backend is terminated while a group runs: the first caller of the group gets
+/// the server's own error (57P01, passed on at once, not held with the group), the other
+/// the connection's end; nobody waits.
+#[tokio::test]
+async fn a_backend_terminated_during_a_group_answers_its_callers_with_the_cause() {
+    let pool = lane_pool(2, |c| c);
+    let admin = pool.get().await.expect("a session of its own");
+    let sql = "SELECT pg_sleep($1::float8)::text";
+    let (first, second) = shared_lane(&pool, sql, &0.0f64).await;
+    let pid = first.conn.backend_pid().expect("the lane's backend");
+    let conn = &first.conn;
+    let group = join_all(
+        [60.0f64, 60.0]
+            .iter()
+            .map(|s| async move { conn.rows(sql, Params::Untyped(&[s])).await }),
+    );
+    let terminate = async {
+        // The group is under way once the lane's backend runs the sleep.
+        loop {
+            let running: bool = admin
+                .query_one(
+                    "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' \
+                     AND query LIKE 'SELECT pg_sleep%'",
+                    &[&pid],
+                )
+                .await
+                .expect("activity")
+                .get(0);
+            if running {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("terminated");
+    };
+    let (answers, ()) = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join(group, terminate),
+    )
+    .await
+    .expect("the callers are answered, not left waiting");
+    let head = answers[0]
+        .as_ref()
+        .expect_err("the head caller's statement was cut");
+    assert_eq!(
+        head.code().map(|c| c.code()),
+        Some("57P01"),
+        "the server's error: {head}"
+    );
+    let other = answers[1].as_ref().expect_err("so was the other's");
+    assert!(other.is_closed(), "the connection's end: {other}");
+    assert_eq!(
+        first.conn.connection().gathering().gathered(),
+        0,
+        "no answer came from a group that never ended"
+    );
     drop((first, second));
 }

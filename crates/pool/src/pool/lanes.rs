@@ -445,13 +445,19 @@ mod tests {
 
     /// A pool of two connections whose lanes never count as stalled.
     fn two_connections() -> Pool {
+        lane_pool(2, |c| c)
+    }
+
+    /// A pool of `size` connections (no overflow) on the test cluster, in which a lane never
+    /// counts as stalled, with `tune` applied to its settings.
+    pub(super) fn lane_pool(size: usize, tune: impl FnOnce(PoolConfig) -> PoolConfig) -> Pool {
         let url = holdfast_testkit::cluster().url();
         let config = PoolConfig::from_url(&url)
             .expect("config")
-            .pool_size(2)
+            .pool_size(size)
             .max_overflow(0)
             .pipeline_stall(Duration::from_secs(60));
-        Pool::new(config).expect("pool")
+        Pool::new(tune(config)).expect("pool")
     }
 
     /// The lane's connection tells its driver when callers share it (the driver then
