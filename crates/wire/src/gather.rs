@@ -324,7 +324,6 @@ impl Gatherer {
                 self.out
                     .bytes
                     .extend_from_slice(&pending[*start..executed + SYNC.len()]);
-
                 self.pass(1);
             }
             n => {
