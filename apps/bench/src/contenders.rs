@@ -25,6 +25,9 @@ pub enum Kind {
     /// One tokio-postgres client shared by every task: what a pool's single connection
     /// does at one task, without the pool (a diagnostic row of section select).
     RawOne,
+    /// A second holdfast pool used exactly as [`Kind::Holdfast`] (`--control`): how far two
+    /// identical contenders differ in one run, the noise floor of every comparison.
+    HoldfastControl,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Raw => "raw (no pool)",
             Kind::RawOne => "raw, one client",
             Kind::HoldfastQuery => "holdfast pool.query",
+            Kind::HoldfastControl => "holdfast, again (control)",
         }
     }
 
@@ -61,12 +65,13 @@ impl Kind {
             Kind::Raw => "raw",
             Kind::RawOne => "raw-one",
             Kind::HoldfastQuery => "holdfast-query",
+            Kind::HoldfastControl => "holdfast-control",
         }
     }
 
     /// holdfast's pool, used either way.
     pub fn is_holdfast(self) -> bool {
-        matches!(self, Kind::Holdfast | Kind::HoldfastQuery)
+        matches!(self, Kind::Holdfast | Kind::HoldfastQuery | Kind::HoldfastControl)
     }
 
     pub fn is_pool(self) -> bool {
@@ -106,7 +111,7 @@ impl Contender {
         let mut pg: tokio_postgres::Config = url.parse().map_err(err)?;
         pg.application_name(&app);
         Ok(match kind {
-            Kind::Holdfast | Kind::HoldfastQuery => {
+            Kind::Holdfast | Kind::HoldfastQuery | Kind::HoldfastControl => {
                 let connect = ConnectConfig::from_url(url).map_err(err)?.application_name(&app);
                 // The pool's own DB_* variables apply (DB_PIPELINE_DEPTH, say), as they would
                 // in a service; the size, overflow and timeout are the bench's.
@@ -116,7 +121,7 @@ impl Contender {
                     .max_overflow(0)
                     .pool_timeout(Duration::from_secs(30));
                 let pool = holdfast_pool::Pool::new(config).map_err(err)?;
-                if kind == Kind::Holdfast {
+                if kind != Kind::HoldfastQuery {
                     Contender::Holdfast(pool)
                 } else {
                     Contender::HoldfastQuery(pool)

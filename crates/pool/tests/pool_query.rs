@@ -570,3 +570,34 @@ async fn the_same_sql_with_other_parameter_types_gets_its_own_statement() {
         .expect("int8 through the connection's cache");
     assert_eq!(rows[0].get::<_, String>(0), "8");
 }
+
+#[tokio::test]
+async fn a_wait_too_long_for_the_clock_waits_instead_of_panicking() {
+    // `Duration::MAX` from now is past what an Instant can hold: a caller who means "as long
+    // as it takes" gets that, not a panic in the pool.
+    let pool = pool_of("query-wait-forever", 1);
+    let held = pool.get().await.expect("the only connection");
+    let get = pool.get_timeout(Duration::MAX);
+    let read = pool.read_within(Duration::MAX, "SELECT 1::int4", &[]);
+    futures_util::pin_mut!(get, read);
+    assert!(
+        get.as_mut().now_or_never().is_none(),
+        "get() waits for the connection"
+    );
+    assert!(
+        read.as_mut().now_or_never().is_none(),
+        "the read waits for it too"
+    );
+    assert_eq!(pool.status().waiting, 2, "both queued: {}", pool.status());
+    drop(held);
+    let conn = tokio::time::timeout(BOUND, get)
+        .await
+        .expect("in time")
+        .expect("get()");
+    drop(conn);
+    let rows = tokio::time::timeout(BOUND, read)
+        .await
+        .expect("in time")
+        .expect("read");
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+}

@@ -13,6 +13,7 @@ use crate::cpu::Cpu;
 use crate::relay::Relay;
 use crate::stats::{median, quantile};
 
+mod control;
 mod syncs;
 
 /// Options of the pool comparison.
@@ -49,6 +50,11 @@ pub struct Args {
     /// closely (under `perf sched`, say).
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     tasks: Vec<usize>,
+    /// In section select, a second holdfast pool used exactly as the first: how far two
+    /// identical contenders differ in the same run (the noise floor), printed beside how far
+    /// `pool.query`'s p99 and p999 are from `get()`'s.
+    #[arg(long)]
+    control: bool,
 }
 
 impl Args {
@@ -144,6 +150,9 @@ async fn throughput(
         // the gap to raw is that sharing rather than the pool.
         if kinds.contains(&Kind::Holdfast) {
             kinds.insert(1, Kind::HoldfastQuery);
+            if args.control {
+                kinds.insert(2, Kind::HoldfastControl);
+            }
         }
         if kinds.contains(&Kind::Raw) {
             kinds.push(Kind::RawOne);
@@ -275,6 +284,7 @@ async fn throughput(
             }
             println!();
         }
+        control::print(section, levels, &kinds, &tails);
         print_cpu(section, levels, &kinds, &cpu);
     }
     println!();

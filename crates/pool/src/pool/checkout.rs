@@ -60,7 +60,7 @@ impl Pool {
         result
     }
 
-    async fn acquire_untraced(
+    pub(super) async fn acquire_untraced(
         &self,
         location: &'static Location<'static>,
         timeout: Duration,
@@ -160,7 +160,7 @@ impl Pool {
             let (tx, rx) = oneshot::channel();
             // No timer of our own: the pool's deadline keeper fails us at the deadline (one
             // timer per pool instead of one per waiting caller).
-            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + timeout);
+            let deadline = *deadline.get_or_insert_with(|| super::deadlines::deadline_after(timeout));
             let (id, wake_keeper) = g.enqueue(tx, location, front, deadline, timeout);
             if wake_keeper {
                 shared.deadline_keeper.notify_one();

@@ -7,11 +7,20 @@
 //! pool's drop wakes it to end.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use super::Shared;
 use crate::error::PoolError;
+
+/// `wait` from now; a wait too long for the clock (`Duration::MAX`, say) is a deadline a
+/// century away instead of a panic.
+pub(crate) fn deadline_after(wait: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
 
 pub(crate) fn spawn(shared: &Arc<Shared>) {
     let pool = Arc::downgrade(shared);

@@ -19,10 +19,10 @@ fn one_connection() -> Pool {
 
 /// Two seats on a lane of `pool`, which keep it shared (its reads gathered) for the
 /// callers who join it, with `sql` prepared on its connection (run with `param`).
-async fn shared_lane(pool: &Pool, sql: &str, param: &(dyn ToSql + Sync)) -> (Seat, Seat) {
-    let wait = Duration::from_secs(30);
-    let first = pool.seat(wait).await.expect("first seat");
-    let second = pool.seat(wait).await.expect("second seat");
+async fn shared_lane<'p>(pool: &'p Pool, sql: &str, param: &(dyn ToSql + Sync)) -> (Seat<'p>, Seat<'p>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let first = pool.seat(deadline).await.expect("first seat");
+    let second = pool.seat(deadline).await.expect("second seat");
     first
         .conn
         .rows(sql, Params::Untyped(&[param]))

@@ -44,6 +44,7 @@
 //! - behind a transaction-mode pooler every statement takes a connection of its own.
 
 use std::collections::VecDeque;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -85,6 +86,11 @@ struct LaneSet {
     lanes: Vec<Lane>,
     /// A caller is making a lane (see [`Opening`]).
     opening: bool,
+    /// Someone waits for the lane being made: its maker wakes them when done.
+    awaited: bool,
+    /// The queue of a lane given back, emptied, for the next lane made: at one caller every
+    /// call makes a lane and gives it back, and need not allocate its queue each time.
+    spare: Option<VecDeque<(u64, Instant)>>,
 }
 
 #[derive(Debug)]
@@ -119,8 +125,8 @@ impl Lanes {
 }
 
 /// A caller's place on a lane; leaving (drop) gives the lane back when it was the last.
-pub(super) struct Seat {
-    pool: Pool,
+pub(super) struct Seat<'a> {
+    lanes: &'a Lanes,
     lane: u64,
     ticket: u64,
     pub(super) conn: Arc<PooledConnection>,
@@ -130,11 +136,10 @@ pub(super) struct Seat {
     pub(super) answered: bool,
 }
 
-impl Drop for Seat {
+impl Drop for Seat<'_> {
     fn drop(&mut self) {
-        let lanes = &self.pool.shared().lanes;
         let retired = {
-            let mut g = lanes.lock();
+            let mut g = self.lanes.lock();
             match g.lanes.iter().position(|l| l.id == self.lane) {
                 Some(i) => {
                     let lane = &mut g.lanes[i];
@@ -147,7 +152,14 @@ impl Drop for Seat {
                             lane.unanswered.drain(..=settled);
                         }
                     }
-                    (lane.in_flight == 0).then(|| g.lanes.swap_remove(i))
+                    if lane.in_flight == 0 {
+                        let mut retired = g.lanes.swap_remove(i);
+                        retired.unanswered.clear();
+                        g.spare = Some(std::mem::take(&mut retired.unanswered));
+                        Some(retired)
+                    } else {
+                        None
+                    }
                 }
                 None => None,
             }
@@ -163,9 +175,8 @@ impl Pool {
     /// any other, while the pool has room; or, when it has none, the least busy lane even
     /// past `pipeline_depth` (deeper pipelining beats queueing). One caller at a time makes
     /// a lane: the others wait for it, or meanwhile keep to a lane past its term.
-    pub(super) async fn seat(&self, wait: Duration) -> Result<Seat, PoolError> {
+    pub(super) async fn seat(&self, deadline: tokio::time::Instant) -> Result<Seat<'_>, PoolError> {
         let shared = self.shared();
-        let deadline = tokio::time::Instant::now() + wait;
         let opening = loop {
             match self.choose_lane() {
                 Choice::Join(seat) => return Ok(seat),
@@ -185,24 +196,29 @@ impl Pool {
         let conn = {
             let _queued = Queued::new(&shared.lanes.waiting);
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            Arc::new(self.get_timeout(left).await?)
+            // Untraced: a lane is no caller's, and its statements are traced by
+            // `Pool::query`'s own spans (its connection's wire spans stay parentless).
+            Arc::new(self.acquire_untraced(Location::caller(), left).await?)
         };
         // A lane is the pool's own: it goes back with its last statement, so it is no
         // leak however long it serves (up to LANE_TERM plus its statements).
         shared.forget_lease(conn.slot_id());
-        // Nor is any caller's: its statements are traced by `Pool::query`'s own spans.
-        conn.connection().trace_under(&tracing::Span::none());
+        let lanes = &shared.lanes;
         let now = Instant::now();
-        let mut lane = Lane {
-            id: shared.lanes.next_id.fetch_add(1, Ordering::Relaxed),
-            conn,
-            in_flight: 0,
-            taken: now,
-            unanswered: VecDeque::new(),
-            next_ticket: 0,
+        let seat = {
+            let mut g = lanes.lock();
+            let mut lane = Lane {
+                id: lanes.next_id.fetch_add(1, Ordering::Relaxed),
+                conn,
+                in_flight: 0,
+                taken: now,
+                unanswered: g.spare.take().unwrap_or_default(),
+                next_ticket: 0,
+            };
+            let seat = lane.seat(self, now);
+            g.lanes.push(lane);
+            seat
         };
-        let seat = lane.seat(self, now);
-        shared.lanes.lock().lanes.push(lane);
         // The lane is in the list: the callers waiting for it may join.
         drop(opening);
         Ok(seat)
@@ -270,6 +286,8 @@ impl Pool {
             if let Some(i) = fullest(&g.lanes, false) {
                 return Choice::Join(g.lanes[i].seat(self, now));
             }
+            // Made under the lock, before its maker can look at `awaited`: its notice counts.
+            g.awaited = true;
             return Choice::Await(shared.lanes.made.notified());
         }
         g.opening = true;
@@ -280,7 +298,7 @@ impl Pool {
 /// Where a caller of `query`/`execute` goes.
 enum Choice<'a> {
     /// A seat on a lane.
-    Join(Seat),
+    Join(Seat<'a>),
     /// To make a lane; `Some` for the one caller that makes it for the others too.
     Open(Option<Opening<'a>>),
     /// To wait for the lane being made.
@@ -293,14 +311,24 @@ struct Opening<'a>(&'a Lanes);
 
 impl Drop for Opening<'_> {
     fn drop(&mut self) {
-        self.0.lock().opening = false;
-        self.0.made.notify_waiters();
+        let awaited = {
+            let mut g = self.0.lock();
+            g.opening = false;
+            std::mem::take(&mut g.awaited)
+        };
+        // Every `made.notified()` was created under the lock while `awaited` was set, so
+        // `notify_waiters` wakes each (woken, a caller looks again: a spurious wake-up, when
+        // another caller is already making the next lane, costs a look). At one caller
+        // nobody waits, and the notice is skipped.
+        if awaited {
+            self.0.made.notify_waiters();
+        }
     }
 }
 
 impl Lane {
     /// A new caller's seat on this lane, its statement counted as waiting from `now`.
-    fn seat(&mut self, pool: &Pool, now: Instant) -> Seat {
+    fn seat<'a>(&mut self, pool: &'a Pool, now: Instant) -> Seat<'a> {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         self.in_flight += 1;
@@ -311,7 +339,7 @@ impl Lane {
         }
         self.unanswered.push_back((ticket, now));
         Seat {
-            pool: pool.clone(),
+            lanes: &pool.shared().lanes,
             lane: self.id,
             ticket,
             conn: Arc::clone(&self.conn),
@@ -465,10 +493,10 @@ mod tests {
     #[tokio::test]
     async fn a_lane_tells_its_driver_while_callers_share_it() {
         let pool = two_connections();
-        let wait = Duration::from_secs(30);
-        let first = pool.seat(wait).await.expect("first seat");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let first = pool.seat(deadline).await.expect("first seat");
         assert!(!first.conn.connection().is_shared(), "one caller does not share");
-        let second = pool.seat(wait).await.expect("second seat");
+        let second = pool.seat(deadline).await.expect("second seat");
         assert!(
             Arc::ptr_eq(&first.conn, &second.conn),
             "the second caller joins the lane"
@@ -476,7 +504,7 @@ mod tests {
         assert!(first.conn.connection().is_shared(), "two callers share the lane");
         drop(second);
         assert!(!first.conn.connection().is_shared(), "one caller left");
-        let again = pool.seat(wait).await.expect("third seat");
+        let again = pool.seat(deadline).await.expect("third seat");
         assert!(again.conn.connection().is_shared(), "two again");
         drop(again);
         drop(first);
@@ -503,17 +531,17 @@ mod tests {
     #[tokio::test]
     async fn a_lane_past_its_term_is_renewed_while_its_connection_passes_the_checks() {
         let pool = two_connections();
-        let wait = Duration::from_secs(30);
-        let first = pool.seat(wait).await.expect("first seat");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let first = pool.seat(deadline).await.expect("first seat");
         end_terms(&pool);
-        let second = pool.seat(wait).await.expect("second seat");
+        let second = pool.seat(deadline).await.expect("second seat");
         assert!(
             Arc::ptr_eq(&first.conn, &second.conn),
             "a lane past its term is renewed, not replaced"
         );
         pool.invalidate_all();
         end_terms(&pool);
-        let third = pool.seat(wait).await.expect("third seat");
+        let third = pool.seat(deadline).await.expect("third seat");
         assert!(
             !Arc::ptr_eq(&first.conn, &third.conn),
             "a lane whose connection is due for a check is not renewed"

@@ -281,14 +281,14 @@ impl Pool {
         params: Params<'_>,
         wait: Duration,
     ) -> Result<Vec<Row>, PoolError> {
-        let started = tokio::time::Instant::now();
-        let mut seat = self.seat(wait).await?;
+        let deadline = deadlines::deadline_after(wait);
+        let mut seat = self.seat(deadline).await?;
         let rows = seat.conn.rows(sql, params).await;
         seat.answered = true;
         drop(seat);
         match rows {
             Err(error) if lanes::regather(&error) => {
-                let left = wait.saturating_sub(started.elapsed());
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 Ok(self.get_timeout(left).await?.rows(sql, params).await?)
             }
             rows => Ok(rows?),
@@ -308,14 +308,14 @@ impl Pool {
         params: Params<'_>,
         wait: Duration,
     ) -> Result<u64, PoolError> {
-        let started = tokio::time::Instant::now();
-        let mut seat = self.seat(wait).await?;
+        let deadline = deadlines::deadline_after(wait);
+        let mut seat = self.seat(deadline).await?;
         let affected = seat.conn.affected(sql, params).await;
         seat.answered = true;
         drop(seat);
         match affected {
             Err(error) if lanes::regather(&error) => {
-                let left = wait.saturating_sub(started.elapsed());
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 Ok(self.get_timeout(left).await?.affected(sql, params).await?)
             }
             affected => Ok(affected?),

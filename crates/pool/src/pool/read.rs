@@ -71,7 +71,7 @@ impl Pool {
         params: Params<'_>,
         budget: Duration,
     ) -> Result<Vec<Row>, PoolError> {
-        let deadline = tokio::time::Instant::now() + budget;
+        let deadline = super::deadlines::deadline_after(budget);
         let mut bound = FIRST_PAUSE;
         loop {
             // Each try waits for a connection at most what is left of the budget.
