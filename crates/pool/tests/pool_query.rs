@@ -601,3 +601,27 @@ async fn a_wait_too_long_for_the_clock_waits_instead_of_panicking() {
         .expect("read");
     assert_eq!(rows[0].get::<_, i32>(0), 1);
 }
+
+#[tokio::test]
+async fn a_lane_kept_for_the_next_statement_is_the_pools_to_hand_out_and_to_close() {
+    // A lone caller's lane stays parked with the pool's only connection for the next
+    // statement. It counts as idle, a caller who will not wait takes it, and closing the
+    // pool closes it at once instead of waiting `close_timeout` for it.
+    let pool = pool_of("query-parked", 1);
+    let rows = pool.query("SELECT 1::int4", &[]).await.expect("a lone query");
+    assert_eq!(rows[0].get::<_, i32>(0), 1);
+    let status = pool.status();
+    assert_eq!((status.open, status.idle, status.in_use), (1, 1, 0), "{status}");
+    let conn = pool
+        .try_get()
+        .await
+        .expect("try_get takes the parked lane's connection");
+    conn.batch_execute("SELECT 1").await.expect("use it");
+    drop(conn);
+    pool.query("SELECT 1", &[]).await.expect("a lone query again");
+    assert_eq!(pool.close().await, 0, "nothing left in use");
+    eventually("no server session left", || async {
+        support::server_sessions(&pool).await.is_empty()
+    })
+    .await;
+}

@@ -15,6 +15,7 @@ use super::config::PrePing;
 use super::pooled::PooledConnection;
 use super::slot::{CloseReason, Slot};
 use super::{Pool, Shared};
+use crate::connect::Connection;
 use crate::error::PoolError;
 
 impl Pool {
@@ -109,15 +110,17 @@ impl Pool {
     ) -> Result<PooledConnection, PoolError> {
         let shared = &self.shared;
         let mut expired = Vec::new();
-        let (id, rx) = {
+        let mut unparked = false;
+        let (id, rx) = loop {
             let mut g = shared.lock();
             if g.closed {
                 return Err(PoolError::Closed {
                     pool: shared.config.name.clone(),
                 });
             }
+            let before = expired.len();
             let taken = g.take_idle(CoarseInstant::now(), &mut expired);
-            g.open -= expired.len();
+            g.open -= expired.len() - before;
             if let Some(slot) = taken {
                 g.in_use += 1;
                 if shared.config.leak_threshold.is_some() {
@@ -126,6 +129,14 @@ impl Pool {
                 drop(g);
                 self.close_expired(expired);
                 return Ok(PooledConnection::new(Arc::clone(shared), slot));
+            }
+            // No idle connection, but a `pool.query` lane parked for the next statement
+            // holds one: it goes back (to the first waiter, if any), and we look again.
+            if !unparked && shared.lanes.parked() > 0 {
+                drop(g);
+                unparked = true;
+                shared.lanes.unpark_all();
+                continue;
             }
             if let Some(down) = g.down.as_ref().filter(|d| d.fatal && g.open == 0) {
                 return Err(PoolError::Unavailable {
@@ -167,9 +178,14 @@ impl Pool {
             }
             shared.spawn_openers(&mut g);
             shared.publish_gauges(&g);
-            (id, rx)
+            break (id, rx);
         };
         self.close_expired(expired);
+        // A lane parked after our look, before we queued, saw no waiter to give its
+        // connection to (see `Seat`'s drop); now that we are queued, it comes to us.
+        if shared.lanes.parked() > 0 {
+            shared.lanes.unpark_all();
+        }
         let mut waiting = Waiting {
             shared,
             id,
@@ -220,17 +236,7 @@ impl Pool {
             return false;
         };
         let stale = slot.generation < generation;
-        let ping = stale
-            || match shared.config.pre_ping {
-                PrePing::Always => true,
-                PrePing::Never => false,
-                PrePing::Auto => slot
-                    .conn
-                    .state()
-                    .idle_for()
-                    .is_none_or(|idle| idle > shared.config.pre_ping_window),
-            };
-        if !ping {
+        if !stale && !shared.pre_ping_due(&slot.conn) {
             return true;
         }
         let left = deadline.map_or(timeout, |d| {
@@ -260,6 +266,21 @@ impl Pool {
         tracing::debug!(pool = %shared.config.name, conn = slot.id, stale, "connection failed its check: replacing it");
         conn.discard_for(CloseReason::PingFailed);
         false
+    }
+}
+
+impl Shared {
+    /// Whether the pre-ping policy wants `conn` pinged before its next use: always, never,
+    /// or (`auto`) when the server has been silent on it longer than the window.
+    pub(super) fn pre_ping_due(&self, conn: &Connection) -> bool {
+        match self.config.pre_ping {
+            PrePing::Always => true,
+            PrePing::Never => false,
+            PrePing::Auto => conn
+                .state()
+                .idle_for()
+                .is_none_or(|idle| idle > self.config.pre_ping_window),
+        }
     }
 }
 

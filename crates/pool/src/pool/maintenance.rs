@@ -1,5 +1,5 @@
 //! Background upkeep, once a second, holding only a `Weak` to the pool so it ends when the
-//! pool is dropped: idle timeout and age recycling above `min_idle`, jittered keepalive pings
+//! pool is dropped: parked `pool.query` lanes past their term given back, idle timeout and age recycling above `min_idle`, jittered keepalive pings
 //! of idle connections, `min_idle` refill, leak warnings, closing connections whose requests
 //! get no answer (see `unanswered`), gauges.
 
@@ -38,6 +38,8 @@ async fn run(pool: Weak<Shared>) {
 /// One maintenance pass.
 pub(crate) async fn run_once(shared: &Arc<Shared>) {
     let config = &shared.config;
+    // A `pool.query` lane parked past its term returns its connection to the idle set below.
+    shared.lanes.unpark_past_term(std::time::Instant::now());
     if let Some(bound) = shared.unanswered {
         for silenced in shared.watch.take_silent(bound) {
             shared.metrics.unanswered.increment(1);

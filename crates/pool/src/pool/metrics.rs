@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 
-use super::internals::Internals;
 use super::slot::CloseReason;
+use super::status::PoolStatus;
 
 const REASONS: [CloseReason; 8] = [
     CloseReason::Recycled,
@@ -123,12 +123,13 @@ impl PoolMetrics {
     /// connection taken or given back) leave them to the next update: a shared gauge written
     /// on every checkout would bounce its cache line between every core.
     ///
-    /// `waiting` is [`Shared::waiting`](super::Shared::waiting): the pool's queue and the
-    /// callers of `query`/`execute` waiting for the lane another caller is making.
-    pub(crate) fn gauges(&self, g: &Internals, waiting: usize) {
-        self.open.set(g.open as f64);
-        self.idle.set(g.idle.len() as f64);
-        self.in_use.set(g.in_use as f64);
-        self.waiting.set(waiting as f64);
+    /// The counts are [`PoolStatus`]'s: `waiting` counts the pool's queue and the callers of
+    /// `query`/`execute` waiting for the lane another caller is making, `idle` a lane parked
+    /// for the next statement.
+    pub(crate) fn gauges(&self, status: &PoolStatus) {
+        self.open.set(status.open as f64);
+        self.idle.set(status.idle as f64);
+        self.in_use.set(status.in_use as f64);
+        self.waiting.set(status.waiting as f64);
     }
 }

@@ -186,6 +186,8 @@ impl Pool {
             g.open -= idle.len();
             idle
         };
+        // A parked lane's connection comes back, and closes as the pool is closed.
+        self.shared.lanes.unpark_all();
         for slot in idle {
             self.shared.close_slot(Some((slot, CloseReason::PoolClosed)));
         }
@@ -468,14 +470,17 @@ impl Shared {
 
     /// Publishes the pool's gauges (see [`PoolMetrics::gauges`]).
     pub(crate) fn publish_gauges(&self, g: &Internals) {
-        self.metrics.gauges(g, self.waiting(g));
+        self.metrics.gauges(&self.status_of(g));
     }
 
+    /// The pool's counts. A `pool.query` lane parked for the next statement counts as idle:
+    /// a checkout that finds no other takes it back.
     pub(crate) fn status_of(&self, g: &Internals) -> PoolStatus {
+        let parked = self.lanes.parked();
         PoolStatus {
             open: g.open,
-            idle: g.idle.len(),
-            in_use: g.in_use,
+            idle: g.idle.len() + parked,
+            in_use: g.in_use.saturating_sub(parked),
             waiting: self.waiting(g),
             opening: g.opening,
             max: self.config.max_size(),

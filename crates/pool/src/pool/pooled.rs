@@ -72,6 +72,13 @@ impl PooledConnection {
         &self.shared
     }
 
+    /// Nothing happened on the connection since it was taken that its return would look
+    /// at: it is clean (idle, nothing in flight) and no statement failed on it.
+    pub(super) fn as_taken(&self) -> bool {
+        let state = self.state();
+        state.is_clean() && state.errors() == self.errors_at_checkout
+    }
+
     /// The connection's id within the pool.
     pub(crate) fn slot_id(&self) -> u64 {
         self.slot().id
