@@ -439,14 +439,17 @@ fn alive(lane: &Lane) -> bool {
 impl Shared {
     /// A lane whose last caller left may keep its connection for the next when the pool
     /// would hand that connection out again as it is: alive, clean, no error since it was
-    /// taken (the return path would have something to look at), no abandoned statement still
-    /// in its pipeline, and neither a reset query nor a ping due between callers.
+    /// taken and no change of the server's role that the pool cares about (the return path
+    /// would have something to look at), no abandoned statement still in its pipeline, and neither a reset query nor a
+    /// ping due between callers.
     fn parkable(&self, lane: &Lane) -> bool {
         lane.unanswered.is_empty()
             && self.config.reset_query.is_none()
             && self.config.pre_ping != PrePing::Always
             && alive(lane)
             && lane.conn.as_taken()
+            && !(self.config.connect.get_target_session_attrs().needs_role()
+                && lane.conn.connection().role_changed())
     }
 
     /// A checkout would hand this connection out without a ping: verified since the last
