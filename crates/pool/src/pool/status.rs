@@ -7,9 +7,10 @@ use std::fmt;
 pub struct PoolStatus {
     /// Connections that exist (idle, in use, or being reset or checked by the pool).
     pub open: usize,
-    /// Idle connections ready to hand out.
+    /// Idle connections ready to hand out (a `Pool::query` lane parked with no caller, kept
+    /// for the next statement, included: a checkout that finds no other takes it back).
     pub idle: usize,
-    /// Connections held by callers.
+    /// Connections held by callers (lanes serving `Pool::query` callers included).
     pub in_use: usize,
     /// Callers waiting for a connection (callers of `query`/`execute` waiting for the lane
     /// another caller is making included).
