@@ -49,9 +49,9 @@
 //!   hand out: it counts as idle in [`PoolStatus`](crate::PoolStatus), a checkout that finds
 //!   no idle connection takes it back (so it never keeps a caller of `get()` waiting),
 //!   and maintenance takes it back at the end of its term; a lane is parked only when its
-//!   connection is exactly as it was taken (clean, no error since, no abandoned statement
-//!   in its pipeline), and joined again only while a checkout would hand it out without a
-//!   ping (no disconnect since, pre-ping not due).
+//!   connection is exactly as it was taken (see [`Shared::parkable`]), and joined again
+//!   only while a checkout would hand it out without a ping (no disconnect since, pre-ping
+//!   not due).
 //! - behind a transaction-mode pooler every statement takes a connection of its own.
 
 use std::collections::VecDeque;
@@ -309,9 +309,9 @@ impl Pool {
         // Lanes given back here: declared before the guard, so dropped after it.
         let mut given_back: Vec<Lane> = Vec::new();
         let mut g = shared.lanes.lock();
-        // A parked lane is joined only as a checkout would hand its connection out: without
-        // a ping first.
-        let alive = |l: &Lane| alive(l) && (!l.parked || shared.ready_as_is(&l.conn));
+        // Open; and a parked lane only as a checkout would hand its connection out: without a
+        // ping first.
+        let joinable = |l: &Lane| alive(l) && (!l.parked || shared.ready_as_is(&l.conn));
         let in_term = |l: &Lane| now.duration_since(l.taken) < LANE_TERM;
         // Its statements are answered in time, and it has room for one more.
         let keeps_up = |l: &Lane| l.in_flight < depth && l.head_wait(now) < stall;
@@ -328,7 +328,7 @@ impl Pool {
         let fullest = |g: &[Lane], term: bool| {
             g.iter()
                 .enumerate()
-                .filter(|(_, l)| alive(l) && keeps_up(l) && (!term || in_term(l)))
+                .filter(|(_, l)| joinable(l) && keeps_up(l) && (!term || in_term(l)))
                 .max_by_key(|(_, l)| l.in_flight)
                 .map(|(i, _)| i)
         };
@@ -350,7 +350,7 @@ impl Pool {
                 .lanes
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| alive(l) && in_term(l))
+                .filter(|(_, l)| joinable(l) && in_term(l))
                 .min_by_key(|(_, l)| l.in_flight)
                 .map(|(i, _)| i);
             if let Some(i) = least_busy {
@@ -438,10 +438,10 @@ fn alive(lane: &Lane) -> bool {
 
 impl Shared {
     /// A lane whose last caller left may keep its connection for the next when the pool
-    /// would hand that connection out again as it is: alive, clean, no error since it was
-    /// taken and no change of the server's role that the pool cares about (the return path
-    /// would have something to look at), no abandoned statement still in its pipeline, and neither a reset query nor a
-    /// ping due between callers.
+    /// would hand that connection out again as it is, with nothing for the return path to
+    /// look at: alive and clean, no error since it was taken, no change of the server's role
+    /// that the pool cares about, no abandoned statement still in its pipeline, and neither
+    /// a reset query nor a ping due between callers.
     fn parkable(&self, lane: &Lane) -> bool {
         lane.unanswered.is_empty()
             && self.config.reset_query.is_none()
