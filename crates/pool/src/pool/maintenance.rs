@@ -1,7 +1,8 @@
 //! Background upkeep, once a second, holding only a `Weak` to the pool so it ends when the
-//! pool is dropped: parked `pool.query` lanes past their term given back, idle timeout and age recycling above `min_idle`, jittered keepalive pings
-//! of idle connections, `min_idle` refill, leak warnings, closing connections whose requests
-//! get no answer (see `unanswered`), gauges.
+//! pool is dropped: parked `pool.query` lanes past their term given back, idle timeout and
+//! age recycling above `min_idle`, jittered keepalive pings of idle connections, `min_idle`
+//! refill, leak warnings, closing connections whose requests get no answer (see
+//! `unanswered`), gauges.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
